@@ -1,0 +1,1 @@
+"""Torch front end: traces a torch.nn.Module into high-level IR."""

@@ -75,7 +75,7 @@ def from_located_error(error: LocatedError) -> Diagnostic:
 
 
 class DiagnosticCollector:
-    """Collects every diagnostic the context emits while attached (``with collector.attached()``)."""
+    """Collects every diagnostic the context emits while attached (``collector.attached()``)."""
 
     def __init__(self, context: ir.Context) -> None:
         self.context = context

@@ -3,7 +3,7 @@
 | variable | effect |
 |---|---|
 | TESSERA_DEBUG | CLIs print Python tracebacks for internal errors |
-| TESSERA_DUMP_DIR | ``compile`` writes the IR of every stage to ``<dir>/<model-key>/<stage>.mlir`` |
+| TESSERA_DUMP_DIR | ``compile`` writes every stage's IR to ``<dir>/<model-key>/<stage>.mlir`` |
 | TESSERA_CACHE_DIR | where compiled artifacts are cached (default ``~/.cache/tessera``) |
 | TESSERA_ALWAYS_COMPILE | ignore the compile cache (still writes it) |
 | TESSERA_PRINT_IR_AFTER_ALL | ``compile`` prints the IR after every pass to stderr |

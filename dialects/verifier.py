@@ -1,0 +1,33 @@
+"""Runs every tessera op's schema and verifier over a module."""
+
+from __future__ import annotations
+
+from mlir import ir
+from tessera.diagnostics import source_location
+from tessera.errors import VerifyError
+from tessera.ir_walk import walk_ops
+from tessera.schema import SCHEMAS
+
+
+def verify_op(op: ir.Operation) -> VerifyError | None:
+    """The first problem with one tessera op, or None when it is valid."""
+    schema = SCHEMAS.get(op.name)
+    if schema is None:
+        known = ", ".join(sorted(SCHEMAS))
+        return VerifyError(
+            f"unknown op '{op.name}' in the tessera dialect (known: {known})",
+            source_location(op.location),
+        )
+    view = schema(op)
+    try:
+        view.verify_schema()
+        view.verify()
+    except VerifyError as problem:
+        return problem
+    return None
+
+
+def verify_module(root: ir.Operation) -> list[VerifyError]:
+    """Every tessera op's problem in ``root``, in walk order."""
+    problems = [verify_op(op) for op in walk_ops(root) if op.name.startswith("tessera.")]
+    return [p for p in problems if p is not None]

@@ -57,8 +57,14 @@ def check(text: str, source_name: str, diagnostics: list[Diagnostic]) -> list[st
     for diag in _flatten(diagnostics):
         line = diag.location.line if diag.location else None
         match = next(
-            (w for w in wanted if not w.found and w.severity == diag.severity
-             and w.line == line and w.text in diag.message),
+            (
+                w
+                for w in wanted
+                if not w.found
+                and w.severity == diag.severity
+                and w.line == line
+                and w.text in diag.message
+            ),
             None,
         )
         if match is None:

@@ -29,20 +29,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("input", nargs="?", default="-", help="input file ('-' for stdin)")
     parser.add_argument("-o", dest="output", default="-", help="output file ('-' for stdout)")
-    parser.add_argument("-p", "--pass-pipeline", dest="pipeline", default=None,
-                        help="a textual pipeline, e.g. 'builtin.module(canonicalize,tessera-fuse)'")
-    parser.add_argument("--split-input-file", action="store_true",
-                        help=f"process each '{SPLIT_MARKER}'-separated chunk on its own")
-    parser.add_argument("--verify-diagnostics", action="store_true",
-                        help="check diagnostics against '// expected-error' comments")
-    parser.add_argument("--mlir-print-ir-after-all", action="store_true",
-                        help="print the IR after every pass to stderr")
-    parser.add_argument("--no-verify-each", action="store_true",
-                        help="skip the tessera verifier after each tessera pass")
-    parser.add_argument("--allow-unregistered-dialect", action="store_true",
-                        help="accepted for mlir-opt compatibility (always on)")
-    parser.add_argument("--list-passes", action="store_true",
-                        help="list tessera passes and pipelines, then exit")
+    parser.add_argument(
+        "-p",
+        "--pass-pipeline",
+        dest="pipeline",
+        default=None,
+        help="a textual pipeline, e.g. 'builtin.module(canonicalize,tessera-fuse)'",
+    )
+    parser.add_argument(
+        "--split-input-file",
+        action="store_true",
+        help=f"process each '{SPLIT_MARKER}'-separated chunk on its own",
+    )
+    parser.add_argument(
+        "--verify-diagnostics",
+        action="store_true",
+        help="check diagnostics against '// expected-error' comments",
+    )
+    parser.add_argument(
+        "--mlir-print-ir-after-all",
+        action="store_true",
+        help="print the IR after every pass to stderr",
+    )
+    parser.add_argument(
+        "--no-verify-each",
+        action="store_true",
+        help="skip the tessera verifier after each tessera pass",
+    )
+    parser.add_argument(
+        "--allow-unregistered-dialect",
+        action="store_true",
+        help="accepted for mlir-opt compatibility (always on)",
+    )
+    parser.add_argument(
+        "--list-passes", action="store_true", help="list tessera passes and pipelines, then exit"
+    )
     return parser
 
 
@@ -81,7 +102,10 @@ def _chunks(text: str, split: bool) -> list[str]:
         return [text]
     chunks, current, first_line = [], [], 0
     for number, line in enumerate(text.splitlines(keepends=True)):
-        if line.strip().startswith(SPLIT_MARKER) and line.strip()[len(SPLIT_MARKER):].strip() == "":
+        if (
+            line.strip().startswith(SPLIT_MARKER)
+            and line.strip()[len(SPLIT_MARKER) :].strip() == ""
+        ):
             chunks.append("\n" * first_line + "".join(current))
             current, first_line = [], number + 1
             continue
@@ -90,8 +114,9 @@ def _chunks(text: str, split: bool) -> list[str]:
     return chunks
 
 
-def _process(chunk: str, source: str, pipeline: str, args: argparse.Namespace
-             ) -> tuple[str | None, list[Diagnostic]]:
+def _process(
+    chunk: str, source: str, pipeline: str, args: argparse.Namespace
+) -> tuple[str | None, list[Diagnostic]]:
     """Parses, verifies and runs the pipeline on one chunk: (output IR or None, diagnostics)."""
     from mlir import ir
 
@@ -106,7 +131,9 @@ def _process(chunk: str, source: str, pipeline: str, args: argparse.Namespace
         try:
             elements = expand(parse_pipeline(pipeline)) if pipeline else []
             manager = build_pass_manager(
-                elements, context, verify_each=not args.no_verify_each,
+                elements,
+                context,
+                verify_each=not args.no_verify_each,
                 print_ir_after_all=args.mlir_print_ir_after_all,
             )
             module = parse_module(chunk, context, source)
@@ -145,8 +172,10 @@ def run(argv: list[str]) -> int:
         print(f"tessera-opt: error: unrecognized arguments: {' '.join(bad)}", file=sys.stderr)
         return 2
     if args.pipeline and flag_elements:
-        print("tessera-opt: error: give passes either as -p/--pass-pipeline or as flags, "
-              "not both", file=sys.stderr)
+        print(
+            "tessera-opt: error: give passes either as -p/--pass-pipeline or as flags, not both",
+            file=sys.stderr,
+        )
         return 2
     pipeline = args.pipeline or ",".join(flag_elements)
     _check_pipeline(pipeline)
@@ -190,8 +219,7 @@ def run(argv: list[str]) -> int:
         try:
             Path(args.output).write_text(rendered)
         except OSError as problem:
-            print(f"{args.output}: error: cannot write output: {problem.strerror}",
-                  file=sys.stderr)
+            print(f"{args.output}: error: cannot write output: {problem.strerror}", file=sys.stderr)
             return 1
     return 1 if failed else 0
 
@@ -205,8 +233,11 @@ def main() -> None:
     except Exception as problem:  # noqa: BLE001 - a CLI never shows a bare traceback
         if knobs.debug():
             traceback.print_exc()
-        print(f"tessera-opt: internal error: {type(problem).__name__}: {problem} "
-              "(set TESSERA_DEBUG=1 for a traceback)", file=sys.stderr)
+        print(
+            f"tessera-opt: internal error: {type(problem).__name__}: {problem} "
+            "(set TESSERA_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
         code = 1
     sys.exit(code)
 

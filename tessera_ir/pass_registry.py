@@ -62,7 +62,9 @@ def _convert(pass_name: str, key: str, raw: str, type_: Any) -> Any:
             return float(raw)
         return raw
     except ValueError:
-        raise PassError(f"pass '{pass_name}': option '{key}' expects {kind}, found '{raw}'") from None
+        raise PassError(
+            f"pass '{pass_name}': option '{key}' expects {kind}, found '{raw}'"
+        ) from None
 
 
 PASSES: dict[str, PassInfo] = {}

@@ -114,8 +114,10 @@ def expand(elements: list[Element], seen: tuple[str, ...] = ()) -> list[Element]
 
 
 def _mentions_tessera(nested: str) -> bool:
-    return any(e.name.startswith("tessera-") or _mentions_tessera(e.nested or "")
-               for e in split_elements(nested))
+    return any(
+        e.name.startswith("tessera-") or _mentions_tessera(e.nested or "")
+        for e in split_elements(nested)
+    )
 
 
 def build_pass_manager(
@@ -131,12 +133,14 @@ def build_pass_manager(
             info = PASSES.get(element.name)
             if info is not None:
                 options = info.parse_options(element.options)
-                manager.add(_adapter(info, options, verify_each), name=info.name,
-                            argument=info.name)
+                manager.add(
+                    _adapter(info, options, verify_each), name=info.name, argument=info.name
+                )
                 continue
             if element.name.startswith("tessera-"):
-                raise PassError(f"unknown pass '{element.name}' (tessera passes: "
-                                f"{', '.join(sorted(PASSES))})")
+                raise PassError(
+                    f"unknown pass '{element.name}' (tessera passes: {', '.join(sorted(PASSES))})"
+                )
             try:
                 manager.add(element.text())
             except ValueError as problem:

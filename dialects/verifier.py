@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mlir import ir
+
 from tessera.diagnostics import source_location
 from tessera.errors import VerifyError
 from tessera.ir_walk import walk_ops

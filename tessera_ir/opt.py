@@ -230,7 +230,7 @@ def main() -> None:
     except TesseraError as problem:
         print(f"tessera-opt: error: {problem}", file=sys.stderr)
         code = 1
-    except Exception as problem:  # noqa: BLE001 - a CLI never shows a bare traceback
+    except Exception as problem:
         if knobs.debug():
             traceback.print_exc()
         print(

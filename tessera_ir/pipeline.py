@@ -171,7 +171,7 @@ def _adapter(info: PassInfo, options: object, verify_each: bool):  # type: ignor
         except LocatedError as problem:
             _emit(op, problem)
             pass_.signal_pass_failure()  # type: ignore[attr-defined]
-        except Exception as problem:  # noqa: BLE001 - any crash must become a diagnostic
+        except Exception as problem:
             detail = traceback.format_exc() if knobs.debug() else f"{type(problem).__name__}: "
             if not knobs.debug():
                 detail += str(problem)

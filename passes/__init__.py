@@ -1,7 +1,9 @@
-"""Target-independent passes; importing this package registers them all."""
+"""Target-independent passes; importing this package registers every pass module in it."""
 
 from __future__ import annotations
 
-from . import cleanup, verify
+import importlib
+import pkgutil
 
-__all__ = ["cleanup", "verify"]
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -1,3 +1,4 @@
+# ruff: noqa: F821  (lit injects `config`)
 # lit configuration for Tessera's IR tests: `RUN: tessera-opt %s ... | filecheck %s`.
 import os
 import shutil

@@ -1,0 +1,55 @@
+"""Runs a lowered module in process through MLIR's ExecutionEngine (a test and debug aid;
+compiled models run through the runtime)."""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from mlir import ir
+from mlir.execution_engine import ExecutionEngine
+
+from tessera.runtime.memref import DTYPES, descriptor, descriptor_type
+
+_LIBC = ctypes.CDLL(None)
+_LIBC.free.argtypes = [ctypes.c_void_p]
+
+
+def _result_signature(module: ir.Module, name: str) -> tuple[int, torch.dtype]:
+    for op in module.body.operations:
+        op = op.operation
+        if op.name in ("func.func",) and str(op.attributes["sym_name"].value) == name:
+            result = op.attributes["function_type"].value.results[0]
+            return result.rank, DTYPES[str(result.element_type)]
+    raise KeyError(name)
+
+
+def run_function(module: ir.Module, name: str, inputs: list[torch.Tensor],
+                 lowered: ir.Module) -> torch.Tensor:
+    """Calls ``name`` (one tensor result) of ``module`` after it was lowered to ``lowered``.
+
+    ``module`` is the tensor-level IR (for the result's rank and dtype), ``lowered`` the same
+    module in the LLVM dialect."""
+    rank, dtype = _result_signature(module, name)
+    engine = ExecutionEngine(lowered, opt_level=3)
+    # raw_lookup(n) finds the packed wrapper `_mlir_<n>`: void(void** args), where each args[i]
+    # points at the i-th argument, here a pointer to a memref descriptor.
+    address = engine.raw_lookup("_mlir_ciface_" + name)
+    inputs = [t.contiguous() for t in inputs]
+    descriptors = [descriptor(t) for t in inputs]
+    result = descriptor_type(rank)()
+    pointers = [ctypes.c_void_p(ctypes.addressof(d)) for d in (result, *descriptors)]
+    packed = (ctypes.c_void_p * len(pointers))(*[ctypes.addressof(p) for p in pointers])
+    ctypes.CFUNCTYPE(None, ctypes.c_void_p)(address)(packed)
+    sizes = [result.sizes[i] for i in range(rank)]
+    strides = [result.strides[i] for i in range(rank)]
+    element = torch.empty((), dtype=dtype).element_size()
+    count = 1
+    for size in sizes:
+        count *= size
+    span = (sum((s - 1) * st for s, st in zip(sizes, strides, strict=True)) + 1) if count else 0
+    raw = (ctypes.c_uint8 * (span * element)).from_address(result.aligned + result.offset * element)
+    flat = torch.frombuffer(bytearray(raw), dtype=dtype)
+    out = torch.as_strided(flat, sizes, strides).clone()
+    _LIBC.free(result.allocated)
+    return out

@@ -1,0 +1,53 @@
+"""MLIR's ranked memref descriptor as a ctypes struct, filled from a torch tensor.
+
+Compiled CPU code takes each tensor as a pointer to ``{allocated, aligned, offset,
+sizes[rank], strides[rank]}`` (MLIR's C interface). The runtime builds these from torch
+tensors without copying.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import cache
+
+import torch
+
+DTYPES: dict[str, torch.dtype] = {
+    "f32": torch.float32,
+    "f64": torch.float64,
+    "bf16": torch.bfloat16,
+    "f16": torch.float16,
+    "i64": torch.int64,
+    "i32": torch.int32,
+    "i8": torch.int8,
+    "i1": torch.bool,
+}
+
+
+@cache
+def descriptor_type(rank: int) -> type[ctypes.Structure]:
+    fields = [
+        ("allocated", ctypes.c_void_p),
+        ("aligned", ctypes.c_void_p),
+        ("offset", ctypes.c_int64),
+    ]
+    if rank:
+        fields += [("sizes", ctypes.c_int64 * rank), ("strides", ctypes.c_int64 * rank)]
+    return type(f"MemRef{rank}D", (ctypes.Structure,), {"_fields_": fields})
+
+
+def descriptor(tensor: torch.Tensor) -> ctypes.Structure:
+    """A descriptor viewing ``tensor``'s storage (the tensor must outlive the call)."""
+    desc = descriptor_type(tensor.dim())()
+    pointer = tensor.data_ptr() - tensor.storage_offset() * tensor.element_size()
+    desc.allocated = pointer
+    desc.aligned = pointer
+    desc.offset = tensor.storage_offset()
+    for axis in range(tensor.dim()):
+        desc.sizes[axis] = tensor.shape[axis]
+        desc.strides[axis] = tensor.stride(axis)
+    return desc
+
+
+def sizes_of(desc: ctypes.Structure, rank: int) -> tuple[int, ...]:
+    return tuple(desc.sizes[i] for i in range(rank)) if rank else ()

@@ -1,0 +1,1 @@
+"""Built-in model configurations (tiny Gemmas with seeded random weights)."""

@@ -1,0 +1,73 @@
+"""Tiny Gemma 1/2/3 models with seeded random weights, built from transformers' own classes.
+
+They exercise every feature the real models use (GQA/MQA, head_dim ≠ hidden/heads, softcaps,
+sliding windows, QK-norm, linear rope scaling) at sizes that compile and run in seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+# Named configurations; the tests and the main job refer to them by name.
+CONFIGS: dict[str, dict[str, Any]] = {
+    # Gemma 1, MQA like Gemma-2B, head_dim ≠ hidden/heads.
+    "gemma1-mqa": dict(generation=1, vocab_size=203, hidden_size=48, intermediate_size=80,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                       head_dim=16),
+    # Gemma 1, MHA like Gemma-7B.
+    "gemma1-mha": dict(generation=1, vocab_size=128, hidden_size=64, intermediate_size=96,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                       head_dim=16),
+    # (transformers' Gemma 2 has no sdpa path: it needs the softcap, so eager only.)
+    # Gemma 2: GQA, attention and final softcaps, a sliding window on every other layer.
+    "gemma2-gqa": dict(generation=2, vocab_size=160, hidden_size=64, intermediate_size=112,
+                       num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                       head_dim=24, sliding_window=6, query_pre_attn_scalar=20,
+                       attn_logit_softcapping=50.0, final_logit_softcapping=30.0),
+    # Gemma 3: QK-norm, 2 local : 1 global layers, linear rope scaling on global layers.
+    "gemma3-gqa": dict(generation=3, vocab_size=192, hidden_size=64, intermediate_size=96,
+                       num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                       head_dim=32, sliding_window=5, query_pre_attn_scalar=32,
+                       rope_scaling={"rope_type": "linear", "factor": 8.0},
+                       layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
+    # Gemma 3 with MQA and odd sizes.
+    "gemma3-mqa-odd": dict(generation=3, vocab_size=97, hidden_size=36, intermediate_size=72,
+                           num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=1,
+                           head_dim=16, sliding_window=4, query_pre_attn_scalar=16,
+                           layer_types=["sliding_attention", "full_attention"]),
+}
+
+DEFAULT = "gemma2-gqa"
+
+
+def tiny_gemma(
+    name: str = DEFAULT,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    attn_implementation: str = "eager",
+) -> torch.nn.Module:
+    """A transformers Gemma/Gemma2/Gemma3ForCausalLM with seeded random weights, in eval mode.
+
+    Norm weights are random too (they are zero at initialisation, which would hide bugs in the
+    (1 + w) offset)."""
+    if name not in CONFIGS:
+        raise KeyError(f"unknown tiny model '{name}' (known: {', '.join(sorted(CONFIGS))})")
+    import transformers
+
+    settings = dict(CONFIGS[name])
+    generation = settings.pop("generation")
+    classes = {
+        1: (transformers.GemmaConfig, transformers.GemmaForCausalLM),
+        2: (transformers.Gemma2Config, transformers.Gemma2ForCausalLM),
+        3: (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM),
+    }
+    config_class, model_class = classes[generation]
+    config = config_class(**settings, attn_implementation=attn_implementation)
+    torch.manual_seed(seed)
+    model = model_class(config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn_like(parameter) * 0.5)
+    return model.to(dtype).eval()

@@ -1,0 +1,34 @@
+# Tessera: `make run` sets everything up and runs the main job; `make test` runs every test.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: setup run test lint bench clean
+
+setup: $(VENV)/.installed
+
+# torch is installed first and alone: `torch==2.13.0` resolves to the CPU build where one is
+# provided locally, and everything after it then reuses that torch instead of pulling a CUDA one.
+$(VENV)/.installed: pyproject.toml requirements/ci.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c requirements/ci.txt -e ".[dev]"
+	touch $@
+
+run: setup
+	$(BIN)/python examples/run_gemma.py $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup lint
+	$(BIN)/lit -sv test/lit
+	$(BIN)/python -m pytest -q test/python
+
+bench: setup
+	$(BIN)/python bench/cpu.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info test/lit/**/Output .pytest_cache

@@ -1,0 +1,152 @@
+"""Helpers shared by the checkpoint tests: writing tiny checkpoints, corrupting them, and proving
+the loader left the directory untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+from tessera import CheckpointError
+from tessera.checkpoints import load_hf_checkpoint
+from tessera.models.tiny import tiny_gemma
+
+# A SigLIP vision tower small enough to build in milliseconds; its weights are never loaded.
+TINY_VISION = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    image_size=16,
+    patch_size=8,
+)
+
+
+# A tensor of the tiny "gemma2-gqa" model, [112, 64], large enough to get a shard of its own.
+KEY = "model.layers.1.mlp.up_proj.weight"
+
+
+def shard_of(directory: Path, key: str) -> Path:
+    """The shard a sharded checkpoint's index names for ``key``."""
+    index = json.loads((directory / "model.safetensors.index.json").read_text())
+    return directory / index["weight_map"][key]
+
+
+def snapshot(directory: Path) -> dict[str, tuple[str, int]]:
+    """Every file and folder under ``directory`` with its SHA-256 (files) and mtime."""
+    state: dict[str, tuple[str, int]] = {}
+    for root, folders, files in os.walk(directory):
+        for name in folders + files:
+            path = Path(root) / name
+            relative = str(path.relative_to(directory))
+            if path.is_dir():
+                state[relative] = ("<dir>", path.stat().st_mtime_ns)
+            else:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                state[relative] = (digest, path.stat().st_mtime_ns)
+    return state
+
+
+def load_unchanged(directory: Path, **kwargs: Any) -> Any:
+    """Load the checkpoint and check that the directory is byte-identical afterwards."""
+    before = snapshot(directory)
+    model = load_hf_checkpoint(directory, **kwargs)
+    assert snapshot(directory) == before
+    return model
+
+
+def load_fails(directory: Path, *fragments: str, **kwargs: Any) -> str:
+    """Loading must raise CheckpointError whose message holds every fragment, and leave the
+    directory byte-identical with no new files."""
+    before = snapshot(directory)
+    with pytest.raises(CheckpointError) as info:
+        load_hf_checkpoint(directory, **kwargs)
+    assert snapshot(directory) == before
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in: {message}"
+    return message
+
+
+def save_tiny(name: str, directory: Path, dtype: torch.dtype = torch.float32, **save: Any) -> Any:
+    """Save the named tiny Gemma into ``directory`` with save_pretrained; returns the model."""
+    model = tiny_gemma(name, dtype=dtype)
+    model.save_pretrained(directory, **save)
+    return model
+
+
+def tiny_multimodal(text_model: Any) -> Any:
+    """A Gemma3ForConditionalGeneration whose text model has ``text_model``'s weights."""
+    config = transformers.Gemma3Config(
+        text_config=text_model.config.to_dict(), vision_config=TINY_VISION, mm_tokens_per_image=4
+    )
+    torch.manual_seed(1)
+    model = transformers.Gemma3ForConditionalGeneration(config)
+    model.model.language_model.load_state_dict(text_model.model.state_dict())
+    return model.to(text_model.dtype).eval()
+
+
+def rewrite_safetensors(path: Path, change: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    """Rewrite a safetensors file after ``change`` edits its tensors in place (test setup)."""
+    tensors = load_file(path)
+    change(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def rename_keys(path: Path, renames: list[tuple[str, str]]) -> None:
+    """Rewrite a safetensors file with every name prefix ``old`` replaced by ``new``."""
+
+    def change(tensors: dict[str, torch.Tensor]) -> None:
+        for key in list(tensors):
+            for old, new in renames:
+                if key.startswith(old):
+                    tensors[new + key[len(old) :]] = tensors.pop(key)
+                    break
+
+    rewrite_safetensors(path, change)
+
+
+def write_raw_safetensors(path: Path, header: dict[str, Any], data: bytes) -> None:
+    """A safetensors file with exactly this header and data section, however wrong."""
+    encoded = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)
+
+
+def edit_json(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite a JSON file after ``change`` edits it in place (test setup)."""
+    content = json.loads(path.read_text())
+    change(content)
+    path.write_text(json.dumps(content))
+
+
+def token_ids(vocab_size: int) -> torch.Tensor:
+    """Fixed token ids, batch 2 × 9."""
+    generator = torch.Generator().manual_seed(7)
+    return torch.randint(0, vocab_size, (2, 9), generator=generator)
+
+
+def assert_same_model(loaded: Any, reference: Any) -> None:
+    """Same class, same tensors (parameters, persistent and derived buffers, bit for bit, same
+    dtypes) and the same logits."""
+    assert type(loaded) is type(reference)
+    assert not loaded.training
+    expected = reference.state_dict(keep_vars=True) | dict(reference.named_buffers())
+    found = loaded.state_dict(keep_vars=True) | dict(loaded.named_buffers())
+    assert found.keys() == expected.keys()
+    for key, tensor in expected.items():
+        assert found[key].dtype == tensor.dtype, key
+        assert torch.equal(found[key], tensor), key
+    tied = loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    assert tied == (reference.lm_head.weight is reference.model.embed_tokens.weight)
+    ids = token_ids(reference.config.vocab_size)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, reference(ids).logits)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .cpu import entry_abi
 from .cpu import pipeline as cpu_pipeline
 
-__all__ = ["cpu_pipeline"]
+__all__ = ["cpu_pipeline", "entry_abi"]

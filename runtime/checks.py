@@ -1,0 +1,168 @@
+"""Checking tensors against a program's specs: weights once at binding, inputs at every call.
+
+Compiled code trusts its arguments: a wrong dtype reads garbage, a wrong size or an
+out-of-range token id reads or writes out of bounds. So everything the code assumes is checked
+here first, and each problem is a ``RuntimeInputError`` naming the tensor and the mismatch.
+The per-call checks are precomputed into plain tuples to keep a call cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from tessera.errors import RuntimeInputError
+
+from .manifest import Dim, SymbolSpec, TensorSpec
+from .memref import DTYPES
+
+_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return _NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def describe(dtype: str, shape: Sequence[Dim]) -> str:
+    return f"{dtype}[{', '.join(str(d) for d in shape)}]"
+
+
+def _describe_tensor(tensor: torch.Tensor) -> str:
+    return describe(dtype_name(tensor.dtype), list(tensor.shape))
+
+
+def check_weight(spec: TensorSpec, tensor: object) -> torch.Tensor:
+    """``tensor`` as the compiled code takes it (contiguous, on the CPU), or an error."""
+    if not isinstance(tensor, torch.Tensor):
+        raise RuntimeInputError(
+            f"weight '{spec.name}' must be a torch.Tensor, found {type(tensor).__name__}"
+        )
+    if tensor.device.type != "cpu":
+        raise RuntimeInputError(
+            f"weight '{spec.name}' is on {tensor.device}; this program runs on the cpu"
+        )
+    if tensor.dtype != DTYPES[spec.dtype] or tuple(tensor.shape) != spec.shape:
+        raise RuntimeInputError(
+            f"weight '{spec.name}': expected {describe(spec.dtype, spec.shape)}, "
+            f"found {_describe_tensor(tensor)}"
+        )
+    # Compiled code assumes the identity layout; a strided view is copied once, here.
+    return tensor.detach().contiguous()
+
+
+def gather_weights(
+    specs: Sequence[TensorSpec], weights: Mapping[str, torch.Tensor] | Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """The tensors for ``specs``, from a state dict (extra entries are ignored) or a sequence
+    in the specs' order, each checked by ``check_weight``."""
+    if isinstance(weights, Mapping):
+        missing = [s.name for s in specs if s.name not in weights]
+        if missing:
+            shown = ", ".join(f"'{n}'" for n in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise RuntimeInputError(f"missing weights: {shown}{more}")
+        return [check_weight(s, weights[s.name]) for s in specs]
+    if isinstance(weights, torch.Tensor) or not isinstance(weights, Sequence):
+        raise RuntimeInputError(
+            "weights must be a mapping from state-dict names to tensors or a sequence of "
+            f"tensors, found {type(weights).__name__}"
+        )
+    if len(weights) != len(specs):
+        raise RuntimeInputError(
+            f"expected {len(specs)} weights ({', '.join(s.name for s in specs)}), "
+            f"found {len(weights)}"
+        )
+    return [check_weight(s, t) for s, t in zip(specs, weights, strict=True)]
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """What one input must be, precomputed from its spec and the program's symbols."""
+
+    name: str
+    dtype: torch.dtype
+    dtype_text: str
+    shape: tuple[Dim, ...]
+    # (axis, symbol, min, max) for each symbolic dim; static dims are (axis, size).
+    symbolic: tuple[tuple[int, str, int, int | None], ...]
+    static: tuple[tuple[int, int], ...]
+    range: tuple[int, int] | None
+
+    @classmethod
+    def of(cls, spec: TensorSpec, symbols: Mapping[str, SymbolSpec]) -> InputCheck:
+        symbolic = tuple(
+            (axis, d, symbols[d].min, symbols[d].max)
+            for axis, d in enumerate(spec.shape)
+            if isinstance(d, str)
+        )
+        static = tuple((axis, d) for axis, d in enumerate(spec.shape) if isinstance(d, int))
+        return cls(
+            spec.name, DTYPES[spec.dtype], spec.dtype, spec.shape, symbolic, static, spec.range
+        )
+
+    def check(self, tensor: object, bound: dict[str, tuple[int, str]]) -> torch.Tensor:
+        """``tensor`` made contiguous; binds its symbolic dims into ``bound`` (symbol → size and
+        where it was seen) and checks them against earlier bindings and bounds."""
+        if not isinstance(tensor, torch.Tensor):
+            raise RuntimeInputError(
+                f"input '{self.name}' must be a torch.Tensor, found {type(tensor).__name__}"
+            )
+        if tensor.dtype != self.dtype:
+            raise RuntimeInputError(
+                f"input '{self.name}' has dtype {dtype_name(tensor.dtype)}, expected "
+                f"{self.dtype_text} ({describe(self.dtype_text, self.shape)})"
+            )
+        shape = tensor.shape
+        if len(shape) != len(self.shape):
+            raise RuntimeInputError(
+                f"input '{self.name}' has rank {len(shape)} {list(shape)}, expected rank "
+                f"{len(self.shape)} {list(self.shape)}"
+            )
+        if tensor.device.type != "cpu":
+            raise RuntimeInputError(
+                f"input '{self.name}' is on {tensor.device}; this program runs on the cpu"
+            )
+        for axis, size in self.static:
+            if shape[axis] != size:
+                raise RuntimeInputError(
+                    f"input '{self.name}' dim {axis} is {shape[axis]}, expected {size} "
+                    f"(shape {list(shape)}, expected {list(self.shape)})"
+                )
+        for axis, symbol, low, high in self.symbolic:
+            size = shape[axis]
+            seen = bound.get(symbol)
+            if seen is not None:
+                if seen[0] != size:
+                    raise RuntimeInputError(
+                        f"input '{self.name}' dim {axis} ({symbol}) is {size}, but {seen[1]} "
+                        f"gave {symbol} = {seen[0]}"
+                    )
+                continue
+            if size < low or (high is not None and size > high):
+                limits = f"[{low}, {high}]" if high is not None else f"at least {low}"
+                raise RuntimeInputError(
+                    f"input '{self.name}' dim {axis} ({symbol}) is {size}; {symbol} must be "
+                    f"{limits}"
+                )
+            bound[symbol] = (size, f"input '{self.name}' dim {axis}")
+        if self.range is not None and tensor.numel():
+            self._check_range(tensor)
+        return tensor.contiguous()
+
+    def _check_range(self, tensor: torch.Tensor) -> None:
+        low, high = self.range  # type: ignore[misc]
+        smallest, largest = (int(v) for v in torch.aminmax(tensor))
+        if smallest >= low and largest < high:
+            return
+        bad = largest if largest >= high else smallest
+        where = [int(i) for i in (tensor == bad).nonzero()[0]]
+        raise RuntimeInputError(
+            f"input '{self.name}' holds {bad} at index {where}, outside [{low}, {high})"
+        )
+
+
+def resolve_shape(spec: TensorSpec, bound: Mapping[str, tuple[int, str]]) -> list[int]:
+    """An output's concrete shape from the symbols bound by the inputs."""
+    return [d if isinstance(d, int) else bound[d][0] for d in spec.shape]

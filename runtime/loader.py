@@ -1,0 +1,111 @@
+"""Loading an artifact folder: the manifest is validated, every binary is checked against its
+sha256 and loaded, and each program becomes a ``Program`` ready for its weights."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from . import cpu
+from .checks import gather_weights
+from .manifest import MANIFEST_FILE, ArtifactError, Manifest, TensorSpec, parse_manifest
+from .program import Program
+
+
+def read_manifest(directory: str | Path) -> Manifest:
+    """The validated manifest of the artifact in ``directory``."""
+    path = Path(directory) / MANIFEST_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArtifactError("no manifest (is this a tessera artifact folder?)", str(path)) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ArtifactError(f"not valid JSON: {error}", str(path)) from None
+    try:
+        return parse_manifest(data)
+    except ArtifactError as error:
+        raise ArtifactError(str(error), str(path)) from None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Artifact:
+    """A loaded artifact: its manifest and one ``Program`` per program it holds."""
+
+    def __init__(self, directory: Path, manifest: Manifest, programs: dict[str, Program]) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.programs = programs
+
+    def __getitem__(self, name: str) -> Program:
+        program = self.programs.get(name)
+        if program is None:
+            known = ", ".join(self.programs)
+            raise KeyError(f"no program '{name}' in {self.directory} (programs: {known})")
+        return program
+
+    @property
+    def weights(self) -> tuple[TensorSpec, ...]:
+        """Every weight of every program, once, in the order they first appear."""
+        seen: dict[str, TensorSpec] = {}
+        for program in self.manifest.programs:
+            for spec in program.weights:
+                seen.setdefault(spec.name, spec)
+        return tuple(seen.values())
+
+    def bind(self, weights: Mapping[str, torch.Tensor] | Sequence[torch.Tensor]) -> None:
+        """Binds the weights of every program: a state dict, or tensors in ``self.weights``'s
+        order. Programs share the tensors (no copy unless a tensor is not contiguous)."""
+        specs = self.weights
+        tensors = gather_weights(specs, weights)
+        by_name = {spec.name: tensor for spec, tensor in zip(specs, tensors, strict=True)}
+        for program in self.programs.values():
+            program.bind(by_name)
+
+
+def load(directory: str | Path) -> Artifact:
+    """Loads the artifact in ``directory``; raises ``ArtifactError`` naming the bad field or
+    file (a missing or altered binary, an unsupported version or target)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    where = str(directory / MANIFEST_FILE)
+    if manifest.target.kind != cpu.KIND:
+        raise ArtifactError(
+            f"target '{manifest.target.kind}' is not supported by this runtime (supported: "
+            f"{cpu.KIND})",
+            f"{where}: target.kind",
+        )
+    try:
+        cpu.check_target(manifest.target)
+    except ArtifactError as error:
+        raise ArtifactError(str(error), where) from None
+    libraries: dict[str, cpu.SharedLibrary] = {}
+    for binary in manifest.binaries:
+        path = directory / binary.file
+        if not path.is_file():
+            raise ArtifactError(
+                f"missing (named by binaries.{binary.name} in {MANIFEST_FILE})", str(path)
+            )
+        actual = sha256_of(path)
+        if actual != binary.sha256:
+            raise ArtifactError(
+                f"sha256 is {actual} but {MANIFEST_FILE} records {binary.sha256} "
+                "(the file was altered or belongs to another build)",
+                str(path),
+            )
+        libraries[binary.name] = cpu.SharedLibrary(binary, path)
+    resolvers = {name: library.resolve for name, library in libraries.items()}
+    programs = {p.name: Program(p, resolvers, keepalive=libraries) for p in manifest.programs}
+    return Artifact(directory, manifest, programs)

@@ -1,0 +1,451 @@
+"""The artifact manifest: what a compiled model holds and how to run it, as versioned JSON.
+
+One format serves every target. An artifact has binaries (files with their sha256) and
+programs; a program ("prefill" now, "decode" later) declares its symbolic dims, inputs,
+weights and outputs, and a list of steps that reference those tensors by name. The CPU target
+emits one step, a ``host_call`` of the entry function's packed C interface; GPU targets add
+kernel-launch steps over named buffers as new step kinds (docs/runtime.md).
+
+``Manifest.to_json`` and ``parse_manifest`` are inverse; parsing checks every field and
+reports the first problem as an ``ArtifactError`` naming the field's path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tessera.errors import TesseraError
+
+from .memref import DTYPES
+
+FORMAT = "tessera.artifact"
+VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+INTEGER_DTYPES = frozenset({"i8", "i32", "i64"})
+ARG_KINDS = ("input", "weight", "output")
+
+Dim = int | str
+
+
+class ArtifactError(TesseraError):
+    """An artifact cannot be loaded: its manifest is malformed, or a file is missing or altered.
+
+    ``where`` names the manifest field (``programs.prefill.inputs[0].dtype``) or the file."""
+
+    def __init__(self, message: str, where: str | None = None) -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+        self.where = where
+
+
+@dataclass(frozen=True)
+class SymbolSpec:
+    """A symbolic dim (``B``, ``S``): bound by the inputs' shapes at each call."""
+
+    name: str
+    min: int = 1
+    max: int | None = None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An input, weight or output: dtype (MLIR spelling) and shape (ints and symbol names).
+
+    ``range`` = [lo, hi) bounds the values of an integer input that indexes memory (token ids
+    index the embedding table); the runtime rejects values outside it before any call."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+    range: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class ArgRef:
+    """One argument of a step: the input, weight or output called ``name``."""
+
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class HostCall:
+    """Call ``symbol`` of ``binary`` with MLIR's packed calling convention, ``void(void**)``:
+    element i points at a pointer to the memref descriptor of ``args[i]``."""
+
+    binary: str
+    symbol: str
+    args: tuple[ArgRef, ...]
+
+    kind = "host_call"
+
+
+# The step kinds this runtime executes (GPU targets will add kernel launches).
+Step = HostCall
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    """One runnable program: its signature and the steps that compute its outputs."""
+
+    name: str
+    symbols: tuple[SymbolSpec, ...]
+    inputs: tuple[TensorSpec, ...]
+    weights: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    steps: tuple[Step, ...]
+
+    def __post_init__(self) -> None:
+        _check_program(self, f"programs.{self.name}")
+
+
+@dataclass(frozen=True)
+class BinarySpec:
+    """A native file of the artifact, checked against ``sha256`` when loaded."""
+
+    name: str
+    file: str
+    kind: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Where the binaries run: ``kind`` (cpu), machine architecture and OS, and for code
+    specialised to the build machine, its CPU name and the instruction-set features the code
+    may use (LLVM's names, e.g. ``avx512bf16``)."""
+
+    kind: str
+    arch: str
+    os: str
+    cpu: str = ""
+    features: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "arch": self.arch, "os": self.os}
+        if self.cpu:
+            out["cpu"] = self.cpu
+        if self.features:
+            out["features"] = list(self.features)
+        return out
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A whole artifact: the compiler that built it, the target, binaries and programs."""
+
+    compiler_version: str
+    target: TargetSpec
+    binaries: tuple[BinarySpec, ...]
+    programs: tuple[ProgramSpec, ...]
+    # Free-form facts about the model for the layers above the runtime (config, tokenizer ids);
+    # the runtime itself never reads them.
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_manifest(self)
+
+    def program(self, name: str) -> ProgramSpec:
+        for program in self.programs:
+            if program.name == name:
+                return program
+        known = ", ".join(p.name for p in self.programs)
+        raise KeyError(f"no program '{name}' in the artifact (programs: {known})")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "compiler": {"name": "tessera", "version": self.compiler_version},
+            "target": self.target.to_json(),
+            "binaries": {
+                b.name: {"file": b.file, "kind": b.kind, "sha256": b.sha256} for b in self.binaries
+            },
+            "programs": {p.name: _program_json(p) for p in self.programs},
+            "metadata": dict(self.metadata),
+        }
+
+
+def _tensor_json(spec: TensorSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
+    if spec.range is not None:
+        out["range"] = list(spec.range)
+    return out
+
+
+def _program_json(program: ProgramSpec) -> dict[str, Any]:
+    return {
+        "symbols": {s.name: {"min": s.min, "max": s.max} for s in program.symbols},
+        "inputs": [_tensor_json(t) for t in program.inputs],
+        "weights": [_tensor_json(t) for t in program.weights],
+        "outputs": [_tensor_json(t) for t in program.outputs],
+        "steps": [
+            {
+                "kind": step.kind,
+                "binary": step.binary,
+                "symbol": step.symbol,
+                "args": [{"kind": a.kind, "name": a.name} for a in step.args],
+            }
+            for step in program.steps
+        ],
+    }
+
+
+# --------------------------------------------------------------------------- semantic checks
+
+
+def _check_program(program: ProgramSpec, where: str) -> None:
+    symbols = {s.name: s for s in program.symbols}
+    if len(symbols) != len(program.symbols):
+        raise ArtifactError("a symbol is declared twice", f"{where}.symbols")
+    for s in program.symbols:
+        if s.min < 0 or (s.max is not None and s.max < s.min):
+            raise ArtifactError(f"bounds [{s.min}, {s.max}] are empty", f"{where}.symbols.{s.name}")
+    groups = {"inputs": program.inputs, "weights": program.weights, "outputs": program.outputs}
+    bound_by_inputs: set[str] = set()
+    for group, specs in groups.items():
+        seen: set[str] = set()
+        for i, spec in enumerate(specs):
+            at = f"{where}.{group}[{i}]"
+            if spec.name in seen:
+                raise ArtifactError(f"'{spec.name}' appears twice", at)
+            seen.add(spec.name)
+            if spec.dtype not in DTYPES:
+                raise ArtifactError(
+                    f"unknown dtype '{spec.dtype}' (known: {', '.join(DTYPES)})", f"{at}.dtype"
+                )
+            for axis, dim in enumerate(spec.shape):
+                if isinstance(dim, int) and dim < 0:
+                    raise ArtifactError(f"dim {axis} is negative ({dim})", f"{at}.shape")
+                if isinstance(dim, str):
+                    if group == "weights":
+                        raise ArtifactError("a weight's shape must be static", f"{at}.shape")
+                    if dim not in symbols:
+                        raise ArtifactError(f"symbol '{dim}' is not declared", f"{at}.shape")
+                    if group == "inputs":
+                        bound_by_inputs.add(dim)
+                    elif dim not in bound_by_inputs:
+                        raise ArtifactError(
+                            f"symbol '{dim}' appears in no input shape, so it cannot be resolved",
+                            f"{at}.shape",
+                        )
+            if spec.range is not None:
+                lo, hi = spec.range
+                if group != "inputs" or spec.dtype not in INTEGER_DTYPES:
+                    raise ArtifactError("only integer inputs take a range", f"{at}.range")
+                if lo >= hi:
+                    raise ArtifactError(f"range [{lo}, {hi}) is empty", f"{at}.range")
+    written: set[str] = set()
+    if not program.steps:
+        raise ArtifactError("a program needs at least one step", f"{where}.steps")
+    for i, step in enumerate(program.steps):
+        for j, arg in enumerate(step.args):
+            at = f"{where}.steps[{i}].args[{j}]"
+            names = {s.name for s in groups.get(arg.kind + "s", ())}
+            if arg.kind not in ARG_KINDS:
+                raise ArtifactError(
+                    f"unknown argument kind '{arg.kind}' (kinds: {', '.join(ARG_KINDS)})", at
+                )
+            if arg.name not in names:
+                raise ArtifactError(f"no {arg.kind} named '{arg.name}'", at)
+            if arg.kind == "output":
+                written.add(arg.name)
+    for spec in program.outputs:
+        if spec.name not in written:
+            raise ArtifactError(f"output '{spec.name}' is written by no step", f"{where}.steps")
+
+
+def _plain_file_name(name: str) -> bool:
+    """A name inside the artifact's folder: no path separators, no way up or out."""
+    return (
+        bool(name)
+        and name == name.strip()
+        and not set(name) & {"/", "\\", "\0"}
+        and (name not in (".", ".."))
+    )
+
+
+def _check_manifest(manifest: Manifest) -> None:
+    binaries = {b.name for b in manifest.binaries}
+    if len(binaries) != len(manifest.binaries):
+        raise ArtifactError("a binary name appears twice", "binaries")
+    for b in manifest.binaries:
+        if not _plain_file_name(b.file):
+            raise ArtifactError(
+                f"'{b.file}' must be a plain file name in the artifact's folder",
+                f"binaries.{b.name}.file",
+            )
+        if len(b.sha256) != 64 or any(c not in "0123456789abcdef" for c in b.sha256):
+            raise ArtifactError("expected 64 lowercase hex digits", f"binaries.{b.name}.sha256")
+    if len({p.name for p in manifest.programs}) != len(manifest.programs):
+        raise ArtifactError("a program name appears twice", "programs")
+    weights: dict[str, tuple[TensorSpec, str]] = {}
+    for program in manifest.programs:
+        for i, step in enumerate(program.steps):
+            if step.binary not in binaries:
+                raise ArtifactError(
+                    f"no binary named '{step.binary}'", f"programs.{program.name}.steps[{i}].binary"
+                )
+        for spec in program.weights:
+            other = weights.setdefault(spec.name, (spec, program.name))
+            if (other[0].dtype, other[0].shape) != (spec.dtype, spec.shape):
+                raise ArtifactError(
+                    f"weight '{spec.name}' is {spec.dtype}{list(spec.shape)} here but "
+                    f"{other[0].dtype}{list(other[0].shape)} in program '{other[1]}'",
+                    f"programs.{program.name}.weights",
+                )
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Reader:
+    """Typed access to one JSON object, naming the field path in every complaint."""
+
+    def __init__(self, data: Any, where: str) -> None:
+        if not isinstance(data, dict):
+            raise ArtifactError(f"expected an object, found {_kind(data)}", where or "manifest")
+        self.data, self.where = data, where
+
+    def at(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        if key not in self.data:
+            if default is not ...:
+                return default
+            raise ArtifactError("required field is missing", self.at(key))
+        value = self.data[key]
+        # bool is an int in Python; a manifest never means true for 1.
+        if isinstance(value, bool) and bool not in _as_tuple(kind):
+            raise ArtifactError(f"expected {_names(kind)}, found a bool", self.at(key))
+        if not isinstance(value, kind):
+            raise ArtifactError(f"expected {_names(kind)}, found {_kind(value)}", self.at(key))
+        return value
+
+    def child(self, key: str) -> _Reader:
+        return _Reader(self.get(key, dict), self.at(key))
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _names(kind: type | tuple[type, ...]) -> str:
+    words = {dict: "an object", list: "a list", str: "a string", int: "an integer"}
+    words[type(None)] = "null"
+    return " or ".join(words.get(k, k.__name__) for k in _as_tuple(kind))
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a bool"
+    return _names(type(value))
+
+
+def _tensor(data: Any, where: str) -> TensorSpec:
+    reader = _Reader(data, where)
+    shape = reader.get("shape", list)
+    for axis, dim in enumerate(shape):
+        if isinstance(dim, bool) or not isinstance(dim, (int, str)):
+            raise ArtifactError(
+                f"dim {axis} must be an integer or a symbol name, found {_kind(dim)}",
+                f"{where}.shape",
+            )
+    raw_range = reader.get("range", list, None)
+    range_: tuple[int, int] | None = None
+    if raw_range is not None:
+        if len(raw_range) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in raw_range
+        ):
+            raise ArtifactError("expected [lo, hi] (two integers)", f"{where}.range")
+        range_ = (raw_range[0], raw_range[1])
+    return TensorSpec(reader.get("name", str), reader.get("dtype", str), tuple(shape), range_)
+
+
+def _step(data: Any, where: str) -> Step:
+    reader = _Reader(data, where)
+    kind = reader.get("kind", str)
+    if kind != HostCall.kind:
+        raise ArtifactError(
+            f"step kind '{kind}' is not supported by this runtime (supported: {HostCall.kind})",
+            reader.at("kind"),
+        )
+    args = []
+    for j, raw in enumerate(reader.get("args", list)):
+        arg = _Reader(raw, f"{where}.args[{j}]")
+        args.append(ArgRef(arg.get("kind", str), arg.get("name", str)))
+    return HostCall(reader.get("binary", str), reader.get("symbol", str), tuple(args))
+
+
+def _program(name: str, data: Any, where: str) -> ProgramSpec:
+    reader = _Reader(data, where)
+    symbols = []
+    symbol_table = reader.child("symbols")
+    for symbol, raw in symbol_table.data.items():
+        bounds = _Reader(raw, symbol_table.at(symbol))
+        symbols.append(
+            SymbolSpec(symbol, bounds.get("min", int), bounds.get("max", (int, type(None))))
+        )
+
+    def tensors(key: str) -> tuple[TensorSpec, ...]:
+        return tuple(_tensor(t, f"{where}.{key}[{i}]") for i, t in enumerate(reader.get(key, list)))
+
+    steps = tuple(_step(s, f"{where}.steps[{i}]") for i, s in enumerate(reader.get("steps", list)))
+    return ProgramSpec(
+        name, tuple(symbols), tensors("inputs"), tensors("weights"), tensors("outputs"), steps
+    )
+
+
+def _target(reader: _Reader) -> TargetSpec:
+    features = reader.get("features", list, [])
+    for i, feature in enumerate(features):
+        if not isinstance(feature, str):
+            raise ArtifactError(
+                f"expected a string, found {_kind(feature)}", f"target.features[{i}]"
+            )
+    return TargetSpec(
+        reader.get("kind", str),
+        reader.get("arch", str),
+        reader.get("os", str),
+        reader.get("cpu", str, ""),
+        tuple(features),
+    )
+
+
+def parse_manifest(data: Any) -> Manifest:
+    """A ``Manifest`` from decoded JSON; raises ``ArtifactError`` naming the first bad field."""
+    reader = _Reader(data, "")
+    fmt = reader.get("format", str)
+    if fmt != FORMAT:
+        raise ArtifactError(f"expected '{FORMAT}', found '{fmt}'", "format")
+    version = reader.get("version", int)
+    if version != VERSION:
+        raise ArtifactError(
+            f"manifest version {version} is not supported by this runtime (it reads version "
+            f"{VERSION}); rebuild the artifact with a matching tessera",
+            "version",
+        )
+    compiler = reader.child("compiler")
+    target = reader.child("target")
+    binaries = []
+    table = reader.child("binaries")
+    for name, raw in table.data.items():
+        entry = _Reader(raw, table.at(name))
+        binaries.append(
+            BinarySpec(
+                name, entry.get("file", str), entry.get("kind", str), entry.get("sha256", str)
+            )
+        )
+    programs = reader.child("programs")
+    return Manifest(
+        compiler_version=compiler.get("version", str),
+        target=_target(target),
+        binaries=tuple(binaries),
+        programs=tuple(_program(n, p, programs.at(n)) for n, p in programs.data.items()),
+        metadata=reader.get("metadata", dict, {}),
+    )

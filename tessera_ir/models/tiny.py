@@ -37,6 +37,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
                            num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=1,
                            head_dim=16, sliding_window=4, query_pre_attn_scalar=16,
                            layer_types=["sliding_attention", "full_attention"]),
+    # Not tiny: a Gemma-1-shaped model big enough that the kernels, not call overheads, decide
+    # the speed (benchmarks).
+    "gemma1-small": dict(generation=1, vocab_size=8192, hidden_size=512, intermediate_size=2048,
+                         num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=1,
+                         head_dim=64),
 }
 
 DEFAULT = "gemma2-gqa"

@@ -1,0 +1,50 @@
+"""The table of aten op translations, keyed by the aten overload.
+
+Each translation is a small function ``(translator, node) -> value`` registered with
+``@translates(aten.x.overload, ...)``: a ``TVal``, a tuple of them for ops with several results
+(read by ``operator.getitem`` nodes), or None when the node has no value (an assertion). The
+``ops_*`` modules fill the table when imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from torch import fx
+
+from tessera.errors import UnsupportedOpError
+
+if TYPE_CHECKING:
+    from .emitter import TVal
+    from .translator import Translator
+
+Translation = Callable[["Translator", fx.Node], "TVal | tuple[TVal, ...] | None"]
+
+TRANSLATIONS: dict[object, Translation] = {}
+
+
+def translates(*ops: object) -> Callable[[Translation], Translation]:
+    """Registers the decorated function as the translation of each of ``ops``."""
+
+    def register(function: Translation) -> Translation:
+        for op in ops:
+            if op in TRANSLATIONS:
+                raise ValueError(f"{op} has two translations")
+            TRANSLATIONS[op] = function
+        return function
+
+    return register
+
+
+def translation_for(node: fx.Node, module_path: str) -> Translation:
+    """The translation of ``node``'s op; ``UnsupportedOpError`` names the op and module."""
+    found = TRANSLATIONS.get(node.target)
+    if found is None:
+        raise UnsupportedOpError(str(node.target), module_path, "no translation for this op")
+    return found
+
+
+def supported_ops() -> list[str]:
+    """The names of every aten op with a translation (for reports and docs)."""
+    return sorted(str(op) for op in TRANSLATIONS)

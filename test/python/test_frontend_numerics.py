@@ -1,0 +1,355 @@
+"""The traced high-level IR computes what transformers computes: tiny Gemma 1/2/3 models (eager
+and sdpa attention, f32 and bf16) and a custom decoder, lowered to the CPU and run.
+
+``lower_for_test`` runs the CPU pipeline's upstream passes with three additions that the LLVM 22
+wheel needs for unfused high-level IR (none changes what is computed):
+  * ``tensor.expand_shape`` with two dynamic sizes in one group (a Linear's [B*S, N] → [B, S, N],
+    also created by ``linalg-fuse-elementwise-ops``) becomes ``tensor.reshape``:
+    ``expand-strided-metadata`` asserts on the memref form;
+  * ``memref.copy`` (from ``tensor.concat``) becomes ``linalg.copy``, lowered to loops: the wheel
+    has no ``mlir_c_runner_utils`` to provide ``memrefCopy`` for strided copies;
+  * i1 buffers (bool attention masks) are widened to i8: ``finalize-memref-to-llvm`` asserts on
+    sub-byte stores.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+import torch
+from mlir import ir
+from mlir.dialects import linalg
+from mlir.execution_engine import ExecutionEngine
+
+from tessera.context import make_context, parse_module
+from tessera.dialects import verify_module
+from tessera.frontend import trace
+from tessera.ir_walk import walk_ops
+from tessera.lowering.cpu.pipeline import TO_LLVM
+from tessera.models.tiny import tiny_gemma
+from tessera.pipeline import run_pipeline
+from tessera.runtime.memref import descriptor, descriptor_type
+
+_LIBC = ctypes.CDLL(None)
+_LIBC.free.argtypes = [ctypes.c_void_p]
+
+
+# -- lowering and running ------------------------------------------------------------------
+
+
+def _reshape_multi_dynamic_expands(module: ir.Module) -> None:
+    dynamic = ir.ShapedType.get_dynamic_size()
+    for op in walk_ops(module.operation):
+        if op.name != "tensor.expand_shape":
+            continue
+        result_type = op.results[0].type
+        groups = [[int(i) for i in g] for g in op.attributes["reassociation"]]
+        if all(sum(result_type.is_dynamic_dim(i) for i in g) <= 1 for g in groups):
+            continue
+        sizes_given = list(op.operands[1:])
+        with ir.InsertionPoint(op), op.location:
+            index = ir.IndexType.get()
+            sizes = []
+            for size in op.attributes["static_output_shape"]:
+                if size == dynamic:
+                    sizes.append(sizes_given.pop(0))
+                    continue
+                constant = ir.Operation.create(
+                    "arith.constant",
+                    results=[index],
+                    attributes={"value": ir.IntegerAttr.get(index, size)},
+                )
+                sizes.append(constant.results[0])
+            shape = ir.Operation.create(
+                "tensor.from_elements",
+                results=[ir.RankedTensorType.get([len(sizes)], index)],
+                operands=sizes,
+            )
+            reshaped = ir.Operation.create(
+                "tensor.reshape", results=[result_type], operands=[op.operands[0], shape.results[0]]
+            )
+        op.results[0].replace_all_uses_with(reshaped.results[0])
+        op.erase()
+
+
+def _copies_to_linalg(module: ir.Module) -> None:
+    for op in walk_ops(module.operation):
+        if op.name == "memref.copy":
+            with ir.InsertionPoint(op), op.location:
+                linalg.copy(op.operands[0], outs=[op.operands[1]])
+            op.erase()
+
+
+def _widen_bool_buffers(module: ir.Module) -> None:
+    with module.context, ir.Location.unknown():
+        i1, i8 = ir.IntegerType.get_signless(1), ir.IntegerType.get_signless(8)
+
+        def is_bool_buffer(type_: ir.Type) -> bool:
+            return isinstance(type_, ir.MemRefType) and type_.element_type == i1
+
+        ops = walk_ops(module.operation)
+        loads = [o for o in ops if o.name == "memref.load" and is_bool_buffer(o.operands[0].type)]
+        stores = [o for o in ops if o.name == "memref.store" and is_bool_buffer(o.operands[1].type)]
+        values = [r for o in ops for r in o.results]
+        values += [
+            a for o in ops for region in o.regions for b in region.blocks for a in b.arguments
+        ]
+        for value in values:
+            if is_bool_buffer(value.type):
+                t = value.type
+                value.set_type(ir.MemRefType.get(t.shape, i8, t.layout, t.memory_space))
+        for op in loads:
+            loaded = op.results[0]
+            loaded.set_type(i8)
+            with ir.InsertionPoint.after(op):
+                bit = ir.Operation.create("arith.trunci", results=[i1], operands=[loaded])
+            loaded.replace_all_uses_except(bit.results[0], bit)
+        for op in stores:
+            with ir.InsertionPoint(op):
+                byte = ir.Operation.create("arith.extui", results=[i8], operands=[op.operands[0]])
+            op.operands[0] = byte.results[0]
+
+
+def lower_for_test(module: ir.Module) -> None:
+    """The CPU pipeline (``tessera-lower-to-cpu``, then ``TO_LLVM``) with the three additions
+    described at the top of this file."""
+
+    def run(steps: list[str]) -> None:
+        run_pipeline(module, "builtin.module(" + ",".join(steps) + ")", verify_each=False)
+
+    run_pipeline(module, "builtin.module(tessera-lower-to-cpu)")
+    bufferize = next(i for i, s in enumerate(TO_LLVM) if s.startswith("one-shot-bufferize"))
+    loops = TO_LLVM.index("convert-linalg-to-loops")
+    run(TO_LLVM[:bufferize])
+    _reshape_multi_dynamic_expands(module)
+    run(TO_LLVM[bufferize : bufferize + 1])
+    _copies_to_linalg(module)
+    run(TO_LLVM[bufferize + 1 : loops + 1])
+    _widen_bool_buffers(module)
+    run(TO_LLVM[loops + 1 :])
+
+
+class Compiled:
+    """The traced ``forward``, lowered and JIT-compiled once, callable on torch tensors."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        context = make_context()
+        self.program = trace(model, context)
+        assert verify_module(self.program.module.operation) == []
+        lowered = parse_module(str(self.program.module), context)
+        lower_for_test(lowered)
+        # opt_level 0: these tests check numerics, and LLVM's O3 takes seconds per model.
+        self.engine = ExecutionEngine(lowered, opt_level=0)
+        self.address = self.engine.raw_lookup("_mlir_ciface_forward")
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        inputs = [ids.contiguous(), *[p.detach().contiguous() for p in self.program.parameters]]
+        descriptors = [descriptor(t) for t in inputs]
+        result = descriptor_type(3)()
+        pointers = [ctypes.c_void_p(ctypes.addressof(d)) for d in (result, *descriptors)]
+        packed = (ctypes.c_void_p * len(pointers))(*[ctypes.addressof(p) for p in pointers])
+        ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self.address)(packed)
+        sizes = [result.sizes[i] for i in range(3)]
+        strides = [result.strides[i] for i in range(3)]
+        dtype = self.program.output_dtype
+        element = torch.empty((), dtype=dtype).element_size()
+        span = sum((s - 1) * st for s, st in zip(sizes, strides, strict=True)) + 1
+        raw = (ctypes.c_uint8 * (span * element)).from_address(
+            result.aligned + result.offset * element
+        )
+        out = torch.as_strided(
+            torch.frombuffer(bytearray(raw), dtype=dtype), sizes, strides
+        ).clone()
+        _LIBC.free(result.allocated)
+        return out
+
+
+def relative_error(out: torch.Tensor, reference: torch.Tensor) -> float:
+    reference = reference.double()
+    return float((out.double() - reference).norm() / reference.norm())
+
+
+def _ids(vocab: int, length: int) -> torch.Tensor:
+    return torch.randint(0, vocab, (2, length), generator=torch.Generator().manual_seed(length))
+
+
+LENGTHS = (7, 19)
+
+# -- transformers' Gemma models ------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "attention"),
+    [
+        ("gemma1-mqa", "eager"),
+        ("gemma1-mha", "sdpa"),
+        ("gemma2-gqa", "eager"),
+        ("gemma3-gqa", "eager"),
+        ("gemma3-gqa", "sdpa"),
+        ("gemma3-mqa-odd", "sdpa"),
+    ],
+)
+def test_f32_logits_match_transformers(name: str, attention: str) -> None:
+    model = tiny_gemma(name, torch.float32, attn_implementation=attention)
+    compiled = Compiled(model)
+    for length in LENGTHS:
+        ids = _ids(model.config.vocab_size, length)
+        with torch.no_grad():
+            reference = model(ids, use_cache=False).logits
+        out = compiled(ids)
+        assert out.shape == reference.shape
+        assert relative_error(out, reference) <= 1e-4, (name, attention, length)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "attention"),
+    [
+        ("gemma1-mqa", "eager"),
+        ("gemma2-gqa", "eager"),
+        ("gemma3-gqa", "sdpa"),
+        ("gemma3-mqa-odd", "eager"),
+    ],
+)
+def test_bf16_logits_are_bf16_accurate(name: str, attention: str) -> None:
+    """Against float64 on the same (bf16-rounded) weights: at least 1e-3 off (the work really
+    is in bf16), at most 1e-2, never NaN. For configs where transformers' own bf16 run is
+    further off than 1e-2 (random tiny weights make logits sensitive), the bound is 1.25×
+    transformers' own error instead."""
+    model = tiny_gemma(name, torch.bfloat16, attn_implementation=attention)
+    exact = tiny_gemma(name, torch.bfloat16, attn_implementation=attention).to(torch.float64)
+    compiled = Compiled(model)
+    for length in LENGTHS:
+        ids = _ids(model.config.vocab_size, length)
+        with torch.no_grad():
+            reference = exact(ids, use_cache=False).logits
+            transformers_error = relative_error(model(ids, use_cache=False).logits, reference)
+        out = compiled(ids)
+        assert out.dtype == torch.bfloat16 and not torch.isnan(out).any()
+        error = relative_error(out, reference)
+        assert 1e-3 <= error <= max(1e-2, 1.25 * transformers_error), (name, length, error)
+
+
+# -- a decoder built from the same kinds of parts --------------------------------------------
+
+
+class Block(torch.nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = torch.nn.Parameter(torch.randn(width) * 0.1)
+        self.up = torch.nn.Linear(width, 2 * width)
+        self.down = torch.nn.Linear(2 * width, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * (1 + self.norm)
+        return x + self.down(torch.nn.functional.silu(self.up(normed)))
+
+
+class TinyDecoder(torch.nn.Module):
+    def __init__(self, vocab: int = 50, width: int = 16, depth: int = 2) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.blocks = torch.nn.ModuleList(Block(width) for _ in range(depth))
+        self.head = torch.nn.Linear(width, vocab)
+        self.width = width
+        inv_freq = 1.0 / (100.0 ** (torch.arange(0, width, 2).float() / width))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # A constant computed in forward (folded by torch) ...
+        x = self.embed(input_ids) * torch.arange(1, self.width + 1).float().rsqrt()
+        # ... and sinusoidal positions: an iota times a non-persistent buffer.
+        angles = torch.arange(input_ids.shape[1]).float()[:, None] * self.inv_freq
+        x = x + torch.cat([angles.cos(), angles.sin()], dim=-1)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x) / 2.0
+
+
+@pytest.mark.slow
+def test_custom_decoder_matches_torch() -> None:
+    torch.manual_seed(0)
+    model = TinyDecoder().eval()
+    compiled = Compiled(model)
+    assert compiled.program.model_kind == "custom"
+    for length in LENGTHS:
+        ids = _ids(50, length)
+        with torch.no_grad():
+            reference = model(ids)
+        assert relative_error(compiled(ids), reference) <= 1e-5
+
+
+class CausalAttention(torch.nn.Module):
+    """Grouped-query attention through sdpa's own ``is_causal`` and ``enable_gqa``."""
+
+    def __init__(self, vocab: int = 50, heads: int = 4, kv_heads: int = 2, dim: int = 8) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.dim = heads, kv_heads, dim
+        width = heads * dim
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.q = torch.nn.Linear(width, width, bias=False)
+        self.kv = torch.nn.Linear(width, 2 * kv_heads * dim, bias=False)
+        self.head = torch.nn.Linear(width, vocab, bias=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(input_ids)
+        batch, length, _ = x.shape
+        q = self.q(x).view(batch, length, self.heads, self.dim).transpose(1, 2)
+        k, v = self.kv(x).view(batch, length, 2, self.kv_heads, self.dim).permute(2, 0, 3, 1, 4)
+        o = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, is_causal=True, enable_gqa=True
+        )
+        return self.head(o.transpose(1, 2).reshape(batch, length, -1))
+
+
+@pytest.mark.slow
+def test_causal_grouped_query_attention_matches_torch() -> None:
+    torch.manual_seed(0)
+    model = CausalAttention().eval()
+    compiled = Compiled(model)
+    for length in LENGTHS:
+        ids = _ids(50, length)
+        with torch.no_grad():
+            reference = model(ids)
+        assert relative_error(compiled(ids), reference) <= 1e-5
+
+
+class Assorted(torch.nn.Module):
+    """A block using many of the translated ops at once, checked against torch."""
+
+    def __init__(self, vocab: int = 40, width: int = 12) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.blocks = torch.nn.ModuleList(torch.nn.Linear(width, 3 * width) for _ in range(2))
+        self.head = torch.nn.Linear(width, vocab, bias=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(input_ids)
+        for block in self.blocks:
+            a, b, c = block(x).split(x.shape[-1], dim=-1)
+            gate = torch.nn.functional.gelu(a) * torch.sigmoid(b) + torch.relu(c) * 0.3
+            peak = gate.amax(dim=-1, keepdim=True)
+            gate = torch.where(gate > 0, gate, gate.exp() - 1) / (peak.abs() + 1)
+            mixed = torch.bmm(gate.transpose(1, 2), gate) / gate.shape[1]  # [B, W, W]
+            spread = torch.maximum(mixed.sum(dim=1), -mixed.sum(dim=2)).unsqueeze(1)
+            x = (
+                x
+                + torch.cat([gate[..., ::2], gate[..., 1::2]], dim=-1) * 0.5
+                - spread.neg().log1p()
+            )
+            x = x - x.mean(dim=-1, keepdim=True)
+        return self.head(x).permute(0, 1, 2)
+
+
+@pytest.mark.slow
+def test_assorted_ops_match_torch() -> None:
+    torch.manual_seed(0)
+    model = Assorted().eval()
+    compiled = Compiled(model)
+    for length in LENGTHS:
+        ids = _ids(40, length)
+        with torch.no_grad():
+            reference = model(ids)
+        assert relative_error(compiled(ids), reference) <= 1e-5

@@ -13,33 +13,33 @@ import torch
 # Named configurations; the tests and the main job refer to them by name.
 CONFIGS: dict[str, dict[str, Any]] = {
     # Gemma 1, MQA like Gemma-2B, head_dim ≠ hidden/heads.
-    "gemma1-mqa": dict(generation=1, vocab_size=203, hidden_size=48, intermediate_size=80,
+    "gemma1-mqa": dict(generation=1, init_std=0.08, vocab_size=203, hidden_size=48, intermediate_size=80,
                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
                        head_dim=16),
     # Gemma 1, MHA like Gemma-7B.
-    "gemma1-mha": dict(generation=1, vocab_size=128, hidden_size=64, intermediate_size=96,
+    "gemma1-mha": dict(generation=1, init_std=0.08, vocab_size=128, hidden_size=64, intermediate_size=96,
                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
                        head_dim=16),
     # (transformers' Gemma 2 has no sdpa path: it needs the softcap, so eager only.)
     # Gemma 2: GQA, attention and final softcaps, a sliding window on every other layer.
-    "gemma2-gqa": dict(generation=2, vocab_size=160, hidden_size=64, intermediate_size=112,
+    "gemma2-gqa": dict(generation=2, init_std=1.0, vocab_size=160, hidden_size=64, intermediate_size=112,
                        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
                        head_dim=24, sliding_window=6, query_pre_attn_scalar=20,
                        attn_logit_softcapping=50.0, final_logit_softcapping=30.0),
     # Gemma 3: QK-norm, 2 local : 1 global layers, linear rope scaling on global layers.
-    "gemma3-gqa": dict(generation=3, vocab_size=192, hidden_size=64, intermediate_size=96,
+    "gemma3-gqa": dict(generation=3, init_std=0.5, vocab_size=192, hidden_size=64, intermediate_size=96,
                        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
                        head_dim=32, sliding_window=5, query_pre_attn_scalar=32,
                        rope_scaling={"rope_type": "linear", "factor": 8.0},
                        layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
     # Gemma 3 with MQA and odd sizes.
-    "gemma3-mqa-odd": dict(generation=3, vocab_size=97, hidden_size=36, intermediate_size=72,
+    "gemma3-mqa-odd": dict(generation=3, init_std=0.5, vocab_size=97, hidden_size=36, intermediate_size=72,
                            num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=1,
                            head_dim=16, sliding_window=4, query_pre_attn_scalar=16,
                            layer_types=["sliding_attention", "full_attention"]),
     # Not tiny: a Gemma-1-shaped model big enough that the kernels, not call overheads, decide
     # the speed (benchmarks).
-    "gemma1-small": dict(generation=1, vocab_size=8192, hidden_size=512, intermediate_size=2048,
+    "gemma1-small": dict(generation=1, init_std=0.05, vocab_size=8192, hidden_size=512, intermediate_size=2048,
                          num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=1,
                          head_dim=64),
 }
@@ -56,13 +56,16 @@ def tiny_gemma(
     """A transformers Gemma/Gemma2/Gemma3ForCausalLM with seeded random weights, in eval mode.
 
     Norm weights are random too (they are zero at initialisation, which would hide bugs in the
-    (1 + w) offset)."""
+    (1 + w) offset). Each configuration's ``init_std`` scales the matrices so that activations
+    and logits have a realistic spread: then bf16 rounding behaves as in real checkpoints
+    (transformers' own bf16 logits stay within 1e-2 of a float64 run)."""
     if name not in CONFIGS:
         raise KeyError(f"unknown tiny model '{name}' (known: {', '.join(sorted(CONFIGS))})")
     import transformers
 
     settings = dict(CONFIGS[name])
     generation = settings.pop("generation")
+    init_std = settings.pop("init_std")
     classes = {
         1: (transformers.GemmaConfig, transformers.GemmaForCausalLM),
         2: (transformers.Gemma2Config, transformers.Gemma2ForCausalLM),
@@ -74,5 +77,6 @@ def tiny_gemma(
     model = model_class(config)
     with torch.no_grad():
         for parameter in model.parameters():
-            parameter.copy_(torch.randn_like(parameter) * 0.5)
+            std = init_std if parameter.dim() > 1 else 0.1
+            parameter.copy_(torch.randn_like(parameter) * std)
     return model.to(dtype).eval()

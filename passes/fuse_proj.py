@@ -2,7 +2,13 @@
 
     collapse → linalg.matmul (transposed-B maps, zero f32 accumulator) → [truncf] → expand
       [→ addf(broadcast(bias))]                    ⇒  tessera.mma.proj(x, w[, bias]) {transpose_w}
+    … → expand [M, N] → [B, S, H, D]               ⇒  tessera.mma.proj(x, w) [B, S, N]
+                                                        → expand [B, S, N] → [B, S, H, D]
     tessera.mma.proj → c·tanh(y / c)               ⇒  tessera.mma.proj {softcap = c}
+
+The second form is what canonicalize leaves of a q/k/v projection followed by the view into
+heads: the two expands merged into one. The projection keeps x's leading dims and the split
+into heads is put back as its own expand, which is what the fused ops after it read.
 
 The softcap is folded in a second sweep over projections, so it also folds into projections
 that came from elsewhere.
@@ -10,9 +16,11 @@ that came from elsewhere.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from mlir import ir
+from mlir.dialects import tensor
 
 from tessera.dialects import Projection
 from tessera.pass_registry import NoOptions, register_pass
@@ -58,10 +66,15 @@ def _bias_vector(value: ir.Value, output: ir.Value) -> tuple[ir.Value, ir.Operat
 
 
 def match_proj(matmul: ir.Operation) -> ProjMatch | None:
-    """A Linear anchored at ``matmul``, with the bias add that follows it, if any."""
-    linear = match_linear(matmul)
+    """A Linear anchored at ``matmul``, with the bias add that follows it, if any.
+
+    The Linear may end in an expand that also splits N into heads; a bias added after that
+    split is per head dim, not the Linear's [N] bias, and is left alone."""
+    linear = match_linear(matmul, split=True)
     if linear is None:
         return None
+    if linear.split:
+        return ProjMatch(linear, None, linear.root, linear.ops)
     add = single_user(linear.output)
     if add is not None and add.name == "arith.addf":
         other = other_operand(add, linear.output)
@@ -72,16 +85,37 @@ def match_proj(matmul: ir.Operation) -> ProjMatch | None:
     return ProjMatch(linear, None, linear.root, linear.ops)
 
 
+def _unsplit_type(linear: Linear) -> ir.RankedTensorType:
+    """[..., N] for a Linear whose output is [..., *split]: x's leading dims, then N."""
+    output = linear.output.type
+    dynamic = ir.ShapedType.get_dynamic_size()
+    leading = [dynamic if d is None else d for d in shape(linear.x)[:-1]]
+    return ir.RankedTensorType.get([*leading, math.prod(linear.split)], output.element_type)
+
+
+def _split_again(value: ir.Value, expand: ir.Operation) -> ir.Value:
+    """``value`` [..., N] with N split into the trailing dims of ``expand`` (the Linear's
+    merged expand back, [M, N] → [..., *split]); the leading dims stay one for one and the
+    output sizes are ``expand``'s own."""
+    lead = len(shape(value)) - 1
+    rank = len(shape(expand.results[0]))
+    groups = [[i] for i in range(lead)] + [list(range(lead, rank))]
+    static = [int(d) for d in expand.attributes["static_output_shape"]]
+    return tensor.expand_shape(
+        expand.results[0].type, value, groups, list(expand.operands[1:]), static
+    )
+
+
 def rewrite_proj(found: ProjMatch) -> None:
-    root = found.root
-    operands = [found.linear.x, found.linear.w]
+    root, linear = found.root, found.linear
+    operands = [linear.x, linear.w]
     if found.bias is not None:
         operands.append(found.bias)
     with root.location, ir.InsertionPoint(root):
-        fused = Projection.build(
-            operands, [root.results[0].type], loc=root.location, transpose_w=True
-        )
-    replace_and_sweep(root, [fused.y], found.ops)
+        result_type = _unsplit_type(linear) if linear.split else root.results[0].type
+        fused = Projection.build(operands, [result_type], loc=root.location, transpose_w=True)
+        replacement = _split_again(fused.y, root) if linear.split else fused.y
+    replace_and_sweep(root, [replacement], found.ops)
 
 
 @dataclass(frozen=True)
@@ -137,6 +171,8 @@ def fuse_proj(module: ir.Operation, options: NoOptions) -> None:
     """Fuse each torch Linear in high-level form (collapse, linalg.matmul with the transposed-B
     maps and a zero f32 accumulator, optional truncf, expand back, optional bias add) into
     tessera.mma.proj {transpose_w = true}, then fold an output softcap c·tanh(y/c) that
-    follows a projection into its softcap attribute."""
+    follows a projection into its softcap attribute. An expand back that canonicalize merged
+    with a split into heads ([B·S, N] → [B, S, H, D]) becomes the projection to [B, S, N]
+    and an expand [B, S, N] → [B, S, H, D]."""
     rewrite_anchors(module, ["linalg.matmul"], match_proj, rewrite_proj)
     rewrite_anchors(module, ["tessera.mma.proj"], match_softcap, rewrite_softcap)

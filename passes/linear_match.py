@@ -4,10 +4,16 @@ The high-level form (docs/high-level-ir.md) collapses x [..., K] to [M, K], mult
 ``linalg.matmul`` through the transposed-B indexing maps into a zero-filled f32 accumulator,
 rounds back with ``arith.truncf`` when x is narrower, and expands to [..., N]. The bias add is
 not part of a ``Linear``: tessera-fuse-proj folds it, tessera-fuse-gated-mlp wants none.
+
+canonicalize merges that expand with a view that follows it, so the q/k/v projections of an
+attention block arrive as one expand [M, N] → [B, S, H, D] by [[0, 1], [2, 3]]. A caller that
+can put the split back after the fused op asks ``match_linear`` for such Linears with
+``split=True``; everyone else gets only Linears whose output is [..., N].
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from mlir import ir
@@ -31,7 +37,7 @@ _MATMUL_ATTRIBUTES = {"indexing_maps", "operandSegmentSizes"}
 
 @dataclass(frozen=True)
 class Linear:
-    """``output = x·wᵀ`` with x [..., K], w [N, K], output [..., N]."""
+    """``output = x·wᵀ`` with x [..., K], w [N, K], output [..., N] (or [..., *split])."""
 
     x: ir.Value
     w: ir.Value
@@ -41,6 +47,9 @@ class Linear:
     ops: tuple[ir.Operation, ...]
     # The collapse_shape reading x, when x has rank > 2 (it may be shared with other users).
     collapse: ir.Operation | None = None
+    # The static dims the expand back splits N into, when it was merged with a view into
+    # heads (output [..., H, D] for x [..., K]); empty when output is [..., N].
+    split: tuple[int, ...] = ()
 
     @property
     def root(self) -> ir.Operation:
@@ -57,12 +66,51 @@ def _leading_group(op: ir.Operation, rank: int) -> bool:
     return reassociation(op) == [list(range(rank - 1)), [rank - 1]]
 
 
-def match_linear(matmul: ir.Operation) -> Linear | None:
+def _restored_dims(expand: ir.Operation, x: ir.Value) -> list[int | None] | None:
+    """The dims that ``expand`` (from [M, N], M = x's leading dims collapsed) puts after x's
+    leading dims, when it first restores exactly those and then holds N; None otherwise.
+
+    From [M, N] the reassociation is two groups cut at one result dim. The cut may sit away
+    from the end of x's leading dims across unit dims only, which do not change the reshape:
+    canonicalize gives a single kv head [B, S, 1, D] to the rows, [[0, 1, 2], [3]].
+
+    A dynamic leading dim is taken to be x's, which types cannot prove: a Linear's expand
+    back restores the sizes x was collapsed from (torch views the output by x's own sizes)."""
+    lead = len(shape(x)) - 1
+    restored = shape(expand.results[0])
+    groups = reassociation(expand)
+    if len(groups) != 2 or len(restored) <= lead:
+        return None
+    cut = len(groups[0])
+    if any(d != 1 for d in restored[min(cut, lead) : max(cut, lead)]):
+        return None
+    if restored[:lead] != shape(x)[:lead]:
+        return None
+    return restored[lead:]
+
+
+def _split_of_n(expand: ir.Operation, x: ir.Value) -> tuple[int, ...] | None:
+    """() when ``expand`` restores x's leading dims and keeps N; the trailing dims when it
+    also splits N into static dims whose product is N; None otherwise."""
+    trailing = _restored_dims(expand, x)
+    if trailing is None:
+        return None
+    if len(trailing) == 1:
+        return ()
+    n = shape(expand.operands[0])[-1]
+    if n is None or None in trailing:
+        return None
+    dims = tuple(d for d in trailing if d is not None)
+    return dims if math.prod(dims) == n else None
+
+
+def match_linear(matmul: ir.Operation, *, split: bool = False) -> Linear | None:
     """The Linear whose matmul is ``matmul``, or None.
 
     It extends over the truncf and expand_shape that follow as far as each value has a single
     use. When x was collapsed from a higher rank the expand back is required; a 2-D Linear
-    may end at the matmul (an f32 output) or at the truncf."""
+    may end at the matmul (an f32 output) or at the truncf. With ``split``, the expand back
+    may also split N into trailing dims (``Linear.split``)."""
     if matmul.name != "linalg.matmul" or not is_transpose_b_matmul(matmul):
         return None
     if {name for name, _ in matmul.attributes.items()} - _MATMUL_ATTRIBUTES:
@@ -82,6 +130,7 @@ def match_linear(matmul: ir.Operation) -> Linear | None:
     ops = [matmul]
     output = matmul.results[0]
     truncated = expanded = False
+    split_dims: tuple[int, ...] = ()
     while True:
         user = single_user(output)
         if user is None:
@@ -89,10 +138,10 @@ def match_linear(matmul: ir.Operation) -> Linear | None:
         if user.name == "arith.truncf" and not truncated:
             truncated = True
         elif user.name == "tensor.expand_shape" and not expanded and collapse is not None:
-            x = collapse.operands[0]
-            restored = user.results[0]
-            if not _leading_group(user, len(shape(x))) or shape(restored)[:-1] != shape(x)[:-1]:
+            found = _split_of_n(user, collapse.operands[0])
+            if found is None or (found and not split):
                 break
+            split_dims = found
             expanded = True
         else:
             break
@@ -103,7 +152,7 @@ def match_linear(matmul: ir.Operation) -> Linear | None:
     # x was collapsed: without the expand back, a value in between has another user.
     if not expanded:
         return None
-    return Linear(collapse.operands[0], w, output, tuple(ops), collapse)
+    return Linear(collapse.operands[0], w, output, tuple(ops), collapse, split_dims)
 
 
 def proj_as_linear(op: ir.Operation) -> Linear | None:

@@ -50,7 +50,8 @@ def decompose_softmax(op: ir.Operation) -> None:
     shape, dtype = shape_of(x.type), str(x.type.element_type)
     dim = int(op.attributes["dimension"].value)
     symbol = mangle("tessera_softmax", tensor_type(shape, dtype), f"d{dim}")
-    (result,) = call_kernel(op, symbol, softmax_source(symbol, shape, dtype, dim), [x],
-                            [op.results[0].type])
+    (result,) = call_kernel(
+        op, symbol, softmax_source(symbol, shape, dtype, dim), [x], [op.results[0].type]
+    )
     op.results[0].replace_all_uses_with(result)
     op.erase()

@@ -40,8 +40,10 @@ def _symbols(module: ir.Operation) -> set[str]:
 
 
 def ensure_function(module: ir.Operation, symbol: str, source: str) -> None:
-    """Adds the function in ``source`` (named ``symbol``) to ``module`` unless present."""
-    if symbol in _symbols(module):
+    """Adds the functions in ``source`` (one of them named ``symbol``) to ``module``, each
+    unless a function of that name is already there (kernels share helper functions)."""
+    present = _symbols(module)
+    if symbol in present:
         return
     try:
         parsed = ir.Module.parse(source, context=module.context)
@@ -49,6 +51,10 @@ def ensure_function(module: ir.Operation, symbol: str, source: str) -> None:
         raise LoweringError(f"kernel '{symbol}' does not parse: {error}\n{source}") from None
     block = module.regions[0].blocks[0]
     for op in list(parsed.body.operations):
+        attributes = op.operation.attributes
+        name = str(attributes["sym_name"].value) if "sym_name" in attributes else None
+        if name is not None and name in present:
+            continue
         block.append(op.operation)
 
 

@@ -22,6 +22,11 @@ def tensor_type(shape: Shape, dtype: str) -> str:
     return f"tensor<{dims}x{dtype}>" if shape else f"tensor<{dtype}>"
 
 
+def memref_type(shape: Shape, dtype: str) -> str:
+    dims = "x".join("?" if d is None else str(d) for d in shape)
+    return f"memref<{dims}x{dtype}>" if shape else f"memref<{dtype}>"
+
+
 def float_literal(value: float, dtype: str) -> str:
     """``value`` as an MLIR float literal of ``dtype`` (hex for infinities and NaN)."""
     if math.isinf(value) and value < 0:
@@ -30,10 +35,17 @@ def float_literal(value: float, dtype: str) -> str:
         if dtype == "f32":
             return "0x" + struct.pack(">f", value).hex().upper()
         raise ValueError(f"non-finite {value} for {dtype}")
-    return repr(float(value))
+    text = repr(float(value))
+    # MLIR's float literals need a '.' before any exponent: 1e-06 would not parse.
+    if "." not in text:
+        mantissa, _, exponent = text.partition("e")
+        text = f"{mantissa}.0" + (f"e{exponent}" if exponent else "")
+    return text
 
 
-def dynamic_sizes(value: str, shape: Shape, dtype: str, prefix: str) -> tuple[list[str], dict[int, str]]:
+def dynamic_sizes(
+    value: str, shape: Shape, dtype: str, prefix: str
+) -> tuple[list[str], dict[int, str]]:
     """Lines computing ``tensor.dim`` of each dynamic dim of ``value``, and their names."""
     lines: list[str] = []
     names: dict[int, str] = {}
@@ -47,8 +59,9 @@ def dynamic_sizes(value: str, shape: Shape, dtype: str, prefix: str) -> tuple[li
     return lines, names
 
 
-def empty(shape: Shape, dtype: str, sizes: dict[int, str], source_axes: list[int] | None = None
-          ) -> str:
+def empty(
+    shape: Shape, dtype: str, sizes: dict[int, str], source_axes: list[int] | None = None
+) -> str:
     """A ``tensor.empty`` of ``shape``; dynamic dim i takes ``sizes[source_axes[i]]``."""
     axes = source_axes if source_axes is not None else list(range(len(shape)))
     dynamic = [sizes[axes[i]] for i, d in enumerate(shape) if d is None]

@@ -101,7 +101,7 @@ def compile_shared_object(lowered: ir.Module, exports: Sequence[str]) -> bytes:
         # -z defs: an unresolved reference fails here, not when the runtime loads the library;
         # -static-libgcc: compiler helpers go inside, whatever libgcc the target machine has.
         command = [_c_compiler(), "-shared", "-static-libgcc", "-Wl,-z,defs"]
-        command += ["-o", os.fspath(library), os.fspath(obj), "-lm"]
+        command += ["-o", os.fspath(library), os.fspath(obj), "-lpthread", "-lm"]
         linked = subprocess.run(command, capture_output=True, text=True, check=False)
         if linked.returncode != 0:
             keep = True

@@ -24,8 +24,9 @@ def _result_signature(module: ir.Module, name: str) -> tuple[int, torch.dtype]:
     raise KeyError(name)
 
 
-def run_function(module: ir.Module, name: str, inputs: list[torch.Tensor],
-                 lowered: ir.Module) -> torch.Tensor:
+def run_function(
+    module: ir.Module, name: str, inputs: list[torch.Tensor], lowered: ir.Module
+) -> torch.Tensor:
     """Calls ``name`` (one tensor result) of ``module`` after it was lowered to ``lowered``.
 
     ``module`` is the tensor-level IR (for the result's rank and dtype), ``lowered`` the same

@@ -1,37 +1,72 @@
-"""The CPU target: mid-level IR → linalg/scf → LLVM dialect → native code.
+"""The CPU target: mid-level IR → linalg/scf/vector → LLVM dialect → native code.
 
 Stages (their names are also the dump-file names):
-  ``linalg``  tessera ops replaced by upstream tensor code (``tessera-lower-to-cpu``)
-  ``llvm``    bufferized, loops, LLVM dialect, ready for the ExecutionEngine
+  ``linalg``  tessera ops replaced by calls to kernels written for their exact types and
+              attributes (``tessera-lower-to-cpu``; the rules are in ``registry.RULES``)
+  ``llvm``    bufferized, loops, LLVM dialect, ready for the ExecutionEngine or an object file
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from mlir import ir
 
-from tessera.errors import LoweringError
+from tessera.errors import LoweringError, PassError
 from tessera.ir_walk import walk_ops
-from tessera.pass_registry import NoOptions, register_pass
+from tessera.pass_registry import register_pass
 from tessera.pipeline import run_pipeline
 
 from ..decompose_softmax import decompose_softmax
 from ..inline_regions import inline_region
 
-# Upstream passes from tensor-level linalg to the LLVM dialect.
+# Importing the rule modules registers their rules.
+from . import (  # noqa: F401
+    attention_flash,
+    dynamic_expand,
+    expand_math,
+    lookup,
+    proj,
+    rms_norm,
+    rope,
+    strided_copies,
+    swi_glu,
+)
+from .host import Host, host, target
+from .parallel import define_launchers
+from .registry import lower_op
+
+# Upstream passes from tensor-level code (and the kernels' memref/vector code) to the LLVM
+# dialect. Kernel cores are called with `no_inline`, so `inline` only dissolves the thin
+# tensor-level wrappers; LLVM decides about the cores.
 TO_LLVM = [
     "inline",
     "canonicalize",
     "convert-elementwise-to-linalg",
+    # The first fusion run also gives every generic a fresh `tensor.empty` destination, sized
+    # by `tensor.dim` of the producer's result; resolving those dims to the operands' leaves
+    # each producer with its consumer as only user, and the second run fuses whole chains.
     "linalg-fuse-elementwise-ops",
-    "one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map}",
+    "resolve-shaped-type-result-dims",
+    "canonicalize",
+    "linalg-fuse-elementwise-ops",
+    "one-shot-bufferize{bufferize-function-boundaries"
+    " function-boundary-type-conversion=identity-layout-map}",
     "buffer-deallocation-pipeline",
+    "tessera-lower-strided-copies",
+    "tessera-lower-dynamic-expand-shapes",
     "convert-linalg-to-loops",
+    "tessera-expand-math",
+    "canonicalize",
     "convert-scf-to-cf",
     "expand-strided-metadata",
     "lower-affine",
     "arith-expand",
+    # Math ops with an LLVM intrinsic first (they stay vectors); libm takes the rest (erf),
+    # unrolling vectors into lanes, which convert-vector-to-llvm then lowers.
     "convert-math-to-llvm",
     "convert-math-to-libm",
+    "convert-vector-to-llvm{enable-x86vector=1}",
     "finalize-memref-to-llvm",
     "convert-arith-to-llvm",
     "convert-func-to-llvm",
@@ -40,9 +75,23 @@ TO_LLVM = [
 ]
 
 
-@register_pass("tessera-lower-to-cpu")
-def lower_to_cpu(module: ir.Operation, options: NoOptions) -> None:
-    """Replace tessera ops (and aggregate linalg ops) by upstream tensor code for the CPU."""
+@dataclass(frozen=True)
+class LowerToCpuOptions:
+    """``isa``: the instruction set the kernels are written for, ``host`` or one of
+    avx512-bf16, avx512, avx2, sse; ``threads``: cores a kernel may use (0: all of the host's)."""
+
+    isa: str = "host"
+    threads: int = 0
+
+
+@register_pass("tessera-lower-to-cpu", LowerToCpuOptions)
+def lower_to_cpu(module: ir.Operation, options: LowerToCpuOptions) -> None:
+    """Replace tessera ops (and aggregate linalg ops) by upstream code for the host CPU
+    (options: isa=host|avx512-bf16|avx512|avx2|sse, threads=N)."""
+    try:
+        chosen = target(options.isa, options.threads)
+    except ValueError as problem:
+        raise PassError(f"tessera-lower-to-cpu: {problem}") from None
     for op in walk_ops(module, pre_order=True):
         if op.name == "tessera.region":
             inline_region(op)
@@ -50,16 +99,31 @@ def lower_to_cpu(module: ir.Operation, options: NoOptions) -> None:
         if op.name == "linalg.softmax":
             decompose_softmax(op)
         elif op.name.startswith("tessera."):
-            raise LoweringError(f"no cpu lowering for '{op.name}'")
+            lower_op(op, chosen)
     for op in walk_ops(module):
         if op.name == "func.func" and "sym_visibility" not in op.attributes:
             op.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get(context=op.context)
 
 
-def lower(module: ir.Module) -> dict[str, str]:
-    """Lowers ``module`` in place to the LLVM dialect; returns each stage's IR text."""
+def stamp_target(module: ir.Module, target: Host) -> None:
+    """Sets ``target_cpu``/``target_features`` on every ``llvm.func`` (see ``host.py``)."""
+    cpu = ir.StringAttr.get(target.cpu, context=module.context)
+    features = ir.Attribute.parse(target.llvm_features(), context=module.context)
+    for op in module.body.operations:
+        if op.operation.name == "llvm.func":
+            op.operation.attributes["target_cpu"] = cpu
+            op.operation.attributes["target_features"] = features
+
+
+def lower(module: ir.Module, *, threads: int = 0) -> dict[str, str]:
+    """Lowers ``module`` in place to the LLVM dialect; returns each stage's IR text.
+    ``threads`` caps the cores one kernel may use (0: all of the host's)."""
     stages: dict[str, str] = {}
-    run_pipeline(module, "builtin.module(tessera-lower-to-cpu)")
+    try:
+        run_pipeline(module, f"builtin.module(tessera-lower-to-cpu{{threads={int(threads)}}})")
+    except PassError as problem:
+        # The pass manager reports the rule's error as a diagnostic; give it back its kind.
+        raise LoweringError(problem.message, problem.location) from None
     stages["linalg"] = str(module)
     try:
         run_pipeline(module, "builtin.module(" + ",".join(TO_LLVM) + ")", verify_each=False)
@@ -67,5 +131,7 @@ def lower(module: ir.Module) -> dict[str, str]:
         raise
     except Exception as error:
         raise LoweringError(f"cpu lowering to LLVM failed: {error}") from None
+    define_launchers(module)
+    stamp_target(module, host())
     stages["llvm"] = str(module)
     return stages

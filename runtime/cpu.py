@@ -13,6 +13,7 @@ import ctypes
 import os
 import platform
 import sys
+import tempfile
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -114,18 +115,25 @@ def check_target(target: TargetSpec) -> None:
 class SharedLibrary:
     """One loaded shared object of an artifact."""
 
-    def __init__(self, spec: BinarySpec, path: Path) -> None:
+    def __init__(self, spec: BinarySpec, path: Path, data: bytes) -> None:
+        """Loads ``data``, the verified contents of ``path``, from a private copy: the dynamic
+        loader hands back an already loaded library for a path it has seen, so a rebuilt
+        artifact at the same path would otherwise run the old code."""
         if spec.kind != BINARY_KIND:
             raise ArtifactError(
                 f"a cpu artifact's binaries are '{BINARY_KIND}', found '{spec.kind}'",
                 f"binaries.{spec.name}.kind",
             )
         self.path = path
-        try:
-            # RTLD_LOCAL keeps its symbols (every model has a `forward`) out of the global scope.
-            self._library = ctypes.CDLL(os.fspath(path), mode=os.RTLD_LOCAL | os.RTLD_NOW)
-        except OSError as error:
-            raise ArtifactError(f"cannot load: {error}", str(path)) from None
+        with tempfile.TemporaryDirectory(prefix="tessera-load-") as folder:
+            private = Path(folder) / path.name
+            private.write_bytes(data)
+            try:
+                # RTLD_LOCAL keeps its symbols (every model has a `forward`) out of the global
+                # scope. The mapping outlives the file, which goes with the folder.
+                self._library = ctypes.CDLL(os.fspath(private), mode=os.RTLD_LOCAL | os.RTLD_NOW)
+            except OSError as error:
+                raise ArtifactError(f"cannot load: {error}", str(path)) from None
 
     def resolve(self, symbol: str) -> int:
         """The address of ``symbol``; an ``ArtifactError`` naming it and the file if absent."""

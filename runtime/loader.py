@@ -33,14 +33,6 @@ def read_manifest(directory: str | Path) -> Manifest:
         raise ArtifactError(str(error), str(path)) from None
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class Artifact:
     """A loaded artifact: its manifest and one ``Program`` per program it holds."""
 
@@ -98,14 +90,17 @@ def load(directory: str | Path) -> Artifact:
             raise ArtifactError(
                 f"missing (named by binaries.{binary.name} in {MANIFEST_FILE})", str(path)
             )
-        actual = sha256_of(path)
+        # The bytes are read once: they are what is checked and what is loaded, so a file
+        # changed on disk later (or while loading) cannot reach the running program.
+        data = path.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
         if actual != binary.sha256:
             raise ArtifactError(
                 f"sha256 is {actual} but {MANIFEST_FILE} records {binary.sha256} "
                 "(the file was altered or belongs to another build)",
                 str(path),
             )
-        libraries[binary.name] = cpu.SharedLibrary(binary, path)
+        libraries[binary.name] = cpu.SharedLibrary(binary, path, data)
     resolvers = {name: library.resolve for name, library in libraries.items()}
     programs = {p.name: Program(p, resolvers, keepalive=libraries) for p in manifest.programs}
     return Artifact(directory, manifest, programs)

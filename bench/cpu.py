@@ -12,8 +12,10 @@ Ratios are PyTorch time / Tessera time: above 1 means Tessera is faster.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -23,6 +25,8 @@ import torch
 
 import tessera
 from tessera.models.tiny import tiny_gemma
+
+DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
 
 
 def median_seconds(run, repeats: int) -> float:
@@ -35,28 +39,30 @@ def median_seconds(run, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def bench_model(name: str, seq: int, repeats: int) -> dict[str, object]:
-    model = tiny_gemma(name)
+def bench_model(name: str, dtype: str, seq: int, repeats: int) -> dict[str, object]:
+    model = tiny_gemma(name, dtype=DTYPES[dtype])
     compiled = tessera.compile(model)
     vocab = model.config.vocab_size
     prompt = torch.randint(0, vocab, (1, seq))
     longer = torch.randint(0, vocab, (1, seq + 1))
     with torch.no_grad():
         eager_prefill = median_seconds(lambda: model(prompt, use_cache=False), repeats)
-        cache = model(prompt, use_cache=True).past_key_values
+        prefix_cache = model(prompt, use_cache=True).past_key_values
         step = longer[:, -1:]
-
-        def eager_decode() -> None:
-            # Crop the cache back to the prefix so every repeat does the same work.
+        samples = []
+        for _ in range(repeats + 1):
+            # A fresh copy of the prefix's cache per step (copied outside the timed region).
+            cache = copy.deepcopy(prefix_cache)
+            start = time.perf_counter()
             model(step, past_key_values=cache, use_cache=True)
-            cache.crop(seq)
-
-        eager_step_cached = median_seconds(eager_decode, repeats)
+            samples.append(time.perf_counter() - start)
+        eager_step_cached = statistics.median(samples[1:])
         eager_step_recompute = median_seconds(lambda: model(longer, use_cache=False), repeats)
     ours_prefill = median_seconds(lambda: compiled(prompt), repeats)
     ours_step = median_seconds(lambda: compiled(longer), repeats)
     return {
         "model": name,
+        "dtype": dtype,
         "seq": seq,
         "tessera_prefill_ms": ours_prefill * 1e3,
         "eager_prefill_ms": eager_prefill * 1e3,
@@ -69,26 +75,47 @@ def bench_model(name: str, seq: int, repeats: int) -> dict[str, object]:
     }
 
 
+def machine() -> str:
+    """The CPU model and core count, for the record."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as stream:
+            for line in stream:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["gemma2-gqa", "gemma1-small"])
+    parser.add_argument("--dtypes", nargs="+", default=["f32", "bf16"], choices=sorted(DTYPES))
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     torch.manual_seed(0)
-    rows = [bench_model(name, args.seq, args.repeats) for name in args.models]
+    rows = [
+        bench_model(name, dtype, args.seq, args.repeats)
+        for name in args.models
+        for dtype in args.dtypes
+    ]
+    print("times in ms, Tessera vs PyTorch eager; ratio = PyTorch / Tessera")
     print(
-        f"{'model':14s} {'prefill ms':>22s} {'ratio':>6s} {'decode step ms':>34s} "
-        f"{'ratio (kv / recompute)':>24s}"
+        f"{'model':14s} {'dtype':5s} {'prefill':>20s} {'ratio':>6s}   "
+        f"{'decode step (PyTorch: kv cache / recompute)':>44s}  ratios"
     )
     for row in rows:
         print(
-            f"{row['model']:14s} {row['tessera_prefill_ms']:9.2f} vs {row['eager_prefill_ms']:9.2f}"
-            f" {row['prefill_ratio']:6.2f} {row['tessera_decode_step_ms']:9.2f} vs "
-            f"{row['eager_decode_step_kv_cache_ms']:9.2f} / "
-            f"{row['eager_decode_step_recompute_ms']:9.2f} "
-            f"{row['decode_ratio_vs_kv_cache']:10.2f} / {row['decode_ratio_vs_recompute']:.2f}"
+            f"{row['model']:14s} {row['dtype']:5s} "
+            f"{row['tessera_prefill_ms']:8.2f} vs {row['eager_prefill_ms']:8.2f} "
+            f"{row['prefill_ratio']:6.2f}   {row['tessera_decode_step_ms']:8.2f} vs "
+            f"{row['eager_decode_step_kv_cache_ms']:8.2f} / "
+            f"{row['eager_decode_step_recompute_ms']:8.2f}"
+            f"{row['decode_ratio_vs_kv_cache']:14.2f} / {row['decode_ratio_vs_recompute']:.2f}"
         )
     if args.json:
         commit = subprocess.run(
@@ -97,7 +124,7 @@ def main() -> None:
         record = {
             "date": datetime.date.today().isoformat(),
             "commit": commit,
-            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "machine": machine(),
             "torch_threads": torch.get_num_threads(),
             "peer": f"PyTorch {torch.__version__} eager (transformers), same process",
             "results": rows,

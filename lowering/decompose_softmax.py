@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mlir import ir
 
-from .kernel_call import call_kernel, mangle
+from .kernel_call import mangle, replace_with_call
 from .text import NEG_INF, dynamic_sizes, empty, shape_of, tensor_type
 
 
@@ -50,8 +50,4 @@ def decompose_softmax(op: ir.Operation) -> None:
     shape, dtype = shape_of(x.type), str(x.type.element_type)
     dim = int(op.attributes["dimension"].value)
     symbol = mangle("tessera_softmax", tensor_type(shape, dtype), f"d{dim}")
-    (result,) = call_kernel(
-        op, symbol, softmax_source(symbol, shape, dtype, dim), [x], [op.results[0].type]
-    )
-    op.results[0].replace_all_uses_with(result)
-    op.erase()
+    replace_with_call(op, symbol, softmax_source(symbol, shape, dtype, dim), [x])

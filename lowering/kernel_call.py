@@ -75,3 +75,13 @@ def call_kernel(
             attributes={"callee": ir.FlatSymbolRefAttr.get(symbol)},
         )
     return list(call.results)
+
+
+def replace_with_call(
+    op: ir.Operation, symbol: str, source: str, operands: Sequence[ir.Value]
+) -> None:
+    """Replaces ``op`` (one result) by ``func.call @symbol(operands)``, adding the functions
+    of ``source`` to the module where missing, and erases ``op``."""
+    (result,) = call_kernel(op, symbol, source, operands, [op.results[0].type])
+    op.results[0].replace_all_uses_with(result)
+    op.erase()

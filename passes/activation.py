@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from .match import element_type, producer, shape, splat_value, used_only_by
+from .constant_values import splat_value
+from .match import element_type, producer, shape, used_only_by
 from .scalar_eval import evaluate_unary, is_float_elementwise
 
 # Probe points where the candidates are all well away from 0, and two on the negative tail,

@@ -15,14 +15,8 @@ from mlir import ir
 
 from .attention_operands import batch_matmul_of, heads_of, key_of, key_value
 from .attention_scores import match_scores
-from .match import (
-    element_type,
-    has_one_use,
-    int_attr,
-    producer_named,
-    scalar_constant,
-    shape,
-)
+from .constant_values import scalar_constant
+from .match import element_type, has_one_use, int_attr, producer_named, shape
 
 # Ops that can end the pattern: the expand_shape back to [B, H, S, Dv], or a truncf after it.
 ANCHORS = ("tensor.expand_shape", "arith.truncf")

@@ -15,17 +15,9 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from .match import (
-    has_one_use,
-    i64_array_attr,
-    is_zero_fill,
-    matmul_maps,
-    producer,
-    producer_named,
-    reshape_source,
-    shape,
-    through_reshapes,
-)
+from .constant_values import is_zero_fill
+from .match import has_one_use, i64_array_attr, matmul_maps, producer, producer_named, shape
+from .reshape_view import reshape_source, through_reshapes
 
 # [B, H, X, Y] ↔ [B·H, X, Y]
 HEADS = ((0, 1), (2,), (3,))

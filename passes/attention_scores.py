@@ -18,6 +18,7 @@ from functools import partial
 from mlir import ir
 
 from .attention_operands import BatchMatmul, batch_matmul_of
+from .constant_values import splat_value, split_splat
 from .mask_eval import (
     BLOCKED,
     NO_MASK,
@@ -25,7 +26,7 @@ from .mask_eval import (
     classify_additive_mask,
     classify_boolean_mask,
 )
-from .match import has_one_use, producer, producer_named, splat_value, split_splat
+from .match import has_one_use, producer, producer_named
 from .scalar_eval import evaluate_unary, is_float_elementwise
 
 # The longest elementwise chain read between q·kᵀ and the mask.

@@ -10,24 +10,22 @@ from tessera.dialects.attention_flash import DEFAULT_TILE
 from tessera.pass_registry import NoOptions, register_pass
 
 from .attention_match import ANCHORS, AttentionMatch, match_attention
-from .match import replace_and_sweep, rewrite_anchors
+from .match import replace_with_op, rewrite_anchors
 
 
 def rewrite_attention(found: AttentionMatch) -> None:
     """Replaces the matched chain by ``tessera.attention.flash`` on the unrepeated k, v."""
-    root = found.root
-    with root.location, ir.InsertionPoint(root):
-        flash = FlashAttention.build(
-            [found.q, found.k, found.v],
-            [root.results[0].type],
-            loc=root.location,
-            causal=found.causal,
-            scale=found.scale,
-            softcap=found.softcap,
-            window=found.window,
-            tile=DEFAULT_TILE,
-        )
-    replace_and_sweep(root, [flash.o], found.matched)
+    replace_with_op(
+        found.root,
+        FlashAttention,
+        [found.q, found.k, found.v],
+        found.matched,
+        causal=found.causal,
+        scale=found.scale,
+        softcap=found.softcap,
+        window=found.window,
+        tile=DEFAULT_TILE,
+    )
 
 
 @register_pass("tessera-fuse-attention")

@@ -20,7 +20,7 @@ from .linear_match import Linear, linear_at, linear_output
 from .match import (
     element_type,
     producer_named,
-    replace_and_sweep,
+    replace_with_op,
     rewrite_anchors,
     used_only_by,
     users,
@@ -100,15 +100,13 @@ def match_gated_mlp(anchor: ir.Operation) -> GatedMlpMatch | None:
 
 
 def rewrite_gated_mlp(found: GatedMlpMatch) -> None:
-    root = found.root
-    with root.location, ir.InsertionPoint(root):
-        fused = GatedMlp.build(
-            [found.x, found.w_gate, found.w_up, found.w_down],
-            [root.results[0].type],
-            loc=root.location,
-            activation=found.activation,
-        )
-    replace_and_sweep(root, [fused.y], found.ops)
+    replace_with_op(
+        found.root,
+        GatedMlp,
+        [found.x, found.w_gate, found.w_up, found.w_down],
+        found.ops,
+        activation=found.activation,
+    )
 
 
 @register_pass("tessera-fuse-gated-mlp")

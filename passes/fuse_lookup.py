@@ -15,16 +15,16 @@ from mlir import ir
 from tessera.dialects import Lookup
 from tessera.pass_registry import NoOptions, register_pass
 
+from .constant_values import splat_value
 from .linear_match import FLOAT_TYPES
 from .match import (
     element_type,
     other_operand,
     producer,
-    replace_and_sweep,
+    replace_with_op,
     rewrite_anchors,
     shape,
     single_user,
-    splat_value,
 )
 
 ID_TYPES = ("i32", "i64")
@@ -118,15 +118,7 @@ def match_lookup(generic: ir.Operation) -> LookupMatch | None:
 
 
 def rewrite_lookup(found: LookupMatch) -> None:
-    root = found.root
-    with root.location, ir.InsertionPoint(root):
-        fused = Lookup.build(
-            [found.table, found.ids],
-            [root.results[0].type],
-            loc=root.location,
-            scale=found.scale,
-        )
-    replace_and_sweep(root, [fused.y], found.ops)
+    replace_with_op(found.root, Lookup, [found.table, found.ids], found.ops, scale=found.scale)
 
 
 @register_pass("tessera-fuse-lookup")

@@ -31,6 +31,7 @@ from .match import (
     other_operand,
     producer_named,
     replace_and_sweep,
+    replace_with_op,
     rewrite_anchors,
     shape,
     single_user,
@@ -153,17 +154,16 @@ def match_softcap(proj: ir.Operation) -> SoftcapMatch | None:
 
 
 def rewrite_softcap(found: SoftcapMatch) -> None:
-    root, proj = found.root, found.proj
+    proj = found.proj
     transpose = proj.attributes["transpose_w"] if "transpose_w" in proj.attributes else None
-    with root.location, ir.InsertionPoint(root):
-        fused = Projection.build(
-            list(proj.operands),
-            [root.results[0].type],
-            loc=root.location,
-            transpose_w=transpose,
-            softcap=found.softcap,
-        )
-    replace_and_sweep(root, [fused.y], (*found.ops, proj))
+    replace_with_op(
+        found.root,
+        Projection,
+        list(proj.operands),
+        (*found.ops, proj),
+        transpose_w=transpose,
+        softcap=found.softcap,
+    )
 
 
 @register_pass("tessera-fuse-proj")

@@ -24,20 +24,19 @@ from mlir import ir
 from tessera.dialects import RmsNorm
 from tessera.pass_registry import NoOptions, register_pass
 
+from .constant_values import is_zero_fill, splat_value
 from .linear_match import FLOAT_TYPES
 from .match import (
     element_type,
     has_one_use,
     i64_array_attr,
-    is_zero_fill,
     other_operand,
     producer,
     producer_named,
-    replace_and_sweep,
+    replace_with_op,
     rewrite_anchors,
     shape,
     single_user,
-    splat_value,
     used_only_by,
     users,
 )
@@ -246,16 +245,9 @@ def match_rms_norm(reduce: ir.Operation) -> RmsNormMatch | None:
 
 
 def rewrite_rms_norm(found: RmsNormMatch) -> None:
-    root = found.root
-    with root.location, ir.InsertionPoint(root):
-        fused = RmsNorm.build(
-            [found.x, found.w],
-            [root.results[0].type],
-            loc=root.location,
-            eps=found.eps,
-            offset=found.offset,
-        )
-    replace_and_sweep(root, [fused.y], found.ops)
+    replace_with_op(
+        found.root, RmsNorm, [found.x, found.w], found.ops, eps=found.eps, offset=found.offset
+    )
 
 
 @register_pass("tessera-fuse-rms-norm")

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 from mlir import ir
 
+from .constant_values import is_zero_fill
 from .match import (
     element_type,
     is_transpose_b_matmul,
-    is_zero_fill,
     producer,
     producer_named,
     reassociation,

@@ -1,6 +1,6 @@
 """Classifying an attention mask by its values: causal, a causal window, or no mask at all.
 
-A mask is read element by element (``scalar_eval.ElementEvaluator``) through broadcasts,
+A mask is read element by element (``tensor_eval.ElementEvaluator``) through broadcasts,
 reshapes and slices down to the no-input ``linalg.generic`` (or dense constant) that makes it,
 so any way of writing "key ≤ query and query − key < w" is recognised. The window is found by
 an exponential then a binary search far from the origin (where a short window cannot hide
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from mlir import ir
 
 from .match import shape
-from .scalar_eval import ElementEvaluator, NotEvaluable, OutOfBounds
+from .scalar_eval import NotEvaluable
+from .tensor_eval import ElementEvaluator, OutOfBounds
 
 # Dynamic dims are probed up to here: far past any window, still exact in every int type.
 FAR = 1 << 20

@@ -1,7 +1,7 @@
 """Reading rope's cos/sin tables: which positions they rotate by, theta, scaling, layout.
 
 The tables are recognised by their values, not by how they were written: each element is
-read (``scalar_eval.ElementEvaluator``) with the integer positions tensor as a leaf. With every
+read (``tensor_eval.ElementEvaluator``) with the integer positions tensor as a leaf. With every
 position 1, atan2(sin, cos) gives the frequency of each lane; the frequencies must repeat
 across the two halves (concat(f, f)), fit theta^(-2i/d) / scaling, and the tables must have
 unit amplitude (a scaling factor on cos/sin is not rope.apply). Then, with positions that
@@ -21,9 +21,11 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from .match import RESHAPES, producer, shape
+from .match import producer, shape
+from .reshape_view import RESHAPES
 from .rope_frequencies import fit_frequencies
-from .scalar_eval import ElementEvaluator, Index, NotEvaluable, OutOfBounds
+from .scalar_eval import NotEvaluable
+from .tensor_eval import ElementEvaluator, Index, OutOfBounds
 
 # The most ops read while looking for the positions behind the tables.
 _MAX_TABLE_OPS = 256

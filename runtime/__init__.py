@@ -21,8 +21,8 @@ from .manifest import (
     SymbolSpec,
     TargetSpec,
     TensorSpec,
-    parse_manifest,
 )
+from .manifest_parse import parse_manifest
 from .program import Program, Resolver
 
 __all__ = [

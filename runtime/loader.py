@@ -12,7 +12,8 @@ import torch
 
 from . import cpu
 from .checks import gather_weights
-from .manifest import MANIFEST_FILE, ArtifactError, Manifest, TensorSpec, parse_manifest
+from .manifest import MANIFEST_FILE, ArtifactError, Manifest, TensorSpec
+from .manifest_parse import parse_manifest
 from .program import Program
 
 

@@ -159,46 +159,37 @@ def compile(
         for stage, text in texts.items():
             (directory / _IR_DIR / f"{stage}.mlir").write_text(text)
 
+    def load(entry: Path, cache_hit: bool) -> CompiledModel | None:
+        """The compiled model in ``entry``, or None when the entry is incomplete or corrupt."""
+        from tessera.runtime import ArtifactError
+
+        if not all((entry / _IR_DIR / f"{stage}.mlir").is_file() for stage in stages):
+            return None
+        try:
+            return CompiledModel(
+                entry,
+                weights,
+                key=key,
+                target=target,
+                stages=stages,
+                compile_seconds=time.perf_counter() - started,
+                cache_hit=cache_hit,
+            )
+        except ArtifactError:
+            if not cache_hit:
+                raise
+            return None
+
     entry = store.lookup(key) if cache and not knobs.always_compile() else None
-    compiled = _load(entry, weights, key, target, stages, started) if entry else None
+    compiled = load(entry, cache_hit=True) if entry else None
     if compiled is None:
         store.discard(key)
         entry = store.store(key, build)
-        compiled = _load(entry, weights, key, target, stages, started, cache_hit=False)
+        compiled = load(entry, cache_hit=False)
         if compiled is None:
             raise TesseraError(f"the freshly built artifact at {entry} does not load")
     _dump(compiled)
     return compiled
-
-
-def _load(
-    entry: Path,
-    weights: Mapping[str, torch.Tensor],
-    key: str,
-    target: str,
-    stages: tuple[str, ...],
-    started: float,
-    cache_hit: bool = True,
-) -> CompiledModel | None:
-    """The compiled model in ``entry``, or None when the entry is incomplete or corrupt."""
-    from tessera.runtime import ArtifactError
-
-    if not all((entry / _IR_DIR / f"{stage}.mlir").is_file() for stage in stages):
-        return None
-    try:
-        return CompiledModel(
-            entry,
-            weights,
-            key=key,
-            target=target,
-            stages=stages,
-            compile_seconds=time.perf_counter() - started,
-            cache_hit=cache_hit,
-        )
-    except ArtifactError:
-        if not cache_hit:
-            raise
-        return None
 
 
 def _dump(compiled: CompiledModel) -> None:

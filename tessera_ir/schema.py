@@ -287,24 +287,25 @@ class OpDef:
                 expected = f"at least {required}"
             names = ", ".join(o.name for o in self.OPERANDS)
             raise self.error(f"expects {expected} operands ({names}), found {len(operands)}")
-        for i, value in enumerate(operands):
-            spec = self.OPERANDS[min(i, len(self.OPERANDS) - 1)]
-            if spec.type is not None and not spec.type.check(value.type):
-                raise self.error(
-                    f"operand #{i} ('{spec.name}') must be a {spec.type.describe()}, "
-                    f"found {value.type}"
-                )
+        self._verify_types("operand", operands, self.OPERANDS)
 
     def _verify_results(self) -> None:
         results = list(self.op.results)
         variadic = any(r.variadic for r in self.RESULTS)
         if not variadic and len(results) != len(self.RESULTS):
             raise self.error(f"expects {len(self.RESULTS)} results, found {len(results)}")
-        for i, value in enumerate(results):
-            spec = self.RESULTS[min(i, len(self.RESULTS) - 1)]
+        self._verify_types("result", results, self.RESULTS)
+
+    def _verify_types(
+        self, what: str, values: Sequence[ir.Value], fields: Sequence[Operand | Result]
+    ) -> None:
+        """Each value against its field's type; a variadic last field types every value past
+        the fixed ones."""
+        for i, value in enumerate(values):
+            spec = fields[min(i, len(fields) - 1)]
             if spec.type is not None and not spec.type.check(value.type):
                 raise self.error(
-                    f"result #{i} ('{spec.name}') must be a {spec.type.describe()}, "
+                    f"{what} #{i} ('{spec.name}') must be a {spec.type.describe()}, "
                     f"found {value.type}"
                 )
 

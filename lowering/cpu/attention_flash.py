@@ -30,18 +30,19 @@ from mlir import ir
 
 from tessera.dialects import FlashAttention
 
-from ..kernel_call import call_kernel, mangle
+from ..kernel_call import mangle, replace_with_call
 from ..text import memref_type, shape_of
 from . import vector_math as vm
 from . import vectors
 from .builder import Kernel
 from .host import Host
 from .kernel_types import check, float_dtype, static_dims
+from .lane_reduce import reduce_all
 from .matmul import Operand, Tiling, emit_matmul
 from .matmul_nn import emit_matmul_nn
-from .parallel import declaration, launch
+from .parallel import finish_range_core, launch, range_core
 from .registry import rule
-from .tensors import alloc, buffer_of, dims_of, tensor_of
+from .tensors import alloc, buffer_of, dims_of, return_tensor
 
 
 @dataclass(frozen=True)
@@ -186,10 +187,7 @@ def _softmax_rows(k: Kernel, spec: AttentionSpec, scratch: _Scratch, rows: str, 
                 k.splat(-math.inf, vtype),
                 vtype,
             )
-        peak = values[0]
-        for value in values[1:]:
-            peak = k.op("v", f"arith.maximumf {peak}, {value} : {vtype}")
-        tile_max = k.op("s", f"vector.reduction <maximumf>, {peak} : {vtype} into f32")
+        tile_max = reduce_all(k, values, "maximumf", vtype)
         old_max = k.op("s", f"memref.load {stats}[{k.index(0)}, {row}] : {stats_type}")
         new_max = k.op("s", f"arith.maximumf {old_max}, {tile_max} : f32")
         # A row that has seen only masked keys keeps m' = -inf; subtract 0 instead (p = 0).
@@ -227,8 +225,7 @@ def core_source(spec: AttentionSpec, host: Host) -> str:
             ("o", spec.o_view),
         )
     }
-    params = [(f"%{n}", t) for n, t in types.items()] + [("%begin", "index"), ("%end", "index")]
-    k = Kernel(spec.symbol() + "_core", params)
+    k = range_core(spec.symbol() + "_core", [(f"%{n}", t) for n, t in types.items()])
     block_q, block_k, value_depth = spec.block_q, spec.block_k, spec.value_depth
     scratch = _Scratch(
         scores=k.op("sc", f"memref.alloc() : {memref_type([block_q, block_k], 'f32')}"),
@@ -341,8 +338,7 @@ def core_source(spec: AttentionSpec, host: Host) -> str:
                     vectors.store(
                         k, value, "%o", types["o"], f"{b}, {h}, {query}, {column}", dtype, lanes, w
                     )
-    k.line("return")
-    return k.text() + declaration(spec.symbol() + "_core", [t for _, t in params[:-2]], host)
+    return finish_range_core(k, host)
 
 
 def wrapper_source(
@@ -376,9 +372,7 @@ def wrapper_source(
     work = k.mul(k.mul(k.mul(pairs, q_dims[2]), k_dims[2]), spec.depth + spec.value_depth)
     # Any split of the (batch, head) pairs works: threads only read k and v.
     launch(k, spec.symbol() + "_core", [*buffers, o_buffer], types, pairs, 1, work, host)
-    result = tensor_of(k, o_buffer, spec.o_view, dtype, shape_of(o.type))
-    k.line(f"return {result} : {o.type}")
-    return k.text()
+    return return_tensor(k, o_buffer, spec.o_view, dtype, o.type)
 
 
 @rule("tessera.attention.flash")
@@ -405,6 +399,4 @@ def lower_flash_attention(op: ir.Operation, host: Host) -> None:
     )
     symbol = mangle(spec.symbol(), str(q.type), str(kk.type), str(v.type), str(o.type))
     source = core_source(spec, host) + wrapper_source(spec, symbol, q, kk, v, o, host)
-    (result,) = call_kernel(op, symbol, source, [q, kk, v], [o.type])
-    o.replace_all_uses_with(result)
-    op.erase()
+    replace_with_call(op, symbol, source, [q, kk, v])

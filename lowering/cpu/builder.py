@@ -98,32 +98,27 @@ class Kernel:
 
     # ----------------------------------------------------------------------- index arithmetic
 
+    def as_index(self, value: str | int) -> str:
+        """An index SSA value: ``value`` itself, or the constant for an int."""
+        return self.index(value) if isinstance(value, int) else value
+
+    def _index_op(self, opname: str, a: str, b: str | int) -> str:
+        return self.op("i", f"{opname} {a}, {self.as_index(b)} : index")
+
     def add(self, a: str, b: str | int) -> str:
-        if isinstance(b, int):
-            if b == 0:
-                return a
-            b = self.index(b)
-        return self.op("i", f"arith.addi {a}, {b} : index")
+        return a if isinstance(b, int) and b == 0 else self._index_op("arith.addi", a, b)
 
     def sub(self, a: str, b: str | int) -> str:
-        if isinstance(b, int):
-            b = self.index(b)
-        return self.op("i", f"arith.subi {a}, {b} : index")
+        return self._index_op("arith.subi", a, b)
 
     def mul(self, a: str, b: str | int) -> str:
-        if isinstance(b, int):
-            b = self.index(b)
-        return self.op("i", f"arith.muli {a}, {b} : index")
+        return self._index_op("arith.muli", a, b)
 
     def min(self, a: str, b: str | int) -> str:
-        if isinstance(b, int):
-            b = self.index(b)
-        return self.op("i", f"arith.minsi {a}, {b} : index")
+        return self._index_op("arith.minsi", a, b)
 
     def max(self, a: str, b: str | int) -> str:
-        if isinstance(b, int):
-            b = self.index(b)
-        return self.op("i", f"arith.maxsi {a}, {b} : index")
+        return self._index_op("arith.maxsi", a, b)
 
     def floor_to(self, a: str, multiple: int) -> str:
         """``a`` rounded down to a multiple of ``multiple`` (``a`` ≥ 0)."""
@@ -133,9 +128,7 @@ class Kernel:
         return self.sub(a, rem)
 
     def cmp(self, predicate: str, a: str, b: str | int) -> str:
-        if isinstance(b, int):
-            b = self.index(b)
-        return self.op("p", f"arith.cmpi {predicate}, {a}, {b} : index")
+        return self.op("p", f"arith.cmpi {predicate}, {a}, {self.as_index(b)} : index")
 
     # ----------------------------------------------------------------------- structure
 
@@ -144,7 +137,7 @@ class Kernel:
         self, lo: str | int, hi: str | int, step: str | int, carried: Sequence[tuple[str, str]] = ()
     ) -> Iterator[Loop]:
         """``scf.for`` from ``lo`` to ``hi``; ``carried`` is (initial value, type) pairs."""
-        lo, hi, step = (self.index(v) if isinstance(v, int) else v for v in (lo, hi, step))
+        lo, hi, step = (self.as_index(v) for v in (lo, hi, step))
         iv = self.fresh("iv")
         args = [self.fresh("arg") for _ in carried]
         types = [t for _, t in carried]
@@ -212,6 +205,15 @@ class Kernel:
         self.line(f"scf.yield {', '.join(branch.else_values)} : {', '.join(branch.types)}")
         self._depth -= 1
         self.line("}")
+
+    # ----------------------------------------------------------------------- calls
+
+    def call_out_of_line(self, callee: str, args: Sequence[str], types: Sequence[str]) -> None:
+        """``func.call @callee(args)`` marked ``no_inline``: kernel cores stay out of line, one
+        copy per distinct kernel however many ops use it."""
+        self.line(
+            f"func.call @{callee}({', '.join(args)}) {{no_inline}} : ({', '.join(types)}) -> ()"
+        )
 
     # ----------------------------------------------------------------------- output
 

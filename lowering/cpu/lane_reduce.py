@@ -48,6 +48,18 @@ def lane_sums(k: Kernel, values: list[str], lanes: int) -> str:
     return current[0]
 
 
+_COMBINE = {"add": "arith.addf", "maximumf": "arith.maximumf"}
+
+
+def reduce_all(k: Kernel, values: Sequence[str], kind: str, vtype: str) -> str:
+    """One f32 from every lane of ``values`` (vectors of ``vtype``): combined lane by lane,
+    then across the lanes by ``vector.reduction <kind>`` (``add`` or ``maximumf``)."""
+    total = values[0]
+    for value in values[1:]:
+        total = k.op("v", f"{_COMBINE[kind]} {total}, {value} : {vtype}")
+    return k.op("s", f"vector.reduction <{kind}>, {total} : {vtype} into f32")
+
+
 def slice_lanes(k: Kernel, vector: str, lanes: int, offset: int, width: int) -> str:
     if offset == 0 and width == lanes:
         return vector

@@ -14,14 +14,14 @@ from mlir import ir
 
 from tessera.dialects import Lookup
 
-from ..kernel_call import call_kernel, mangle
+from ..kernel_call import mangle, replace_with_call
 from ..text import memref_type, shape_of
 from . import vectors
 from .builder import Kernel
 from .host import Host
 from .kernel_types import float_dtype, static_dims
 from .registry import rule
-from .tensors import alloc, buffer_of, dims_of, tensor_of
+from .tensors import alloc, buffer_of, dims_of, return_tensor
 
 
 @dataclass(frozen=True)
@@ -145,13 +145,8 @@ def wrapper_source(
         memref_type(spec.ids_view, spec.ids_dtype),
         memref_type(spec.y_view, spec.dtype),
     ]
-    k.line(
-        f"func.call @{spec.symbol()}_core({table_buffer}, {ids_buffer}, {y_buffer}) "
-        f"{{no_inline}} : ({', '.join(types)}) -> ()"
-    )
-    result = tensor_of(k, y_buffer, spec.y_view, spec.dtype, shape_of(y.type))
-    k.line(f"return {result} : {y.type}")
-    return k.text()
+    k.call_out_of_line(f"{spec.symbol()}_core", [table_buffer, ids_buffer, y_buffer], types)
+    return return_tensor(k, y_buffer, spec.y_view, spec.dtype, y.type)
 
 
 @rule("tessera.tensor.lookup")
@@ -169,6 +164,4 @@ def lower_lookup(op: ir.Operation, host: Host) -> None:
     )
     symbol = mangle(spec.symbol(), str(ids.type), str(y.type))
     source = core_source(spec, host) + wrapper_source(spec, symbol, table, ids, y)
-    (result,) = call_kernel(op, symbol, source, [table, ids], [y.type])
-    y.replace_all_uses_with(result)
-    op.erase()
+    replace_with_call(op, symbol, source, [table, ids])

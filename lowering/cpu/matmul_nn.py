@@ -10,6 +10,7 @@ last vector masked; rows past the last full ``mr`` tile are done one at a time.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from . import vectors
 from .builder import Kernel
@@ -49,6 +50,21 @@ def column_tile(host: Host, nr: int = 4) -> int:
     return nr * host.lanes
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What every microtile of one ``emit_matmul_nn`` shares."""
+
+    a: Operand
+    m: str
+    full_rows: str  # m rounded down to a multiple of mr
+    b: Operand
+    depth: int | str
+    init: Init
+    store: Store
+    host: Host
+    mr: int
+
+
 def emit_matmul_nn(
     k: Kernel,
     a: Operand,
@@ -69,61 +85,36 @@ def emit_matmul_nn(
     tile_cols = column_tile(host, nr)
     full = n - n % tile_cols
     rest = n % tile_cols
-    full_rows = k.floor_to(m, mr)
+    plan = _Plan(a, m, k.floor_to(m, mr), b, depth, init, store, host, mr)
     begin, end = columns if columns is not None else (k.index(0), k.index(n))
     if full:
         with k.loop(begin, k.min(end, full) if columns is not None else full, tile_cols) as cols:
-            widths = [lanes] * nr
-            _emit_rows(k, a, m, full_rows, b, cols.iv, widths, depth, init, store, host, mr)
+            _emit_rows(k, plan, cols.iv, [lanes] * nr)
     if rest:
         widths = [lanes] * (rest // lanes) + ([rest % lanes] if rest % lanes else [])
         if columns is None:
-            _emit_rows(k, a, m, full_rows, b, k.index(full), widths, depth, init, store, host, mr)
+            _emit_rows(k, plan, k.index(full), widths)
             return
         with k.if_(k.cmp("eq", end, n)):
-            _emit_rows(k, a, m, full_rows, b, k.index(full), widths, depth, init, store, host, mr)
+            _emit_rows(k, plan, k.index(full), widths)
 
 
-def _emit_rows(
-    k: Kernel,
-    a: Operand,
-    m: str,
-    full_rows: str,
-    b: Operand,
-    column: str,
-    widths: list[int],
-    depth: int | str,
-    init: Init,
-    store: Store,
-    host: Host,
-    mr: int,
-) -> None:
-    with k.loop(0, full_rows, mr) as rows:
-        _emit_tile(k, a, rows.iv, mr, b, column, widths, depth, init, store, host)
-    if mr > 1:
-        with k.loop(full_rows, m, 1) as rows:
-            _emit_tile(k, a, rows.iv, 1, b, column, widths, depth, init, store, host)
+def _emit_rows(k: Kernel, plan: _Plan, column: str, widths: list[int]) -> None:
+    with k.loop(0, plan.full_rows, plan.mr) as rows:
+        _emit_tile(k, plan, rows.iv, plan.mr, column, widths)
+    if plan.mr > 1:
+        with k.loop(plan.full_rows, plan.m, 1) as rows:
+            _emit_tile(k, plan, rows.iv, 1, column, widths)
 
 
-def _emit_tile(
-    k: Kernel,
-    a: Operand,
-    row: str,
-    rows: int,
-    b: Operand,
-    column: str,
-    widths: list[int],
-    depth: int | str,
-    init: Init,
-    store: Store,
-    host: Host,
-) -> None:
+def _emit_tile(k: Kernel, plan: _Plan, row: str, rows: int, column: str, widths: list[int]) -> None:
+    a, b, host = plan.a, plan.b, plan.host
     lanes = host.lanes
     vtype = f"vector<{lanes}xf32>"
     row_index = [k.add(row, i) for i in range(rows)]
     columns = [k.add(column, j * lanes) for j in range(len(widths))]
-    accs = [init(k, r, c, w) for r in row_index for c, w in zip(columns, widths, strict=True)]
-    with k.loop(0, depth, 1, [(acc, vtype) for acc in accs]) as steps:
+    accs = [plan.init(k, r, c, w) for r in row_index for c, w in zip(columns, widths, strict=True)]
+    with k.loop(0, plan.depth, 1, [(acc, vtype) for acc in accs]) as steps:
         b_vectors = [
             load_row_vector(k, b, steps.iv, c, w, host)
             for c, w in zip(columns, widths, strict=True)
@@ -141,4 +132,4 @@ def _emit_tile(
     results = steps.results
     for i, r in enumerate(row_index):
         for j, (c, w) in enumerate(zip(columns, widths, strict=True)):
-            store(k, r, c, w, results[i * len(widths) + j])
+            plan.store(k, r, c, w, results[i * len(widths) + j])

@@ -53,13 +53,20 @@ WORKER_PREFIX = "tessera_worker_"
 MIN_PARALLEL_WORK = 1 << 24
 
 
-def declaration(core: str, types: Sequence[str], host: Host) -> str:
-    """The func-level declaration of ``core``'s launcher (operands, N, alignment); none when
-    the host has one core."""
+def range_core(core: str, params: Sequence[tuple[str, str]]) -> Kernel:
+    """A kernel core over the range [%begin, %end) of its output's columns (or other split
+    axis) that ``launch`` hands it: ``params`` followed by the two bounds."""
+    return Kernel(core, [*params, ("%begin", "index"), ("%end", "index")])
+
+
+def finish_range_core(k: Kernel, host: Host) -> str:
+    """The text of a core made by ``range_core``, with the func-level declaration of its
+    launcher (operands, N, alignment) unless the host has one core."""
+    k.line("return")
     if host.threads < 2:
-        return ""
-    params = ", ".join([*types, "index", "index"])
-    return f"func.func private @{launcher_name(core, host.threads)}({params})\n"
+        return k.text()
+    params = ", ".join([*(t for _, t in k.params[:-2]), "index", "index"])
+    return k.text() + f"func.func private @{launcher_name(k.symbol, host.threads)}({params})\n"
 
 
 def launch(
@@ -75,22 +82,19 @@ def launch(
     """Calls ``core(operands..., begin, end)`` over columns [0, columns) (a count or an index
     value): split across the host's cores when ``work`` (an index value) is large enough,
     else directly."""
-    args = ", ".join(operands)
-    signature = ", ".join([*types, "index", "index"])
-    count = k.index(columns) if isinstance(columns, int) else columns
-    # The cores stay out of line (one copy per distinct kernel, however many ops use it).
-    direct = f"func.call @{core}({args}, {k.index(0)}, {count}) {{no_inline}} : ({signature}) -> ()"
+    count = k.as_index(columns)
+    args, signature = [*operands, k.index(0), count], [*types, "index", "index"]
     if host.threads < 2 or (isinstance(columns, int) and columns < 2 * align):
-        k.line(direct)
+        k.call_out_of_line(core, args, signature)
         return
     big = k.cmp("uge", work, MIN_PARALLEL_WORK)
     with k.if_(big):
         k.line(
-            f"func.call @{launcher_name(core, host.threads)}({args}, {count}, "
-            f"{k.index(align)}) : ({signature}) -> ()"
+            f"func.call @{launcher_name(core, host.threads)}({', '.join(operands)}, {count}, "
+            f"{k.index(align)}) : ({', '.join(signature)}) -> ()"
         )
     with k.otherwise():
-        k.line(direct)
+        k.call_out_of_line(core, args, signature)
 
 
 def _param_types(function: ir.Operation) -> list[str]:
@@ -107,14 +111,15 @@ def _launcher_text(core: str, types: list[str], threads: int) -> str:
     """LLVM-dialect worker and launcher for ``core`` (its operands are ``types``)."""
     launcher = launcher_name(core, threads)
     operand_count = len(types)
-    slots = operand_count + 2  # operands, begin, end
+    slot_types = [*types, "i64", "i64"]  # operands, begin, end
+    slots = len(slot_types)
     params = ", ".join(f"%a{i}: {t}" for i, t in enumerate(types))
-    core_types = ", ".join([*types, "i64", "i64"])
+    core_types = ", ".join(slot_types)
     args = ", ".join(f"%a{i}" for i in range(operand_count))
     lines = [
         f"llvm.func @{WORKER_PREFIX}{core}(%ctx: !llvm.ptr) -> !llvm.ptr {{",
     ]
-    for i, t in enumerate([*types, "i64", "i64"]):
+    for i, t in enumerate(slot_types):
         lines.append(f"  %p{i} = llvm.getelementptr %ctx[{i}] : (!llvm.ptr) -> !llvm.ptr, i64")
         lines.append(f"  %v{i} = llvm.load %p{i} : !llvm.ptr -> {t}")
     values = ", ".join(f"%v{i}" for i in range(slots))
@@ -149,16 +154,11 @@ def _launcher_text(core: str, types: list[str], threads: int) -> str:
             f"  %ctx{t} = llvm.alloca %slots x i64 : (i64) -> !llvm.ptr",
             f"  %tid{t} = llvm.alloca %one x i64 : (i64) -> !llvm.ptr",
         ]
-        for i, ty in enumerate(types):
+        stored = [*(f"%a{i}" for i in range(operand_count)), bounds[t], bounds[t + 1]]
+        for i, (value, ty) in enumerate(zip(stored, slot_types, strict=True)):
             lines += [
                 f"  %s{t}_{i} = llvm.getelementptr %ctx{t}[{i}] : (!llvm.ptr) -> !llvm.ptr, i64",
-                f"  llvm.store %a{i}, %s{t}_{i} : {ty}, !llvm.ptr",
-            ]
-        for j, value in enumerate((bounds[t], bounds[t + 1])):
-            lines += [
-                f"  %r{t}_{j} = llvm.getelementptr %ctx{t}[{operand_count + j}] : "
-                f"(!llvm.ptr) -> !llvm.ptr, i64",
-                f"  llvm.store {value}, %r{t}_{j} : i64, !llvm.ptr",
+                f"  llvm.store {value}, %s{t}_{i} : {ty}, !llvm.ptr",
             ]
         lines.append(
             f"  %rc{t} = llvm.call @pthread_create(%tid{t}, %null, %worker, %ctx{t}) : "

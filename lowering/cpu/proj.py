@@ -15,7 +15,7 @@ from mlir import ir
 
 from tessera.dialects import Projection
 
-from ..kernel_call import call_kernel, mangle
+from ..kernel_call import mangle, replace_with_call
 from ..text import memref_type, shape_of
 from . import vector_math as vm
 from .builder import Kernel
@@ -25,9 +25,9 @@ from .lane_reduce import slice_lanes
 from .matmul import Operand, column_tile, default_tiling, emit_matmul
 from .matmul_nn import column_tile as nn_column_tile
 from .matmul_nn import emit_matmul_nn, zero_init
-from .parallel import declaration, launch
+from .parallel import finish_range_core, launch, range_core
 from .registry import rule
-from .tensors import alloc, buffer_of, dims_of, rows_view, tensor_of
+from .tensors import alloc, buffer_of, dims_of, return_tensor, rows_view
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,8 @@ def core_source(spec: ProjSpec, host: Host) -> str:
         bias_type = memref_type([spec.width], spec.bias_dtype)
         params.append(("%bias", bias_type))
         bias = ("%bias", bias_type, spec.bias_dtype)
-    params += [("%y", y_full_type), ("%begin", "index"), ("%end", "index")]
-    k = Kernel(spec.symbol() + "_core", params)
+    params.append(("%y", y_full_type))
+    k = range_core(spec.symbol() + "_core", params)
     x_rows = rows_view(k, "%x", spec.x_view, spec.x_dtype)
     y_rows = rows_view(k, "%y", spec.y_view, spec.y_dtype)
     x_type = memref_type([None, spec.depth], spec.x_dtype)
@@ -176,9 +176,7 @@ def core_source(spec: ProjSpec, host: Host) -> str:
             host,
             columns=("%begin", "%end"),
         )
-    k.line("return")
-    types = [t for _, t in params[:-2]]
-    return k.text() + declaration(spec.symbol() + "_core", types, host)
+    return finish_range_core(k, host)
 
 
 def wrapper_source(
@@ -191,7 +189,7 @@ def wrapper_source(
     host: Host,
 ) -> str:
     """The tensor-level function the op becomes a call to."""
-    x_shape, y_shape = shape_of(x.type), shape_of(y.type)
+    x_shape = shape_of(x.type)
     params = [("%x", str(x.type)), ("%w", str(w.type))]
     if bias is not None:
         params.append(("%bias", str(bias.type)))
@@ -216,9 +214,7 @@ def wrapper_source(
     else:
         align = nn_column_tile(host)
     launch(k, spec.symbol() + "_core", operands, types, spec.width, align, work, host)
-    result = tensor_of(k, y_buffer, spec.y_view, spec.y_dtype, y_shape)
-    k.line(f"return {result} : {y.type}")
-    return k.text()
+    return return_tensor(k, y_buffer, spec.y_view, spec.y_dtype, y.type)
 
 
 @rule("tessera.mma.proj")
@@ -242,6 +238,4 @@ def lower_projection(op: ir.Operation, host: Host) -> None:
     symbol = mangle(spec.symbol(), str(x.type), str(y.type))
     source = core_source(spec, host) + wrapper_source(spec, symbol, x, w, bias, y, host)
     operands = [x, w] + ([bias] if bias is not None else [])
-    (result,) = call_kernel(op, symbol, source, operands, [y.type])
-    y.replace_all_uses_with(result)
-    op.erase()
+    replace_with_call(op, symbol, source, operands)

@@ -14,16 +14,17 @@ from mlir import ir
 
 from tessera.dialects import RmsNorm
 
-from ..kernel_call import call_kernel, mangle
+from ..kernel_call import mangle, replace_with_call
 from ..text import memref_type, shape_of
 from . import vectors
 from .builder import Kernel
 from .host import Host
 from .kernel_types import float_dtype, static_dims
+from .lane_reduce import reduce_all
 from .matmul import Operand
 from .matmul_nn import load_row_vector
 from .registry import rule
-from .tensors import alloc, buffer_of, dims_of, rows_view, tensor_of
+from .tensors import alloc, buffer_of, dims_of, return_tensor, rows_view
 
 _ACCUMULATORS = 4
 
@@ -85,10 +86,7 @@ def core_source(spec: RmsSpec, host: Host) -> str:
             value = load_row_vector(k, x, row, k.index(start), width, host)
             slot = index % _ACCUMULATORS
             accs[slot] = k.op("v", f"vector.fma {value}, {value}, {accs[slot]} : {vtype}")
-        total = accs[0]
-        for acc in accs[1:]:
-            total = k.op("v", f"arith.addf {total}, {acc} : {vtype}")
-        squares = k.op("s", f"vector.reduction <add>, {total} : {vtype} into f32")
+        squares = reduce_all(k, accs, "add", vtype)
         mean = k.op("s", f"arith.divf {squares}, {k.f32(float(spec.width))} : f32")
         shifted = k.op("s", f"arith.addf {mean}, {k.f32(spec.eps)} : f32")
         root = k.op("s", f"math.sqrt {shifted} : f32")
@@ -116,19 +114,18 @@ def wrapper_source(spec: RmsSpec, symbol: str, x: ir.Value, w: ir.Value) -> str:
     w_buffer = buffer_of(k, "%w", [spec.width], spec.w_dtype, [spec.width])
     y_buffer = alloc(k, spec.view, spec.dtype, dims_of(k, "%x", shape, spec.dtype))
     view_type = memref_type(spec.view, spec.dtype)
-    k.line(
-        f"func.call @{spec.symbol()}_core({x_buffer}, {w_buffer}, {y_buffer}) {{no_inline}} : "
-        f"({view_type}, {memref_type([spec.width], spec.w_dtype)}, {view_type}) -> ()"
+    k.call_out_of_line(
+        f"{spec.symbol()}_core",
+        [x_buffer, w_buffer, y_buffer],
+        [view_type, memref_type([spec.width], spec.w_dtype), view_type],
     )
-    result = tensor_of(k, y_buffer, spec.view, spec.dtype, shape)
-    k.line(f"return {result} : {x.type}")
-    return k.text()
+    return return_tensor(k, y_buffer, spec.view, spec.dtype, x.type)
 
 
 @rule("tessera.norm.rms")
 def lower_rms_norm(op: ir.Operation, host: Host) -> None:
     view = RmsNorm(op)
-    x, w, y = view.x, view.w, view.y
+    x, w = view.x, view.w
     shape = static_dims(op, x, [-1], "x")
     spec = RmsSpec(
         rank=len(shape),
@@ -140,6 +137,4 @@ def lower_rms_norm(op: ir.Operation, host: Host) -> None:
     )
     symbol = mangle(spec.symbol(), str(x.type))
     source = core_source(spec, host) + wrapper_source(spec, symbol, x, w)
-    (result,) = call_kernel(op, symbol, source, [x, w], [y.type])
-    y.replace_all_uses_with(result)
-    op.erase()
+    replace_with_call(op, symbol, source, [x, w])

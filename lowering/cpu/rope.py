@@ -19,14 +19,14 @@ from mlir import ir
 
 from tessera.dialects import RopeApply
 
-from ..kernel_call import call_kernel, mangle
+from ..kernel_call import mangle, replace_with_call
 from ..text import memref_type, shape_of
 from . import vectors
 from .builder import Kernel
 from .host import Host
 from .kernel_types import check, float_dtype, static_dims
 from .registry import rule
-from .tensors import alloc, buffer_of, dims_of, tensor_of
+from .tensors import alloc, buffer_of, dims_of, return_tensor
 
 
 @dataclass(frozen=True)
@@ -144,19 +144,16 @@ def wrapper_source(spec: RopeSpec, symbol: str, x: ir.Value, positions: ir.Value
     y_buffer = alloc(k, spec.view, spec.dtype, dims_of(k, "%x", shape, spec.dtype))
     x_type = memref_type(spec.view, spec.dtype)
     p_type = memref_type([None, None], spec.pos_dtype)
-    k.line(
-        f"func.call @{spec.symbol()}_core({x_buffer}, {p_buffer}, {y_buffer}) {{no_inline}} "
-        f": ({x_type}, {p_type}, {x_type}) -> ()"
+    k.call_out_of_line(
+        f"{spec.symbol()}_core", [x_buffer, p_buffer, y_buffer], [x_type, p_type, x_type]
     )
-    result = tensor_of(k, y_buffer, spec.view, spec.dtype, shape)
-    k.line(f"return {result} : {x.type}")
-    return k.text()
+    return return_tensor(k, y_buffer, spec.view, spec.dtype, x.type)
 
 
 @rule("tessera.rope.apply")
 def lower_rope(op: ir.Operation, host: Host) -> None:
     view = RopeApply(op)
-    x, positions, y = view.x, view.positions, view.y
+    x, positions = view.x, view.positions
     shape = static_dims(op, x, [2, 3], "x")
     head_dim = int(shape[3])  # type: ignore[arg-type]
     rotary = int(view.rotary_dim) if view.rotary_dim is not None else head_dim
@@ -172,6 +169,4 @@ def lower_rope(op: ir.Operation, host: Host) -> None:
     )
     symbol = mangle(spec.symbol(), str(x.type), str(positions.type))
     source = core_source(spec, host) + wrapper_source(spec, symbol, x, positions)
-    (result,) = call_kernel(op, symbol, source, [x, positions], [y.type])
-    y.replace_all_uses_with(result)
-    op.erase()
+    replace_with_call(op, symbol, source, [x, positions])

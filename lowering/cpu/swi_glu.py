@@ -16,16 +16,16 @@ from mlir import ir
 
 from tessera.dialects import GatedMlp
 
-from ..kernel_call import call_kernel, mangle
+from ..kernel_call import mangle, replace_with_call
 from ..text import memref_type, shape_of
 from . import vector_math as vm
 from .builder import Kernel
 from .host import Host
 from .kernel_types import check, float_dtype, static_dims
 from .matmul import Operand, column_tile, default_tiling, emit_matmul
-from .parallel import declaration, launch
+from .parallel import finish_range_core, launch, range_core
 from .registry import rule
-from .tensors import alloc, buffer_of, dims_of, rows_view, tensor_of
+from .tensors import alloc, buffer_of, dims_of, return_tensor, rows_view
 
 
 @dataclass(frozen=True)
@@ -75,14 +75,8 @@ def gated_source(spec: MlpSpec, host: Host) -> str:
     shapes, dtypes, names = spec.weight_shapes()[:-1], spec.w_dtypes[:-1], _names(spec)[:-1]
     weight_types = [memref_type(s, d) for s, d in zip(shapes, dtypes, strict=True)]
     h_type = memref_type([None, spec.hidden], spec.dtype)
-    params = [
-        ("%x", x_type),
-        *zip(names, weight_types, strict=True),
-        ("%h", h_type),
-        ("%begin", "index"),
-        ("%end", "index"),
-    ]
-    k = Kernel(spec.symbol() + "_gated", params)
+    params = [("%x", x_type), *zip(names, weight_types, strict=True), ("%h", h_type)]
+    k = range_core(spec.symbol() + "_gated", params)
     rows_type = memref_type([None, spec.width], spec.dtype)
     x_rows = rows_view(k, "%x", spec.view, spec.dtype)
     m = k.op("m", f"memref.dim {x_rows}, {k.index(0)} : {rows_type}")
@@ -124,8 +118,7 @@ def gated_source(spec: MlpSpec, host: Host) -> str:
         columns=("%begin", "%end"),
         transforms=[activated, through],
     )
-    k.line("return")
-    return k.text() + declaration(spec.symbol() + "_gated", [t for _, t in params[:-2]], host)
+    return finish_range_core(k, host)
 
 
 @cache
@@ -134,14 +127,7 @@ def down_source(spec: MlpSpec, host: Host) -> str:
     h_type = memref_type([None, spec.hidden], spec.dtype)
     w_type = memref_type(spec.weight_shapes()[-1], spec.w_dtypes[-1])
     y_type = memref_type(spec.view, spec.dtype)
-    params = [
-        ("%h", h_type),
-        ("%w_down", w_type),
-        ("%y", y_type),
-        ("%begin", "index"),
-        ("%end", "index"),
-    ]
-    k = Kernel(spec.symbol() + "_down", params)
+    k = range_core(spec.symbol() + "_down", [("%h", h_type), ("%w_down", w_type), ("%y", y_type)])
     rows_type = memref_type([None, spec.width], spec.dtype)
     y_rows = rows_view(k, "%y", spec.view, spec.dtype)
     m = k.op("m", f"memref.dim %h, {k.index(0)} : {h_type}")
@@ -170,8 +156,7 @@ def down_source(spec: MlpSpec, host: Host) -> str:
         host,
         columns=("%begin", "%end"),
     )
-    k.line("return")
-    return k.text() + declaration(spec.symbol() + "_down", [t for _, t in params[:-2]], host)
+    return finish_range_core(k, host)
 
 
 def wrapper_source(
@@ -220,15 +205,13 @@ def wrapper_source(
         work,
         host,
     )
-    result = tensor_of(k, y_buffer, spec.view, spec.dtype, shape)
-    k.line(f"return {result} : {x.type}")
-    return k.text()
+    return return_tensor(k, y_buffer, spec.view, spec.dtype, x.type)
 
 
 @rule("tessera.mlp.swi_glu")
 def lower_gated_mlp(op: ir.Operation, host: Host) -> None:
     view = GatedMlp(op)
-    x, weights, y = view.x, list(view.weights), view.y
+    x, weights = view.x, list(view.weights)
     shape = static_dims(op, x, [-1], "x")
     for index, weight in enumerate(weights):
         static_dims(op, weight, [0, 1], f"weight #{index}")
@@ -248,6 +231,4 @@ def lower_gated_mlp(op: ir.Operation, host: Host) -> None:
         + down_source(spec, host)
         + wrapper_source(spec, symbol, x, weights, host)
     )
-    (result,) = call_kernel(op, symbol, source, [x, *weights], [y.type])
-    y.replace_all_uses_with(result)
-    op.erase()
+    replace_with_call(op, symbol, source, [x, *weights])

@@ -11,7 +11,7 @@ from mlir import ir
 from tessera.pipeline import run_pipeline
 
 from .artifact import build_artifact, build_target
-from .entry_abi import describe_entry
+from .entry_describe import describe_entry
 from .pipeline import lower
 
 NAME = "cpu"

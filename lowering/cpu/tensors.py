@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..text import Shape, memref_type, tensor_type
+from mlir import ir
+
+from ..text import Shape, memref_type, shape_of, tensor_type
 from .builder import Kernel
 
 
@@ -70,6 +72,14 @@ def tensor_of(k: Kernel, buffer: str, view: Shape, dtype: str, shape: Shape) -> 
             "t", f"tensor.cast {value} : {tensor_type(view, dtype)} to {tensor_type(shape, dtype)}"
         )
     return value
+
+
+def return_tensor(k: Kernel, buffer: str, view: Shape, dtype: str, type_: ir.Type) -> str:
+    """Ends a wrapper: returns ``buffer`` as a tensor of the result type ``type_``; the
+    wrapper's text."""
+    result = tensor_of(k, buffer, view, dtype, shape_of(type_))
+    k.line(f"return {result} : {type_}")
+    return k.text()
 
 
 def rows_view(k: Kernel, buffer: str, shape: Shape, dtype: str) -> str:

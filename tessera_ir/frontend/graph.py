@@ -175,29 +175,27 @@ def _assign_blocks(
 
 
 def _order(nodes: list[fx.Node], block_of: dict[fx.Node, Block]) -> list[fx.Node | Block]:
-    """Graph order with each block's nodes gathered at its first node; nodes outside that a
-    block needs but that come later in the graph are moved before it."""
+    """The emission order: blocks in graph order, each preceded by the outside nodes it needs
+    that are not placed yet; outside nodes no block needs follow in graph order at the end.
+
+    Outside nodes are placed when first needed, not where torch.export put them: the graph's
+    order of independent computations can depend on Python's hash seed (transformers' Gemma 3
+    builds its two rope tables by iterating a set), and the IR text keys the compile cache."""
     position = {n: i for i, n in enumerate(nodes)}
     placed: set[fx.Node] = set()
     order: list[fx.Node | Block] = []
-    for node in nodes:
-        if node in placed:
-            continue
-        block = block_of.get(node)
-        if block is None:
-            order.append(node)
-            placed.add(node)
-            continue
-        members = set(block.nodes)
+
+    def place_with_inputs(roots: list[fx.Node], block: Block | None) -> None:
+        members = set(block.nodes) if block is not None else set()
         needed: set[fx.Node] = set()
-        pending = [s for m in block.nodes for s in m.all_input_nodes]
+        pending = list(roots)
         while pending:
             source = pending.pop()
             if source in placed or source in members or source in needed:
                 continue
             if block_of.get(source) is not None:
                 raise TesseraError(
-                    f"block '{block.label}' uses a value of block "
+                    f"block '{block.label if block else '?'}' uses a value of block "
                     f"'{block_of[source].label}' that is not yet computed"
                 )
             needed.add(source)
@@ -205,11 +203,20 @@ def _order(nodes: list[fx.Node], block_of: dict[fx.Node, Block]) -> list[fx.Node
         for source in sorted(needed, key=position.__getitem__):
             if any(s in members for s in source.all_input_nodes):
                 raise TesseraError(
-                    f"a value flows out of block '{block.label}' and back in "
-                    f"(through '{source.name}'); it cannot be one region"
+                    f"a value flows out of block '{block.label if block else '?'}' and back "
+                    f"in (through '{source.name}'); it cannot be one region"
                 )
             order.append(source)
             placed.add(source)
+
+    for node in nodes:
+        block = block_of.get(node)
+        if block is None or node in placed:
+            continue
+        place_with_inputs([s for m in block.nodes for s in m.all_input_nodes], block)
         order.append(block)
-        placed.update(members)
+        placed.update(block.nodes)
+    for node in nodes:
+        if node not in placed and block_of.get(node) is None:
+            place_with_inputs([node], None)
     return order

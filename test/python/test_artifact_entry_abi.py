@@ -9,7 +9,7 @@ import pytest
 from test_artifact_support import AFFINE, GATHER, MATMUL, apply_entry_abi, parse
 
 from tessera import LoweringError, PassError
-from tessera.lowering.cpu.entry_abi import describe_entry, packed_symbol
+from tessera.lowering.cpu.entry_describe import describe_entry, packed_symbol
 from tessera.lowering.cpu.pipeline import TO_LLVM, lower
 from tessera.pipeline import run_pipeline
 

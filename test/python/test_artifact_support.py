@@ -9,7 +9,7 @@ from mlir import ir
 
 import tessera.lowering.cpu.entry_abi  # noqa: F401  (registers tessera-cpu-entry-abi)
 from tessera.context import make_context, parse_module
-from tessera.lowering.cpu.entry_abi import describe_entry
+from tessera.lowering.cpu.entry_describe import describe_entry
 from tessera.lowering.cpu.pipeline import lower
 from tessera.pipeline import run_pipeline
 from tessera.runtime import ProgramSpec

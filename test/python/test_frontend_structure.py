@@ -98,7 +98,7 @@ def test_signature_has_dynamic_ids_and_named_weights() -> None:
     assert set(names) | {"model.embed_tokens.weight", "lm_head.weight"} == set(state)
 
 
-def test_buffers_are_inlined_constants_and_shared_values_precede_the_regions() -> None:
+def test_buffers_are_inlined_constants_and_shared_values_precede_their_regions() -> None:
     model, program = traced("gemma3-gqa")
     function = forward_of(program)
     body = [op.operation for op in function.regions[0].blocks[0].operations]
@@ -113,14 +113,17 @@ def test_buffers_are_inlined_constants_and_shared_values_precede_the_regions() -
     ]
     values = [[float(c.attributes["value"][i]) for i in range(inv_freq.numel())] for c in constants]
     assert inv_freq.tolist() in values
-    # Masks and positions: no-input linalg.generic ops reading linalg.index, before block 0.
+    # Masks and positions: no-input linalg.generic ops reading linalg.index in the function
+    # body, each before the first region that uses it (the global mask before the global layer).
     index_generics = [
         i
         for i, op in enumerate(body)
         if op.name == "linalg.generic" and len(op.operands) == 1 and ops_in(op, "linalg.index")
     ]
     assert len(index_generics) >= 3  # sliding mask, global mask, positions
-    assert max(index_generics) < first_region
+    assert min(index_generics) < first_region
+    regions = [i for i, op in enumerate(body) if op.name == "tessera.region"]
+    assert max(index_generics) < regions[-1]
     assert not [
         op
         for op in walk_ops(function)

@@ -28,7 +28,7 @@ from tessera.passes.mask_eval import (
     classify_additive_mask,
     classify_boolean_mask,
 )
-from tessera.passes.match import reshape_source
+from tessera.passes.reshape_view import reshape_source
 from tessera.pipeline import run_pipeline
 
 LOWEST = {"f32": "-3.40282347E+38", "bf16": "-3.38953139E+38"}

@@ -25,11 +25,12 @@ from tessera.context import make_context, parse_module
 from tessera.dialects import RopeApply
 from tessera.ir_walk import walk_ops
 from tessera.models.tiny import CONFIGS
-from tessera.passes.match import dense_elements
+from tessera.passes.constant_values import dense_elements
 from tessera.passes.rope_frequencies import fit_frequencies, rounding_of
 from tessera.passes.rope_match import match_rope
 from tessera.passes.rope_tables import read_tables
-from tessera.passes.scalar_eval import ElementEvaluator, NotEvaluable, OutOfBounds
+from tessera.passes.scalar_eval import NotEvaluable
+from tessera.passes.tensor_eval import ElementEvaluator, OutOfBounds
 from tessera.pipeline import run_pipeline
 
 THETA_1E4_D8 = [1.0, 0.100000001, 0.00999999978, 0.00100000005]

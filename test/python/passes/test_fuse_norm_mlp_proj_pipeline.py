@@ -15,7 +15,7 @@ from test_fuse_norm_mlp_proj_ir import (
 from tessera.pass_registry import PIPELINES, load_all
 from tessera.pipeline import expand, parse_pipeline
 
-FORWARD = Path(__file__).parents[1] / "lit" / "passes" / "tessera-fuse.mlir"
+FORWARD = Path(__file__).parents[2] / "lit" / "passes" / "tessera-fuse.mlir"
 
 
 def test_pipeline_lists_the_fusions_in_order() -> None:

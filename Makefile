@@ -19,9 +19,12 @@ $(VENV)/.installed: pyproject.toml requirements/ci.txt
 run: setup
 	$(BIN)/python examples/run_gemma.py $(ARGS)
 
+# mypy through test/typecheck.py, which names each file by its `tessera.*` module (pyproject's
+# package-dir mapping, which mypy cannot see); flags and settings come from [tool.mypy].
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python test/typecheck.py
 
 test: setup lint
 	$(BIN)/lit -sv test/lit

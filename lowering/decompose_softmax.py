@@ -47,7 +47,7 @@ func.func private @{symbol}(%x: {full}) -> {full} {{
 
 def decompose_softmax(op: ir.Operation) -> None:
     x = op.operands[0]
-    shape, dtype = shape_of(x.type), str(x.type.element_type)
-    dim = int(op.attributes["dimension"].value)
+    shape, dtype = shape_of(x.type), str(ir.ShapedType(x.type).element_type)
+    dim = ir.IntegerAttr(op.attributes["dimension"]).value
     symbol = mangle("tessera_softmax", tensor_type(shape, dtype), f"d{dim}")
     replace_with_call(op, symbol, softmax_source(symbol, shape, dtype, dim), [x])

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from mlir import ir
 
+from tessera.diagnostics import MLIRError
 from tessera.errors import LoweringError
 
 
@@ -35,7 +36,7 @@ def _symbols(module: ir.Operation) -> set[str]:
     names = set()
     for op in module.regions[0].blocks[0].operations:
         if "sym_name" in op.operation.attributes:
-            names.add(str(op.operation.attributes["sym_name"].value))
+            names.add(ir.StringAttr(op.operation.attributes["sym_name"]).value)
     return names
 
 
@@ -47,12 +48,12 @@ def ensure_function(module: ir.Operation, symbol: str, source: str) -> None:
         return
     try:
         parsed = ir.Module.parse(source, context=module.context)
-    except ir.MLIRError as error:
+    except MLIRError as error:
         raise LoweringError(f"kernel '{symbol}' does not parse: {error}\n{source}") from None
     block = module.regions[0].blocks[0]
     for op in list(parsed.body.operations):
         attributes = op.operation.attributes
-        name = str(attributes["sym_name"].value) if "sym_name" in attributes else None
+        name = ir.StringAttr(attributes["sym_name"]).value if "sym_name" in attributes else None
         if name is not None and name in present:
             continue
         block.append(op.operation)

@@ -14,7 +14,11 @@ NEG_INF = {"f32": "0xFF800000", "f16": "0xFC00", "bf16": "0xFF80", "f64": "0xFFF
 
 
 def shape_of(type_: ir.Type) -> Shape:
-    return [None if type_.is_dynamic_dim(i) else type_.get_dim_size(i) for i in range(type_.rank)]
+    """The dims of a ranked tensor or memref type, None for dynamic ones."""
+    shaped = ir.ShapedType(type_)  # checks the class the stubs cannot know
+    return [
+        None if shaped.is_dynamic_dim(i) else shaped.get_dim_size(i) for i in range(shaped.rank)
+    ]
 
 
 def tensor_type(shape: Shape, dtype: str) -> str:

@@ -108,11 +108,10 @@ def _shapes_agree(
     qs, ks, vs, ps, os = (shape(x) for x in (q, k, v, probabilities, out))
     if any(len(s) != 4 for s in (qs, ks, vs, ps, os)):
         return False
-    heads = [qs[1], ks[1], vs[1], ps[1], os[1]]
-    if any(h is None for h in heads):
-        return False
     hq, hkv = qs[1], ks[1]
-    if hkv != vs[1] or k_repeats != v_repeats or hkv * k_repeats != hq:  # type: ignore[operator]
+    if hq is None or hkv is None or any(h is None for h in (vs[1], ps[1], os[1])):
+        return False
+    if hkv != vs[1] or k_repeats != v_repeats or hkv * k_repeats != hq:
         return False
     if ps[1] != hq or os[1] != hq:
         return False

@@ -166,9 +166,9 @@ def _scaled(value: ir.Value) -> tuple[BatchMatmul, float, float | None, list[ir.
             break
         op = producer(current)
         operand = None if op is None else _chain_operand(op)
-        if operand is None:
+        if op is None or operand is None:
             return None
-        chain.append(op)  # type: ignore[arg-type]
+        chain.append(op)
         current = operand
     else:
         return None

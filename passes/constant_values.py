@@ -43,8 +43,7 @@ def splat_value(value: ir.Value) -> float | int | None:
     if op.name == "arith.constant":
         attr = op.attributes["value"]
         if isinstance(attr, ir.DenseElementsAttr) and attr.is_splat:
-            splat = attr.get_splat_value()
-            return float(splat.value) if isinstance(splat, ir.FloatAttr) else int(splat.value)
+            return splat_element(attr)
         if isinstance(attr, ir.FloatAttr | ir.IntegerAttr):
             return attr.value
     return None
@@ -84,7 +83,7 @@ def splat_element(attr: ir.DenseElementsAttr) -> float | int:
         return int(splat.value)
     if isinstance(splat, ir.FloatAttr):
         return float(splat.value)
-    return int(splat.value)
+    return int(ir.IntegerAttr(splat).value)
 
 
 def dense_elements(attr: ir.Attribute) -> list[float | int]:
@@ -96,12 +95,14 @@ def dense_elements(attr: ir.Attribute) -> list[float | int]:
     one hex string of the little-endian element bytes."""
     if not isinstance(attr, ir.DenseElementsAttr):
         raise TypeError(f"not a dense elements attribute: {attr}")
-    type_ = attr.type
+    type_ = ir.ShapedType(attr.type)
     count = math.prod(type_.get_dim_size(i) for i in range(type_.rank))
     element = type_.element_type
     if attr.is_splat:
         return [splat_element(attr)] * count
     if not isinstance(element, ir.BF16Type | ir.F16Type):
+        if not isinstance(attr, ir.DenseIntElementsAttr | ir.DenseFPElementsAttr):
+            raise TypeError(f"not an int or float dense elements attribute: {attr}")
         return [attr[i] for i in range(count)]
     decode = _bf16 if isinstance(element, ir.BF16Type) else _f16
     text = str(attr)

@@ -74,7 +74,7 @@ def _gathered_table(generic: ir.Operation, rank: int) -> ir.Value | None:
         return None
     if column_op is None or column_op.name != "linalg.index":
         return None
-    if int(column_op.attributes["dim"].value) != rank - 1:
+    if ir.IntegerAttr(column_op.attributes["dim"]).value != rank - 1:
         return None
     if {row_op, column_op, extract, ops[-1]} != set(ops):
         return None
@@ -85,21 +85,21 @@ def match_lookup(generic: ir.Operation) -> LookupMatch | None:
     """The embedding gather anchored at ``generic``, with a following splat multiply."""
     if generic.name != "linalg.generic" or len(generic.results) != 1:
         return None
-    segments = generic.attributes["operandSegmentSizes"]
-    if [int(s) for s in segments] != [1, 1]:
+    segments = ir.DenseI32ArrayAttr(generic.attributes["operandSegmentSizes"])
+    if list(segments) != [1, 1]:
         return None
     ids, gathered = generic.operands[0], generic.results[0]
     id_rank, rank = len(shape(ids)), len(shape(gathered))
     if element_type(ids) not in ID_TYPES or id_rank < 1 or rank != id_rank + 1:
         return None
-    maps = list(generic.attributes["indexing_maps"])
+    maps = list(ir.ArrayAttr(generic.attributes["indexing_maps"]))
     if len(maps) != 2:
         return None
     if not _dim_map(maps[0], rank, list(range(id_rank))) or not _dim_map(
         maps[1], rank, list(range(rank))
     ):
         return None
-    if any("parallel" not in str(kind) for kind in generic.attributes["iterator_types"]):
+    if any("parallel" not in str(k) for k in ir.ArrayAttr(generic.attributes["iterator_types"])):
         return None
     if shape(gathered)[:-1] != shape(ids):
         return None

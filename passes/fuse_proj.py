@@ -58,7 +58,7 @@ def _bias_vector(value: ir.Value, output: ir.Value) -> tuple[ir.Value, ir.Operat
         return None
     bias = broadcast.operands[0]
     rank = len(shape(output))
-    dimensions = [int(d) for d in broadcast.attributes["dimensions"]]
+    dimensions = list(ir.DenseI64ArrayAttr(broadcast.attributes["dimensions"]))
     if len(shape(bias)) != 1 or dimensions != list(range(rank - 1)):
         return None
     if shape(value) != shape(output) or shape(bias)[0] != shape(output)[-1]:
@@ -88,7 +88,7 @@ def match_proj(matmul: ir.Operation) -> ProjMatch | None:
 
 def _unsplit_type(linear: Linear) -> ir.RankedTensorType:
     """[..., N] for a Linear whose output is [..., *split]: x's leading dims, then N."""
-    output = linear.output.type
+    output = ir.ShapedType(linear.output.type)
     dynamic = ir.ShapedType.get_dynamic_size()
     leading = [dynamic if d is None else d for d in shape(linear.x)[:-1]]
     return ir.RankedTensorType.get([*leading, math.prod(linear.split)], output.element_type)
@@ -101,7 +101,7 @@ def _split_again(value: ir.Value, expand: ir.Operation) -> ir.Value:
     lead = len(shape(value)) - 1
     rank = len(shape(expand.results[0]))
     groups = [[i] for i in range(lead)] + [list(range(lead, rank))]
-    static = [int(d) for d in expand.attributes["static_output_shape"]]
+    static = list(ir.DenseI64ArrayAttr(expand.attributes["static_output_shape"]))
     return tensor.expand_shape(
         expand.results[0].type, value, groups, list(expand.operands[1:]), static
     )

@@ -22,7 +22,8 @@ def rewrite_rope(found: RopeMatch) -> None:
     """Replaces the matched add by ``tessera.rope.apply`` (between transposes if needed)."""
     root = found.root
     matched = list(found.matched)
-    with root.location as loc, ir.InsertionPoint(root):
+    loc = root.location
+    with loc, ir.InsertionPoint(root):
         if found.seq_axis == 1:
             x = found.x
         else:

@@ -126,9 +126,10 @@ class _Probe:
 
     def classify(self) -> MaskKind | None:
         extents = [self.extent(axis) for axis in range(4)]
-        if any(e is None for e in extents):
+        known = [e for e in extents if e is not None]
+        if len(known) != len(extents):
             return None
-        batches, heads, queries, keys = (int(e) for e in extents)  # type: ignore[arg-type]
+        batches, heads, queries, keys = known
         if (queries == FAR) != (keys == FAR):
             return None  # one side static, the other not: the alignment is unknown
         offset = keys - queries

@@ -70,14 +70,15 @@ def element_type(value: ir.Value) -> str:
 
 def reassociation(op: ir.Operation) -> list[list[int]]:
     """The reassociation groups of an expand_shape/collapse_shape."""
-    return [[int(i) for i in group] for group in op.attributes["reassociation"]]
+    groups = ir.ArrayAttr(op.attributes["reassociation"])
+    return [[ir.IntegerAttr(i).value for i in ir.ArrayAttr(group)] for group in groups]
 
 
 def matmul_maps(op: ir.Operation) -> list[str] | None:
     """The indexing maps of a linalg.matmul/batch_matmul as text, None when default."""
     if "indexing_maps" not in op.attributes:
         return None
-    return [str(m) for m in op.attributes["indexing_maps"]]
+    return [str(m) for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
 
 
 def is_transpose_b_matmul(op: ir.Operation) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeGuard
 
 from mlir import ir
 
@@ -59,12 +60,12 @@ def _compose(first: Relation, second: Relation) -> Relation:
     return out
 
 
-def _static(dims: Sequence[int | None]) -> bool:
+def _static(dims: Sequence[int | None]) -> TypeGuard[Sequence[int]]:
     return all(d is not None for d in dims)
 
 
 def _proven_equal(a: Sequence[int | None], b: Sequence[int | None]) -> bool:
-    return _static(a) and _static(b) and math.prod(a) == math.prod(b)  # type: ignore[arg-type]
+    return _static(a) and _static(b) and math.prod(a) == math.prod(b)
 
 
 def _refine(

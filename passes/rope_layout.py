@@ -17,7 +17,8 @@ SWAP_HEADS_AND_TOKENS = (0, 2, 1, 3)
 
 
 def _size(value: ir.Value, axis: int) -> ir.Value:
-    index = arith.ConstantOp(ir.IndexType.get(), axis).result
+    # mypy reads the generated ConstantOp; arith.py replaces it with one taking (type, value).
+    index = arith.ConstantOp(ir.IndexType.get(), axis).result  # type: ignore[call-arg]
     return tensor.dim(value, index)
 
 
@@ -28,8 +29,11 @@ def transpose(value: ir.Value, permutation: Sequence[int]) -> ir.Value:
     for axis in permutation:
         dim = dims[axis]
         sizes.append(_size(value, axis) if dim is None else dim)
-    init = tensor.empty(sizes, value.type.element_type)
-    return linalg.transpose(value, outs=[init], permutation=list(permutation)).results[0]
+    init = tensor.empty(sizes, ir.ShapedType(value.type).element_type)
+    order = list(permutation)
+    # mypy reads the generated linalg.transpose; linalg/__init__.py replaces it (outs=...).
+    transposed = linalg.transpose(value, outs=[init], permutation=order)  # type: ignore[call-arg]
+    return transposed.results[0]
 
 
 def positions_for(positions: Positions, x: ir.Value) -> ir.Value:
@@ -40,14 +44,15 @@ def positions_for(positions: Positions, x: ir.Value) -> ir.Value:
     if shape(value)[0] != 1 or batch == 1:
         return value
     tokens = shape(value)[1]
-    element = value.type.element_type
+    element = ir.ShapedType(value.type).element_type
     row = tensor.collapse_shape(_tensor_type([tokens], element), value, [[0, 1]])
     sizes: list[int | ir.Value] = [
         _size(x, 0) if batch is None else batch,
         _size(value, 1) if tokens is None else tokens,
     ]
     init = tensor.empty(sizes, element)
-    return linalg.broadcast(row, outs=[init], dimensions=[0]).results[0]
+    # mypy reads the generated linalg.broadcast; linalg/__init__.py replaces it (outs=...).
+    return linalg.broadcast(row, outs=[init], dimensions=[0]).results[0]  # type: ignore[call-arg]
 
 
 def _tensor_type(dims: Sequence[int | None], element: ir.Type) -> ir.RankedTensorType:
@@ -60,7 +65,7 @@ def _rows_by_tokens(positions: Positions) -> ir.Value:
     unit dims ([1, S, 1], [B, 1, S]) collapsed to its batch and token dims."""
     value = positions.value
     dims = shape(value)
-    element = value.type.element_type
+    element = ir.ShapedType(value.type).element_type
     tokens = dims[positions.token_axis]
     if len(dims) == 2:
         return value

@@ -45,7 +45,8 @@ def match_rope(root: ir.Operation) -> RopeMatch | None:
             continue
         x, cos, sin, ops = found
         tables = read_tables(x, cos, sin)
-        if tables is None:
+        head_dim = shape(x)[3]
+        if tables is None or head_dim is None:  # (the rotation already needs a static one)
             return None
         return RopeMatch(
             root=root,
@@ -53,7 +54,7 @@ def match_rope(root: ir.Operation) -> RopeMatch | None:
             positions=tables.positions,
             theta=tables.theta,
             scaling=tables.scaling,
-            rotary_dim=shape(x)[3],  # type: ignore[arg-type]
+            rotary_dim=head_dim,
             seq_axis=tables.seq_axis,
             matched=(root, *ops, *tables.ops),
         )

@@ -129,7 +129,7 @@ class Evaluator:
                 raise NotEvaluable(f"{name} of a non-constant")
             return found
         if name == "linalg.index":
-            dim = int(op.attributes["dim"].value)
+            dim = ir.IntegerAttr(op.attributes["dim"]).value
             if dim >= len(self.indices):
                 raise NotEvaluable(f"linalg.index {dim} has no value")
             return self.indices[dim]
@@ -143,10 +143,10 @@ class Evaluator:
             value = self(args[0])
             return float(value) if name.endswith("tofp") else int(value)
         if name == "arith.cmpi":
-            predicate = int(op.attributes["predicate"].value)
+            predicate = ir.IntegerAttr(op.attributes["predicate"]).value
             return bool(_CMPI[predicate](int(self(args[0])), int(self(args[1]))))
         if name == "arith.cmpf":
-            predicate = int(op.attributes["predicate"].value)
+            predicate = ir.IntegerAttr(op.attributes["predicate"]).value
             return bool(_CMPF[predicate](float(self(args[0])), float(self(args[1]))))
         if name == "arith.select":
             return self(args[1]) if self(args[0]) else self(args[2])

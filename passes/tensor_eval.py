@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from mlir import ir
+from mlir.dialects import linalg
 
 from .constant_values import dense_elements, splat_element
 from .match import i64_array_attr, producer, reassociation
@@ -68,9 +69,11 @@ class ElementEvaluator:
 
     def _element(self, op: ir.Operation, value: ir.Value, index: Index) -> float | int | bool:
         name = op.name
-        source = op.operands[0] if len(op.operands) else None
         if name == "arith.constant":
-            return self._constant(value, index)
+            return self._constant(op, value, index)
+        if not len(op.operands):
+            raise NotEvaluable(f"cannot read the elements of '{name}'")
+        source = op.operands[0]
         if name == "linalg.fill":
             return Evaluator()(op.operands[0])
         if name == "tensor.cast":
@@ -101,22 +104,28 @@ class ElementEvaluator:
             return Evaluator(env)(value)
         raise NotEvaluable(f"cannot read the elements of '{name}'")
 
-    def _constant(self, value: ir.Value, index: Index) -> float | int:
-        attr = producer(value).attributes["value"]  # type: ignore[union-attr]
+    def _constant(self, op: ir.Operation, value: ir.Value, index: Index) -> float | int:
+        attr = op.attributes["value"]
         if not isinstance(attr, ir.DenseElementsAttr):
             raise NotEvaluable(f"constant {attr} is not a dense tensor")
         offset = 0
         for i, size in zip(index, _dims(value), strict=True):
-            offset = offset * size + i  # type: ignore[operator]
-        if attr.is_splat or not isinstance(attr.type.element_type, ir.BF16Type | ir.F16Type):
+            if size is None:
+                raise NotEvaluable(f"constant {attr} has a dynamic dim")
+            offset = offset * size + i
+        if attr.is_splat:
+            return splat_element(attr)
+        element = ir.ShapedType(attr.type).element_type
+        reduced_float = isinstance(element, ir.BF16Type | ir.F16Type)
+        if not reduced_float and isinstance(attr, ir.DenseIntElementsAttr | ir.DenseFPElementsAttr):
             # Read one element: a large constant (a static mask) is never decoded whole.
-            return splat_element(attr) if attr.is_splat else attr[offset]
+            return attr[offset]
         if value not in self._constants:
             self._constants[value] = dense_elements(attr)
         return self._constants[value][offset]
 
     def _concat(self, op: ir.Operation, index: Index) -> float | int | bool:
-        axis = int(op.attributes["dim"].value)
+        axis = ir.IntegerAttr(op.attributes["dim"]).value
         position = index[axis]
         inputs = list(op.operands)
         for k, piece in enumerate(inputs):
@@ -129,21 +138,25 @@ class ElementEvaluator:
         raise OutOfBounds(f"index {index} past the end of tensor.concat")
 
     def _generic(self, op: ir.Operation, value: ir.Value, index: Index) -> float | int | bool:
-        if any("parallel" not in str(kind) for kind in op.attributes["iterator_types"]):
+        if any(
+            "parallel" not in str(kind) for kind in ir.ArrayAttr(op.attributes["iterator_types"])
+        ):
             raise NotEvaluable("linalg.generic with a reduction")
         generic = op.opview
+        assert isinstance(generic, linalg.GenericOp), "linalg's op classes are registered"
         inputs, outputs = list(generic.inputs), list(generic.outputs)
-        maps = [m.value for m in op.attributes["indexing_maps"]]
-        number = value.result_number  # type: ignore[attr-defined]
+        maps = [ir.AffineMapAttr(m).value for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
+        assert isinstance(value, ir.OpResult), "the value has a producer"
+        number = value.result_number
         out_map = maps[len(inputs) + number]
         loops: list[int | None] = [None] * out_map.n_dims
         for k, expr in enumerate(out_map.results):
             if not isinstance(expr, ir.AffineDimExpr):
                 raise NotEvaluable("linalg.generic result map is not a permutation")
             loops[expr.position] = index[k]
-        if any(i is None for i in loops):
+        point = tuple(i for i in loops if i is not None)
+        if len(point) != len(loops):
             raise NotEvaluable("linalg.generic result map is not a permutation")
-        point = tuple(int(i) for i in loops)  # type: ignore[arg-type]
         body = op.regions[0].blocks[0]
         env: dict[ir.Value, float | int | bool] = {}
         for k, operand in enumerate([*inputs, *outputs]):

@@ -148,11 +148,10 @@ class InputCheck:
                 )
             bound[symbol] = (size, f"input '{self.name}' dim {axis}")
         if self.range is not None and tensor.numel():
-            self._check_range(tensor)
+            self._check_range(tensor, *self.range)
         return tensor.contiguous()
 
-    def _check_range(self, tensor: torch.Tensor) -> None:
-        low, high = self.range  # type: ignore[misc]
+    def _check_range(self, tensor: torch.Tensor, low: int, high: int) -> None:
         smallest, largest = (int(v) for v in torch.aminmax(tensor))
         if smallest >= low and largest < high:
             return

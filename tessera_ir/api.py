@@ -219,7 +219,9 @@ def _compiler_fingerprint() -> str:
     """A hash of the compiler's own sources, so that a changed pass never reuses old code."""
     digest = hashlib.sha256()
     for package in ("tessera", "tessera.dialects", "tessera.passes", "tessera.lowering"):
-        root = Path(importlib.import_module(package).__file__).parent
+        init_file = importlib.import_module(package).__file__
+        assert init_file is not None, f"{package} is a regular package (it has an __init__.py)"
+        root = Path(init_file).parent
         for path in sorted(root.rglob("*.py")):
             digest.update(str(path.relative_to(root)).encode())
             digest.update(path.read_bytes())

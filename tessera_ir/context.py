@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlir import ir
 
-from .diagnostics import from_mlir_error
+from .diagnostics import MLIRError, from_mlir_error
 from .errors import ParseError
 
 
@@ -27,7 +27,7 @@ def parse_module(text: str, context: ir.Context, source_name: str = "<string>") 
     with context:
         try:
             parsed = ir.Operation.parse(text, source_name=source_name).operation
-        except ir.MLIRError as error:
+        except MLIRError as error:
             first = from_mlir_error(error)[0]
             raise ParseError(first.message, first.location) from None
         module = ir.Module.create(loc=parsed.location)

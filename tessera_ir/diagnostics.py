@@ -11,10 +11,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from mlir import ir
 
 from .errors import LocatedError, SourceLocation
+
+if TYPE_CHECKING:
+
+    class MLIRError(Exception):
+        """What the bindings raise for parse, verify and pass failures. Their stubs leave it out:
+        mlir/_mlir_libs/__init__.py defines it at import time and sets it as ``ir.MLIRError``."""
+
+        message: str
+        error_diagnostics: list[ir.DiagnosticInfo]
+
+else:
+    MLIRError = ir.MLIRError
 
 _SEVERITY = {
     ir.DiagnosticSeverity.ERROR: "error",
@@ -63,7 +76,7 @@ def _from_binding(diag: ir.Diagnostic | ir.DiagnosticInfo) -> Diagnostic:
     )
 
 
-def from_mlir_error(error: ir.MLIRError) -> list[Diagnostic]:
+def from_mlir_error(error: MLIRError) -> list[Diagnostic]:
     found = [_from_binding(d) for d in error.error_diagnostics]
     if not found:
         found = [Diagnostic("error", str(error), None)]
@@ -87,7 +100,8 @@ class DiagnosticCollector:
 
     @contextmanager
     def attached(self) -> Iterator[DiagnosticCollector]:
-        handler = self.context.attach_diagnostic_handler(self._handle)
+        # The stubs type the handler as `object`; the bindings return a DiagnosticHandler.
+        handler = cast(ir.DiagnosticHandler, self.context.attach_diagnostic_handler(self._handle))
         try:
             yield self
         finally:

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from . import knobs
-from .diagnostics import Diagnostic, DiagnosticCollector, from_mlir_error
+from .diagnostics import Diagnostic, DiagnosticCollector, MLIRError, from_mlir_error
 from .errors import LocatedError, TesseraError
 
 SPLIT_MARKER = "// -----"
@@ -100,7 +100,9 @@ def _chunks(text: str, split: bool) -> list[str]:
     """The chunks to process, each padded with newlines so line numbers stay the file's."""
     if not split:
         return [text]
-    chunks, current, first_line = [], [], 0
+    chunks: list[str] = []
+    current: list[str] = []
+    first_line = 0
     for number, line in enumerate(text.splitlines(keepends=True)):
         if (
             line.strip().startswith(SPLIT_MARKER)
@@ -118,8 +120,6 @@ def _process(
     chunk: str, source: str, pipeline: str, args: argparse.Namespace
 ) -> tuple[str | None, list[Diagnostic]]:
     """Parses, verifies and runs the pipeline on one chunk: (output IR or None, diagnostics)."""
-    from mlir import ir
-
     from tessera.dialects import verify_module
 
     from .context import make_context, parse_module
@@ -146,7 +146,7 @@ def _process(
             return None, collector.diagnostics
         try:
             manager.run(module.operation)
-        except ir.MLIRError as error:
+        except MLIRError as error:
             collector.add(from_mlir_error(error))
         if collector.errors:
             return None, collector.diagnostics
@@ -208,8 +208,8 @@ def run(argv: list[str]) -> int:
         from .expected_diagnostics import check
 
         problems = check(text, source, all_diagnostics)
-        for problem in problems:
-            print(problem, file=sys.stderr)
+        for mismatch in problems:
+            print(mismatch, file=sys.stderr)
         failed = bool(problems)
 
     rendered = f"{SPLIT_MARKER}\n".join(outputs)

@@ -11,6 +11,7 @@ registered ones.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlir import ir, passmanager
@@ -160,23 +161,25 @@ def _upstream_problem(element: Element, message: str) -> str:
     return f"bad options for pass '{element.name}': {detail or message.strip()}"
 
 
-def _adapter(info: PassInfo, options: object, verify_each: bool):  # type: ignore[no-untyped-def]
+def _adapter(
+    info: PassInfo, options: object, verify_each: bool
+) -> Callable[[ir.Operation, passmanager.ExternalPass], None]:
     """Wraps a tessera pass for ``PassManager.add``: errors become located diagnostics."""
 
-    def run(op: ir.Operation, pass_: object) -> None:
+    def run(op: ir.Operation, pass_: passmanager.ExternalPass) -> None:
         try:
             info.run(op, options)
             if verify_each:
                 _verify(op)
         except LocatedError as problem:
             _emit(op, problem)
-            pass_.signal_pass_failure()  # type: ignore[attr-defined]
+            pass_.signal_pass_failure()
         except Exception as problem:
             detail = traceback.format_exc() if knobs.debug() else f"{type(problem).__name__}: "
             if not knobs.debug():
                 detail += str(problem)
             op.location.emit_error(f"internal error in pass '{info.name}': {detail}")
-            pass_.signal_pass_failure()  # type: ignore[attr-defined]
+            pass_.signal_pass_failure()
 
     return run
 
@@ -206,13 +209,14 @@ def location_of(op: ir.Operation) -> str:
 
 
 def run_pipeline(
-    module: ir.Module,
+    module: ir.Module | ir.Operation,
     pipeline: str | list[Element],
     verify_each: bool = True,
     print_ir_after_all: bool = False,
 ) -> None:
-    """Runs a pipeline on ``module`` in place; raises ``PassError`` at the failing op."""
-    from .diagnostics import DiagnosticCollector, from_mlir_error
+    """Runs a pipeline on ``module`` (a module or its op) in place; raises ``PassError`` at the
+    failing op."""
+    from .diagnostics import DiagnosticCollector, MLIRError, from_mlir_error
 
     elements = expand(parse_pipeline(pipeline) if isinstance(pipeline, str) else pipeline)
     context = module.context
@@ -221,7 +225,7 @@ def run_pipeline(
     with collector.attached():
         try:
             manager.run(module.operation)
-        except ir.MLIRError as error:
+        except MLIRError as error:
             collector.add(from_mlir_error(error))
     if collector.errors:
         first = collector.errors[0]

@@ -75,7 +75,7 @@ def tensor(
 class AttrKind:
     """How one attribute is spelled in MLIR and read into Python."""
 
-    syntax: ClassVar[str]
+    syntax: str  # how the attribute is written, for error messages
 
     def read(self, attr: ir.Attribute) -> Any:
         """The Python value of ``attr``, or raise ValueError naming what was expected."""
@@ -126,12 +126,11 @@ class I64(AttrKind):
 class Str(AttrKind):
     def __init__(self, choices: Sequence[str] | None = None) -> None:
         self.choices = tuple(choices) if choices else None
-
-    @property
-    def syntax(self) -> str:  # type: ignore[override]
-        if self.choices:
-            return "one of the strings " + ", ".join(f'"{c}"' for c in self.choices)
-        return "a string attribute"
+        self.syntax = (
+            "one of the strings " + ", ".join(f'"{c}"' for c in self.choices)
+            if self.choices
+            else "a string attribute"
+        )
 
     def read(self, attr: ir.Attribute) -> str:
         if not isinstance(attr, ir.StringAttr):
@@ -148,11 +147,8 @@ class Str(AttrKind):
 class I64Array(AttrKind):
     def __init__(self, length: int | None = None) -> None:
         self.length = length
-
-    @property
-    def syntax(self) -> str:  # type: ignore[override]
-        n = f"{self.length} " if self.length is not None else ""
-        return f"a dense i64 array of {n}elements (e.g. array<i64: 64, 64, 16>)"
+        n = f"{length} " if length is not None else ""
+        self.syntax = f"a dense i64 array of {n}elements (e.g. array<i64: 64, 64, 16>)"
 
     def read(self, attr: ir.Attribute) -> tuple[int, ...]:
         if not isinstance(attr, ir.DenseI64ArrayAttr):
@@ -373,10 +369,10 @@ def op(name: str, pure: bool = False, has_region: bool = False, terminator: bool
         fields = [v for v in vars(cls).values() if isinstance(v, _Field)]
         operands = tuple(f for f in fields if isinstance(f, Operand))
         results = tuple(f for f in fields if isinstance(f, Result))
-        for index, field in enumerate(operands):
-            field.index = index
-        for index, field in enumerate(results):
-            field.index = index
+        for index, operand in enumerate(operands):
+            operand.index = index
+        for index, result in enumerate(results):
+            result.index = index
         cls.NAME = name
         cls.TRAITS = Traits(pure, has_region, terminator)
         cls.OPERANDS = operands
@@ -395,7 +391,7 @@ def op(name: str, pure: bool = False, has_region: bool = False, terminator: bool
 
 def dims(value: ir.Value) -> list[int | None]:
     """The dims of a ranked tensor value, None for dynamic ones."""
-    tensor_type = value.type
+    tensor_type = ir.ShapedType(value.type)
     return [
         None if tensor_type.is_dynamic_dim(i) else tensor_type.get_dim_size(i)
         for i in range(tensor_type.rank)
@@ -403,7 +399,7 @@ def dims(value: ir.Value) -> list[int | None]:
 
 
 def element_type(value: ir.Value) -> str:
-    return str(value.type.element_type)
+    return str(ir.ShapedType(value.type).element_type)
 
 
 def same_dim(a: int | None, b: int | None) -> bool:

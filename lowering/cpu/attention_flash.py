@@ -36,9 +36,9 @@ from . import vector_math as vm
 from . import vectors
 from .builder import Kernel
 from .host import Host
-from .kernel_types import check, float_dtype, static_dims
-from .lane_reduce import reduce_all
-from .matmul import Operand, Tiling, emit_matmul
+from .kernel_types import check, float_dtype, static_dim, static_dims
+from .lane_reduce import Transform, reduce_all
+from .matmul import Epilogue, Operand, Tiling, emit_matmul
 from .matmul_nn import emit_matmul_nn
 from .parallel import finish_range_core, launch, range_core
 from .registry import rule
@@ -118,7 +118,7 @@ def _key_bounds(
 
 def _score_epilogue(
     k: Kernel, spec: AttentionSpec, scratch: _Scratch, q0: str, k0: str, offset: str, end: str
-):  # type: ignore[no-untyped-def]
+) -> Epilogue:
     """Masks one row's (scaled, softcapped) scores and stores them in the scores tile."""
 
     def epilogue(k: Kernel, row: str, column: str, width: int, totals: list[str]) -> None:
@@ -153,7 +153,7 @@ def _score_epilogue(
     return epilogue
 
 
-def _scaled(spec: AttentionSpec):  # type: ignore[no-untyped-def]
+def _scaled(spec: AttentionSpec) -> Transform:
     """s·scale, then the softcap: elementwise, so it runs on whole reduced vectors."""
 
     def transform(k: Kernel, value: str, vtype: str) -> str:
@@ -379,16 +379,16 @@ def wrapper_source(
 def lower_flash_attention(op: ir.Operation, host: Host) -> None:
     view = FlashAttention(op)
     q, kk, v, o = view.q, view.k, view.v, view.o
-    q_shape = static_dims(op, q, [1, 3], "q")
-    k_shape = static_dims(op, kk, [1, 3], "k")
-    v_shape = static_dims(op, v, [1, 3], "v")
+    static_dims(op, q, [1, 3], "q")
+    static_dims(op, kk, [1, 3], "k")
+    static_dims(op, v, [1, 3], "v")
     block_q, block_k, _ = view.tile
     check(block_q > 0 and block_k > 0, op, f"tile sizes must be positive, found {view.tile}")
     spec = AttentionSpec(
-        q_heads=int(q_shape[1]),  # type: ignore[arg-type]
-        kv_heads=int(k_shape[1]),  # type: ignore[arg-type]
-        depth=int(q_shape[3]),  # type: ignore[arg-type]
-        value_depth=int(v_shape[3]),  # type: ignore[arg-type]
+        q_heads=static_dim(op, q, 1, "q"),
+        kv_heads=static_dim(op, kk, 1, "k"),
+        depth=static_dim(op, q, 3, "q"),
+        value_depth=static_dim(op, v, 3, "v"),
         dtype=float_dtype(op, q, "q"),
         causal=bool(view.causal),
         scale=float(view.scale),

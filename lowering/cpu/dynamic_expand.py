@@ -21,15 +21,15 @@ _DYNAMIC = ir.ShapedType.get_dynamic_size()
 
 def _needs_rewrite(op: ir.Operation) -> bool:
     static = list(ir.DenseI64ArrayAttr(op.attributes["static_output_shape"]))
-    for group in op.attributes["reassociation"]:
-        dims = [int(ir.IntegerAttr(d).value) for d in group]
+    for group in ir.ArrayAttr(op.attributes["reassociation"]):
+        dims = [int(ir.IntegerAttr(d).value) for d in ir.ArrayAttr(group)]
         if sum(1 for d in dims if static[d] == _DYNAMIC) > 1:
             return True
     return False
 
 
 def _rewrite(op: ir.Operation) -> None:
-    source, result_type = op.operands[0], op.results[0].type
+    source, result_type = op.operands[0], ir.MemRefType(op.results[0].type)
     static = list(ir.DenseI64ArrayAttr(op.attributes["static_output_shape"]))
     dynamic = iter(list(op.operands)[1:])
     index = ir.IndexType.get()
@@ -39,11 +39,14 @@ def _rewrite(op: ir.Operation) -> None:
 
     def size_value(dim: int) -> ir.Value:
         value = sizes[dim]
-        return value if value is not None else arith.constant(index, static[dim])
+        if value is not None:
+            return value
+        # mypy reads the generated arith.constant; arith.py replaces it with (type, value).
+        return arith.constant(index, static[dim])  # type: ignore[call-arg]
 
     strides: list[ir.Value | None] = [None] * len(static)
-    for axis, group in enumerate(op.attributes["reassociation"]):
-        dims = [int(ir.IntegerAttr(d).value) for d in group]
+    for axis, group in enumerate(ir.ArrayAttr(op.attributes["reassociation"])):
+        dims = [int(ir.IntegerAttr(d).value) for d in ir.ArrayAttr(group)]
         stride = source_strides[axis]
         for dim in reversed(dims):
             strides[dim] = stride

@@ -69,10 +69,17 @@ def dict_attrs(op: ir.Operation, key: str, count: int) -> list[ir.Attribute]:
     return list(ir.ArrayAttr(op.attributes[key]))
 
 
+def _entries(attrs: ir.Attribute) -> dict[str, ir.Attribute]:
+    """The entries of a dictionary attribute by name. (The bindings iterate a DictAttr by
+    index; their stubs declare no ``__iter__``, so it is indexed here.)"""
+    dictionary = ir.DictAttr(attrs)
+    return {dictionary[i].name: dictionary[i].attr for i in range(len(dictionary))}
+
+
 def _read_only(attrs: ir.Attribute) -> ir.Attribute:
     """``attrs`` plus ``bufferization.writable = false``: inputs and weights are the caller's
     tensors (weights are shared by every call), so bufferization must copy before writing."""
-    entries = {a.name: a.attr for a in ir.DictAttr(attrs)}
+    entries = _entries(attrs)
     entries[WRITABLE_ATTR] = ir.BoolAttr.get(False)
     return ir.DictAttr.get(entries)
 
@@ -90,7 +97,8 @@ def _check_dims(value: ir.Value, out: ir.Value, name: str, function: str) -> Non
     for axis in range(value_type.rank):
         if not value_type.is_dynamic_dim(axis):
             continue
-        index = arith.ConstantOp(ir.IndexType.get(), axis).result
+        # mypy reads the generated ConstantOp; arith.py replaces it with one taking (type, value).
+        index = arith.ConstantOp(ir.IndexType.get(), axis).result  # type: ignore[call-arg]
         computed = tensor.DimOp(value, index).result
         given = memref.DimOp(out, index).result
         same = arith.CmpIOp(arith.CmpIPredicate.eq, computed, given).result
@@ -132,7 +140,7 @@ def _rewrite(function: ir.Operation, module: ir.Operation) -> None:
         buffer = ir.MemRefType.get(type_.shape, type_.element_type)
         outs.append(entry.add_argument(buffer, function.location))
         names.append(_output_name(res_attrs[i], i))
-        attrs = {a.name: a.attr for a in ir.DictAttr(res_attrs[i])}
+        attrs = _entries(res_attrs[i])
         attrs[OUTPUT_ATTR] = ir.StringAttr.get(names[-1])
         arg_attrs.append(ir.DictAttr.get(attrs))
     returns = [

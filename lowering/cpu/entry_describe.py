@@ -60,8 +60,8 @@ class _Arg:
 
 
 def _find_entry(module: ir.Operation, entry: str) -> ir.Operation:
-    for op in module.regions[0].blocks[0].operations:
-        op = op.operation
+    for view in module.regions[0].blocks[0].operations:
+        op = view.operation
         if op.name == "func.func" and symbol_name(op) == entry:
             if not is_public_definition(op):
                 raise located_error(f"@{entry} is not a public function with a body", op)
@@ -202,10 +202,11 @@ def _infer_output_dims(
         probed.add(dest.arg_number)
         rank = ir.RankedTensorType(source.type).rank
         with ir.InsertionPoint(op), op.location:
-            sizes = [
-                tensor.DimOp(source, arith.ConstantOp(ir.IndexType.get(), axis).result).result
-                for axis in range(rank)
-            ]
+            sizes = []
+            for axis in range(rank):
+                # mypy reads the generated ConstantOp; arith.py replaces it with (type, value).
+                index = arith.ConstantOp(ir.IndexType.get(), axis)  # type: ignore[call-arg]
+                sizes.append(tensor.DimOp(source, index.result).result)
             ir.Operation.create(
                 _PROBE_OP,
                 operands=sizes,

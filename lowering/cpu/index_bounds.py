@@ -75,7 +75,9 @@ def _index_sinks(value: ir.Value) -> list[tuple[int | None, ir.Operation]]:
             elif op.name in ("func.call", "func.call_indirect"):
                 sinks.append((None, op))
             elif op.name in _TERMINATORS:
-                parent = op.parent.operation
+                parent = op.parent
+                assert parent is not None, "a terminator sits in a region of its parent op"
+                parent = parent.operation
                 work += [(r, False) for r in parent.results if is_wide_integer(r.type)]
             elif op.regions and op.name not in _ELEMENT_BODIES and not _is_linalg_named(op):
                 sinks.append((None, op))  # a loop or branch: where the values go is unknown

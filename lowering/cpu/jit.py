@@ -16,10 +16,11 @@ _LIBC.free.argtypes = [ctypes.c_void_p]
 
 
 def _result_signature(module: ir.Module, name: str) -> tuple[int, torch.dtype]:
-    for op in module.body.operations:
-        op = op.operation
-        if op.name in ("func.func",) and str(op.attributes["sym_name"].value) == name:
-            result = op.attributes["function_type"].value.results[0]
+    for view in module.body.operations:
+        op = view.operation
+        if op.name in ("func.func",) and ir.StringAttr(op.attributes["sym_name"]).value == name:
+            function_type = ir.FunctionType(ir.TypeAttr(op.attributes["function_type"]).value)
+            result = ir.ShapedType(function_type.results[0])
             return result.rank, DTYPES[str(result.element_type)]
     raise KeyError(name)
 

@@ -13,7 +13,7 @@ SUPPORTED = ("f32", "bf16", "f16")
 
 
 def dtype_of(value: ir.Value) -> str:
-    return str(value.type.element_type)
+    return str(ir.ShapedType(value.type).element_type)
 
 
 def float_dtype(op: ir.Operation, value: ir.Value, what: str) -> str:
@@ -25,15 +25,21 @@ def float_dtype(op: ir.Operation, value: ir.Value, what: str) -> str:
     return dtype
 
 
+def static_dim(op: ir.Operation, value: ir.Value, axis: int, what: str) -> int:
+    """``value``'s size on ``axis``, which must be static."""
+    size = shape_of(value.type)[axis]
+    if size is None:
+        raise lowering_error(
+            op, f"{what} {value.type} needs a static size on axis {axis} for the cpu kernel"
+        )
+    return size
+
+
 def static_dims(op: ir.Operation, value: ir.Value, axes: list[int], what: str) -> Shape:
     """``value``'s shape, requiring the listed axes to be static."""
-    shape = shape_of(value.type)
     for axis in axes:
-        if shape[axis] is None:
-            raise lowering_error(
-                op, f"{what} {value.type} needs a static size on axis {axis} for the cpu kernel"
-            )
-    return shape
+        static_dim(op, value, axis, what)
+    return shape_of(value.type)
 
 
 def check(condition: bool, op: ir.Operation, message: str) -> None:

@@ -15,11 +15,11 @@ from mlir import ir
 from tessera.dialects import Lookup
 
 from ..kernel_call import mangle, replace_with_call
-from ..text import memref_type, shape_of
+from ..text import Shape, memref_type, shape_of
 from . import vectors
 from .builder import Kernel
 from .host import Host
-from .kernel_types import float_dtype, static_dims
+from .kernel_types import float_dtype, static_dim
 from .registry import rule
 from .tensors import alloc, buffer_of, dims_of, return_tensor
 
@@ -135,7 +135,7 @@ def wrapper_source(
     k = Kernel(
         symbol, [("%table", str(table.type)), ("%ids", str(ids.type))], results=[str(y.type)]
     )
-    table_shape = [spec.vocab, spec.width]
+    table_shape: Shape = [spec.vocab, spec.width]
     table_buffer = buffer_of(k, "%table", table_shape, spec.dtype, table_shape)
     ids_buffer = buffer_of(k, "%ids", ids_shape, spec.ids_dtype, spec.ids_view)
     sizes = [*dims_of(k, "%ids", ids_shape, spec.ids_dtype), k.index(spec.width)]
@@ -153,11 +153,10 @@ def wrapper_source(
 def lower_lookup(op: ir.Operation, host: Host) -> None:
     view = Lookup(op)
     table, ids, y = view.table, view.ids, view.y
-    table_shape = static_dims(op, table, [0, 1], "table")
     spec = LookupSpec(
         ids_rank=len(shape_of(ids.type)),
-        vocab=int(table_shape[0]),  # type: ignore[arg-type]
-        width=int(table_shape[1]),  # type: ignore[arg-type]
+        vocab=static_dim(op, table, 0, "table"),
+        width=static_dim(op, table, 1, "table"),
         dtype=float_dtype(op, table, "table"),
         ids_dtype=str(ids.type.element_type),
         scale=float(view.scale),

@@ -119,9 +119,9 @@ def _launcher_text(core: str, types: list[str], threads: int) -> str:
     lines = [
         f"llvm.func @{WORKER_PREFIX}{core}(%ctx: !llvm.ptr) -> !llvm.ptr {{",
     ]
-    for i, t in enumerate(slot_types):
+    for i, slot_type in enumerate(slot_types):
         lines.append(f"  %p{i} = llvm.getelementptr %ctx[{i}] : (!llvm.ptr) -> !llvm.ptr, i64")
-        lines.append(f"  %v{i} = llvm.load %p{i} : !llvm.ptr -> {t}")
+        lines.append(f"  %v{i} = llvm.load %p{i} : !llvm.ptr -> {slot_type}")
     values = ", ".join(f"%v{i}" for i in range(slots))
     lines += [
         f"  llvm.call @{core}({values}) : ({core_types}) -> ()",
@@ -194,11 +194,11 @@ def _launcher_text(core: str, types: list[str], threads: int) -> str:
 def define_launchers(module: ir.Module) -> None:
     """Gives every launcher declaration (see the module docstring) its body."""
     body = module.body
-    for op in list(body.operations):
-        op = op.operation
+    for view in list(body.operations):
+        op = view.operation
         if op.name != "llvm.func" or len(op.regions[0].blocks) != 0:
             continue
-        name = str(op.attributes["sym_name"].value)
+        name = ir.StringAttr(op.attributes["sym_name"]).value
         parsed = _parse_launcher(name)
         if parsed is None:
             continue

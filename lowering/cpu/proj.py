@@ -20,8 +20,8 @@ from ..text import memref_type, shape_of
 from . import vector_math as vm
 from .builder import Kernel
 from .host import Host
-from .kernel_types import float_dtype, static_dims
-from .lane_reduce import slice_lanes
+from .kernel_types import float_dtype, static_dim, static_dims
+from .lane_reduce import Transform, slice_lanes
 from .matmul import Operand, column_tile, default_tiling, emit_matmul
 from .matmul_nn import column_tile as nn_column_tile
 from .matmul_nn import emit_matmul_nn, zero_init
@@ -124,11 +124,15 @@ def core_source(spec: ProjSpec, host: Host) -> str:
     if spec.transpose_w:
         # Without a bias the softcap is elementwise on the sums: it runs on whole reduced
         # vectors (both rows of a microtile at once) instead of once per row.
-        whole = spec.softcap is not None and bias is None
-        cap = spec.softcap
+        cap = spec.softcap if bias is None else None
+        whole = cap is not None
+        transforms: list[Transform] = []
+        if cap is not None:
 
-        def capped(k: Kernel, value: str, vtype: str) -> str:
-            return vm.softcap(k, value, float(cap), vtype)  # type: ignore[arg-type]
+            def capped(k: Kernel, value: str, vtype: str) -> str:
+                return vm.softcap(k, value, float(cap), vtype)
+
+            transforms.append(capped)
 
         def epilogue(k: Kernel, row: str, column: str, width: int, totals: list[str]) -> None:
             store_result(
@@ -154,7 +158,7 @@ def core_source(spec: ProjSpec, host: Host) -> str:
             epilogue,
             host,
             columns=("%begin", "%end"),
-            transforms=[capped] if whole else [],
+            transforms=transforms,
         )
     else:
 
@@ -221,13 +225,13 @@ def wrapper_source(
 def lower_projection(op: ir.Operation, host: Host) -> None:
     view = Projection(op)
     x, w, bias, y = view.x, view.w, view.bias, view.y
-    w_shape = static_dims(op, w, [0, 1], "weight")
+    rows, columns = static_dim(op, w, 0, "weight"), static_dim(op, w, 1, "weight")
     static_dims(op, x, [len(shape_of(x.type)) - 1], "x")
-    depth, width = (w_shape[1], w_shape[0]) if view.transpose_w else (w_shape[0], w_shape[1])
+    depth, width = (columns, rows) if view.transpose_w else (rows, columns)
     spec = ProjSpec(
         rank=len(shape_of(x.type)),
-        depth=int(depth),  # type: ignore[arg-type]
-        width=int(width),  # type: ignore[arg-type]
+        depth=depth,
+        width=width,
         x_dtype=float_dtype(op, x, "x"),
         w_dtype=float_dtype(op, w, "w"),
         y_dtype=float_dtype(op, y, "the result"),

@@ -19,7 +19,7 @@ from ..text import memref_type, shape_of
 from . import vectors
 from .builder import Kernel
 from .host import Host
-from .kernel_types import float_dtype, static_dims
+from .kernel_types import float_dtype, static_dim, static_dims
 from .lane_reduce import reduce_all
 from .matmul import Operand
 from .matmul_nn import load_row_vector
@@ -129,7 +129,7 @@ def lower_rms_norm(op: ir.Operation, host: Host) -> None:
     shape = static_dims(op, x, [-1], "x")
     spec = RmsSpec(
         rank=len(shape),
-        width=int(shape[-1]),  # type: ignore[arg-type]
+        width=static_dim(op, x, -1, "x"),
         dtype=float_dtype(op, x, "x"),
         w_dtype=float_dtype(op, w, "the weight"),
         eps=float(view.eps),

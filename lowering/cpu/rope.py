@@ -24,7 +24,7 @@ from ..text import memref_type, shape_of
 from . import vectors
 from .builder import Kernel
 from .host import Host
-from .kernel_types import check, float_dtype, static_dims
+from .kernel_types import check, float_dtype, static_dim, static_dims
 from .registry import rule
 from .tensors import alloc, buffer_of, dims_of, return_tensor
 
@@ -154,12 +154,12 @@ def wrapper_source(spec: RopeSpec, symbol: str, x: ir.Value, positions: ir.Value
 def lower_rope(op: ir.Operation, host: Host) -> None:
     view = RopeApply(op)
     x, positions = view.x, view.positions
-    shape = static_dims(op, x, [2, 3], "x")
-    head_dim = int(shape[3])  # type: ignore[arg-type]
+    static_dims(op, x, [2, 3], "x")
+    head_dim = static_dim(op, x, 3, "x")
     rotary = int(view.rotary_dim) if view.rotary_dim is not None else head_dim
     check(view.layout == "half_split", op, f"layout '{view.layout}' has no cpu kernel")
     spec = RopeSpec(
-        heads=int(shape[2]),  # type: ignore[arg-type]
+        heads=static_dim(op, x, 2, "x"),
         head_dim=head_dim,
         rotary_dim=rotary,
         dtype=float_dtype(op, x, "x"),

@@ -21,7 +21,7 @@ from ..text import memref_type, shape_of
 from . import vector_math as vm
 from .builder import Kernel
 from .host import Host
-from .kernel_types import check, float_dtype, static_dims
+from .kernel_types import check, float_dtype, static_dim, static_dims
 from .matmul import Operand, column_tile, default_tiling, emit_matmul
 from .parallel import finish_range_core, launch, range_core
 from .registry import rule
@@ -215,12 +215,11 @@ def lower_gated_mlp(op: ir.Operation, host: Host) -> None:
     shape = static_dims(op, x, [-1], "x")
     for index, weight in enumerate(weights):
         static_dims(op, weight, [0, 1], f"weight #{index}")
-    down_shape = shape_of(weights[-1].type)
     check(len(weights) in (2, 3), op, f"expects 2 or 3 weights, found {len(weights)}")
     spec = MlpSpec(
         rank=len(shape),
-        width=int(shape[-1]),  # type: ignore[arg-type]
-        hidden=int(down_shape[1]),  # type: ignore[arg-type]
+        width=static_dim(op, x, -1, "x"),
+        hidden=static_dim(op, weights[-1], 1, f"weight #{len(weights) - 1}"),
         dtype=float_dtype(op, x, "x"),
         w_dtypes=tuple(float_dtype(op, w, f"weight #{i}") for i, w in enumerate(weights)),
         activation=str(view.activation),

@@ -13,6 +13,7 @@ several, so the merge happens on the buffers, never the reverse).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from mlir import ir
@@ -100,11 +101,8 @@ def rows_view(k: Kernel, buffer: str, shape: Shape, dtype: str) -> str:
             return buffer
         return k.op("m", f"memref.cast {buffer} : {memref_type(shape, dtype)} to {rows_type}")
     leading = ", ".join(str(i) for i in range(len(shape) - 1))
-    merged: int | None = None
-    if all(d is not None for d in shape[:-1]):
-        merged = 1
-        for d in shape[:-1]:
-            merged *= d  # type: ignore[operator]
+    leading_sizes = [d for d in shape[:-1] if d is not None]
+    merged = math.prod(leading_sizes) if len(leading_sizes) == len(shape) - 1 else None
     collapsed_type = memref_type([merged, width], dtype)
     collapsed = k.op(
         "m",

@@ -196,7 +196,7 @@ class Emitter:
         with ``fill``, for the init of a structured op, or for a size) a ``linalg.fill``."""
         symbolic = isinstance(value, sympy.Expr) and not value.is_Integer
         if not fill and not symbolic and all(is_static(d) for d in shape):
-            return self.constant(torch.full(tuple(shape), value, dtype=dtype))  # type: ignore[arg-type]
+            return self.constant(torch.full(tuple(shape), value, dtype=dtype))
         scalar = self.scalar(value, dtype)
         init = self.empty(shape, dtype)
         type_ = self.type(shape, dtype)

@@ -21,6 +21,7 @@ from torch import fx
 
 from . import canonical, layout
 from .emitter import Emitter, Scalar, TVal
+from .node_args import argument, optional_number_arg
 from .ops_elementwise import arithmetic
 from .ops_linalg import batched_matmul, softmax_in
 from .registry import translates
@@ -45,21 +46,15 @@ def repeat_heads(em: Emitter, x: TVal, heads: int) -> TVal:
     return layout.reshape(em, spread, (batch, heads, length, dim))
 
 
-def _argument(node: fx.Node, index: int, name: str, default: object) -> object:
-    if len(node.args) > index:
-        return node.args[index]
-    return node.kwargs.get(name, default)
-
-
 @translates(aten.scaled_dot_product_attention.default)
 def scaled_dot_product_attention(t: Translator, node: fx.Node) -> TVal:
     em = t.em
     q, k, v = (t.arg(a) for a in node.args[:3])
-    mask = _argument(node, 3, "attn_mask", None)
-    if _argument(node, 4, "dropout_p", 0.0):
+    mask = argument(node, 3, "attn_mask")
+    if argument(node, 4, "dropout_p", 0.0):
         em.unsupported("attention dropout (call model.eval() before tracing)")
-    is_causal = bool(_argument(node, 5, "is_causal", False))
-    scale = _argument(node, 6, "scale", None)
+    is_causal = bool(argument(node, 5, "is_causal", False))
+    scale = optional_number_arg(em, node, 6, "scale")
     if len(q.shape) != 4 or len(k.shape) != 4 or len(v.shape) != 4:
         em.unsupported("attention needs 4-D [batch, heads, seq, head_dim] q, k, v")
     if not all(isinstance(x.shape[1], int) for x in (q, k, v)):

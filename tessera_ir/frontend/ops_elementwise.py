@@ -18,6 +18,7 @@ import torch
 from torch import fx
 
 from .emitter import Emitter, Scalar, TVal
+from .node_args import number_arg, str_arg
 from .registry import translates
 from .types import REDUCED_FLOATS, Shape, exactly_representable
 
@@ -154,7 +155,7 @@ def math_function(t: Translator, node: fx.Node) -> TVal:
 
 @translates(aten.gelu.default)
 def gelu(t: Translator, node: fx.Node) -> TVal:
-    approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
+    approximate = str_arg(t.em, node, 1, "approximate", "none")
     formula = {"tanh": _gelu_tanh, "none": _gelu_erf}.get(approximate)
     if formula is None:
         t.em.unsupported(f"gelu approximate={approximate!r} is not supported")
@@ -186,7 +187,7 @@ def absolute(t: Translator, node: fx.Node) -> TVal:
 def power(t: Translator, node: fx.Node) -> TVal:
     """Small exponents become products and roots (torch squares exactly too)."""
     em, dtype = t.em, t.dtype(node)
-    x, exponent = em.cast(t.arg(node.args[0]), dtype), node.args[1]
+    x, exponent = em.cast(t.arg(node.args[0]), dtype), number_arg(em, node, 1, "exponent")
     if exponent == 1:
         return x
     if exponent == 2:

@@ -13,6 +13,7 @@ from torch import fx
 
 from . import layout
 from .emitter import Emitter, TVal
+from .node_args import argument, dtype_arg, int_arg
 from .registry import translates
 from .types import REDUCED_FLOATS, accumulator_dtype, product
 
@@ -135,9 +136,10 @@ def softmax_in(em: Emitter, x: TVal, dim: int, compute: torch.dtype) -> TVal:
 def softmax(t: Translator, node: fx.Node) -> TVal:
     """An explicit dtype upcasts first; bf16/f16 without one compute in f32 and round."""
     x = t.arg(node.args[0])
-    dim = node.args[1] % len(x.shape)
-    requested = node.args[2] if len(node.args) > 2 else node.kwargs.get("dtype")
-    if node.target == aten._softmax.default:
-        requested = torch.float32 if requested else None
+    dim = int_arg(t.em, node, 1, "dim") % len(x.shape)
+    if node.target == aten._softmax.default:  # its third argument is `half_to_float`
+        requested = torch.float32 if argument(node, 2, "half_to_float") else None
+    else:
+        requested = dtype_arg(t.em, node, 2, "dtype")
     compute = requested or (torch.float32 if x.dtype in REDUCED_FLOATS else x.dtype)
     return t.em.cast(softmax_in(t.em, x, dim, compute), t.dtype(node))

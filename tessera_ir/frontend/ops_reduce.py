@@ -12,7 +12,8 @@ import torch
 from torch import fx
 
 from . import layout
-from .emitter import TVal
+from .emitter import Emitter, TVal
+from .node_args import argument, int_list
 from .registry import translates
 from .types import accumulator_dtype, is_static, product
 
@@ -22,13 +23,12 @@ if TYPE_CHECKING:
 aten = torch.ops.aten
 
 
-def _dims(node: fx.Node, rank: int) -> list[int]:
-    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+def _dims(em: Emitter, node: fx.Node, rank: int) -> list[int]:
+    dims = argument(node, 1, "dim")
     if dims is None or dims == []:
         return list(range(rank))
-    if isinstance(dims, int):
-        dims = [dims]
-    return sorted({d % rank for d in dims})
+    listed = [dims] if isinstance(dims, int) else int_list(em, dims, "dim")
+    return sorted({d % rank for d in listed})
 
 
 @translates(aten.sum.dim_IntList, aten.sum.default, aten.mean.dim, aten.mean.default)
@@ -37,7 +37,7 @@ def sum_or_mean(t: Translator, node: fx.Node) -> TVal:
     x = t.arg(node.args[0])
     dtype = t.dtype(node)
     reduced = node.target in (aten.sum.default, aten.mean.default)
-    dims = list(range(len(x.shape))) if reduced else _dims(node, len(x.shape))
+    dims = list(range(len(x.shape))) if reduced else _dims(em, node, len(x.shape))
     acc = accumulator_dtype(dtype)
     x = em.cast(x, acc)
     add = "arith.addf" if acc.is_floating_point else "arith.addi"
@@ -66,7 +66,7 @@ def sum_or_mean(t: Translator, node: fx.Node) -> TVal:
 def amax(t: Translator, node: fx.Node) -> TVal:
     em = t.em
     x = t.arg(node.args[0])
-    dims = _dims(node, len(x.shape))
+    dims = _dims(em, node, len(x.shape))
     if x.dtype.is_floating_point:
         result = em.reduce(x, dims, "arith.maximumf", float("-inf"))
     else:

@@ -14,6 +14,7 @@ from torch import fx
 
 from . import layout
 from .emitter import TVal
+from .node_args import argument, int_arg, int_list, node_list
 from .registry import translates
 from .types import is_static, same_shape, shape_of
 
@@ -44,7 +45,8 @@ def reshape(t: Translator, node: fx.Node) -> TVal:
 def transpose(t: Translator, node: fx.Node) -> TVal:
     x = t.arg(node.args[0])
     rank = len(x.shape)
-    a, b = node.args[1] % rank, node.args[2] % rank
+    a = int_arg(t.em, node, 1, "dim0") % rank
+    b = int_arg(t.em, node, 2, "dim1") % rank
     permutation = list(range(rank))
     permutation[a], permutation[b] = b, a
     return layout.transpose(t.em, x, permutation)
@@ -53,7 +55,8 @@ def transpose(t: Translator, node: fx.Node) -> TVal:
 @translates(aten.permute.default)
 def permute(t: Translator, node: fx.Node) -> TVal:
     x = t.arg(node.args[0])
-    return layout.transpose(t.em, x, [d % len(x.shape) for d in node.args[1]])
+    dims = int_list(t.em, argument(node, 1, "dims"), "dims")
+    return layout.transpose(t.em, x, [d % len(x.shape) for d in dims])
 
 
 @translates(aten.t.default, aten.numpy_T.default)
@@ -84,7 +87,7 @@ def _extract_slice(t: Translator, x: TVal, dim: int, start: int, step: int, shap
 def slice_(t: Translator, node: fx.Node) -> TVal:
     x = t.arg(node.args[0])
     args = list(node.args) + [None] * (5 - len(node.args))
-    dim = (args[1] or 0) % len(x.shape)
+    dim = int_arg(t.em, node, 1, "dim", default=0) % len(x.shape)
     start, step = args[2] or 0, args[4] or 1
     if not isinstance(start, int) or not isinstance(step, int):
         t.em.unsupported("slice bounds must be integers")
@@ -103,8 +106,9 @@ def slice_(t: Translator, node: fx.Node) -> TVal:
 
 @translates(aten.select.int)
 def select(t: Translator, node: fx.Node) -> TVal:
-    x, dim, index = t.arg(node.args[0]), node.args[1], node.args[2]
-    dim %= len(x.shape)
+    x = t.arg(node.args[0])
+    dim = int_arg(t.em, node, 1, "dim") % len(x.shape)
+    index = int_arg(t.em, node, 2, "index")
     if index < 0:
         if not is_static(x.shape[dim]):
             t.em.unsupported("a negative index needs a static dimension")
@@ -119,9 +123,7 @@ def split(t: Translator, node: fx.Node) -> tuple[TVal, ...]:
     """Consecutive slices along one dim (``operator.getitem`` picks one of them)."""
     x = t.arg(node.args[0])
     unbind = node.target == aten.unbind.int
-    index = 1 if unbind else 2
-    dim = node.args[index] if len(node.args) > index else node.kwargs.get("dim", 0)
-    dim %= len(x.shape)
+    dim = int_arg(t.em, node, 1 if unbind else 2, "dim", default=0) % len(x.shape)
     parts: list[TVal] = []
     offset = 0
     for part in node.meta["val"]:
@@ -139,9 +141,9 @@ def split(t: Translator, node: fx.Node) -> tuple[TVal, ...]:
 @translates(aten.cat.default, aten.concat.default)
 def concatenate(t: Translator, node: fx.Node) -> TVal:
     em, shape, dtype = t.em, t.shape(node), t.dtype(node)
-    parts = [em.cast(t.arg(a), dtype) for a in node.args[0]]
+    parts = [em.cast(t.arg(a), dtype) for a in node_list(em, node.args[0], "tensors")]
     parts = [p for p in parts if not (len(p.shape) == 1 and p.shape[0] == 0)]
-    dim = (node.args[1] if len(node.args) > 1 else 0) % len(shape)
+    dim = int_arg(em, node, 1, "dim", default=0) % len(shape)
     if len(parts) == 1:
         return parts[0]
     names = ", ".join(em.value(p) for p in parts)

@@ -125,9 +125,9 @@ class Prober:
         symbols = {s for n in self.nodes for s in _free_symbols(n)}
         binding = {s: (batch if s in self.batch_symbols else length) for s in symbols}
         remaining = {n: sum(1 for u in n.users if u in self.shape_only) for n in self.nodes}
-        values: dict[fx.Node, object] = {}
+        values: dict[fx.Node, fx.node.Argument] = {}
 
-        def concrete(arg: fx.Node) -> object:
+        def concrete(arg: fx.Node) -> fx.node.Argument:
             if arg in values:
                 return values[arg]
             # A data tensor read only for its shape (new_ones, sym_size, ...).
@@ -139,6 +139,7 @@ class Prober:
                 continue
             args = fx.node.map_arg(node.args, concrete)
             kwargs = fx.node.map_arg(node.kwargs, concrete)
+            assert callable(node.target), "shape-only nodes are call_function nodes"
             try:
                 with torch.no_grad():
                     values[node] = node.target(*args, **kwargs)

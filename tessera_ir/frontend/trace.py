@@ -5,12 +5,13 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
+import sympy
 import torch
 from mlir import ir
 from torch.export import Dim, ExportedProgram
 
 from tessera.context import parse_module
-from tessera.diagnostics import from_mlir_error
+from tessera.diagnostics import MLIRError, from_mlir_error
 from tessera.errors import ParseError, TesseraError, VerifyError
 
 from .graph import analyze
@@ -81,7 +82,7 @@ def trace(model: torch.nn.Module, context: ir.Context) -> TracedProgram:
     info = analyze(exported, model, _PREFIX)
     user_input = next(n for n in exported.graph.nodes if n.op == "placeholder" and info.stream(n))
     batch_dim = shape_of(user_input.meta["val"])[0]
-    batch_symbols = set() if isinstance(batch_dim, int) else {batch_dim}
+    batch_symbols: set[sympy.Symbol] = set() if isinstance(batch_dim, int) else {batch_dim}
     forms = Prober(
         list(exported.graph.nodes),
         info.shape_only,
@@ -131,6 +132,6 @@ def _verify(module: ir.Module) -> None:
     this package; the pipeline runs it on every module it is given.)"""
     try:
         module.operation.verify()
-    except ir.MLIRError as error:
+    except MLIRError as error:
         first = from_mlir_error(error)[0]
         raise VerifyError(f"traced IR does not verify: {first.message}", first.location) from None

@@ -11,6 +11,7 @@ import operator
 import os
 import re
 
+import sympy
 import torch
 from torch import fx
 from torch.export import ExportedProgram
@@ -92,10 +93,12 @@ class Translator:
             return Scalar(value.const.item(), value.const.dtype)
         return value
 
-    def example(self, arg: object) -> object:
+    def example(self, arg: object) -> torch.Tensor | int | float | bool:
         """A stand-in with ``arg``'s dtype and rank, for ``torch.result_type``."""
-        if not isinstance(arg, fx.Node):
+        if isinstance(arg, (bool, int, float)):
             return arg
+        if not isinstance(arg, fx.Node):
+            self.em.unsupported(f"expected a tensor or a number, found {arg!r}")
         meta = arg.meta["val"]
         if isinstance(meta, torch.SymInt):
             return 1
@@ -134,7 +137,7 @@ class Translator:
 
     def _arguments(self) -> list[str]:
         arguments: list[str] = []
-        symbols = {}
+        symbols: dict[sympy.Symbol, tuple[str, int, str]] = {}
         placeholders = [n for n in self.exported.graph.nodes if n.op == "placeholder"]
         # The user input comes first, then the weights.
         placeholders.sort(key=lambda n: self.info.input_kinds[n.name] != InputKind.USER_INPUT)
@@ -196,7 +199,10 @@ class Translator:
                 self.env[node] = canonical.emit(self.em, form, self.shape(node), self.dtype(node))
             return
         if node.target is operator.getitem:
-            self.env[node] = self.results[node.args[0]][node.args[1]]
+            source, index = node.args
+            if not isinstance(source, fx.Node) or not isinstance(index, int):
+                raise TesseraError(f"internal error: '{node.name}' is not a getitem of a result")
+            self.env[node] = self.results[source][index]
             return
         self._store(node, translation_for(node, path)(self, node))
 
@@ -209,7 +215,7 @@ class Translator:
     def _fold(self, node: fx.Node) -> TVal | tuple[TVal, ...] | None:
         """Computes a node that reads only constants with torch; None for an assertion."""
 
-        def concrete(arg: fx.Node) -> object:
+        def concrete(arg: fx.Node) -> fx.node.Argument:
             if arg in self.results:
                 return tuple(v.const for v in self.results[arg])
             const = self.arg(arg).const
@@ -218,6 +224,7 @@ class Translator:
 
         args = fx.node.map_arg(node.args, concrete)
         kwargs = fx.node.map_arg(node.kwargs, concrete)
+        assert callable(node.target), "a call_function node calls a function"
         with torch.no_grad():
             value = node.target(*args, **kwargs)
         if value is None and node.meta.get("val") is None:

@@ -7,12 +7,13 @@ A dimension is an ``int`` when static, else the sympy expression torch.export gi
 from __future__ import annotations
 
 import math
+from typing import TypeAlias
 
 import sympy
 import torch
 
-Dim = int | sympy.Expr
-Shape = tuple[Dim, ...]
+Dim: TypeAlias = int | sympy.Expr
+Shape: TypeAlias = tuple[Dim, ...]
 
 ELEMENT_TYPES: dict[torch.dtype, str] = {
     torch.float64: "f64",
@@ -97,7 +98,7 @@ def float_literal(value: float, dtype: torch.dtype) -> str:
             mantissa, exponent = text.split("e")
             text = f"{mantissa}.0e{exponent}"
         return text
-    bits = torch.tensor(value, dtype=dtype).view(_BITS[dtype]).item()
+    bits = int(torch.tensor(value, dtype=dtype).view(_BITS[dtype]).item())
     width = torch.finfo(dtype).bits
     return f"0x{bits & ((1 << width) - 1):0{width // 4}X}"
 
@@ -135,7 +136,9 @@ def dense_literal(tensor: torch.Tensor) -> str:
 def _nested(values: object, dtype: torch.dtype) -> str:
     if isinstance(values, list):
         return "[" + ", ".join(_nested(v, dtype) for v in values) + "]"
-    return scalar_literal(values, dtype)  # type: ignore[arg-type]
+    if not isinstance(values, (bool, int, float)):
+        raise TypeError(f"a {dtype} constant holds {values!r}, which is not a number")
+    return scalar_literal(values, dtype)
 
 
 def quote(text: str) -> str:

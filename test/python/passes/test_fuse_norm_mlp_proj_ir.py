@@ -21,6 +21,11 @@ from tessera.context import make_context, parse_module
 from tessera.ir_walk import walk_ops
 from tessera.pipeline import run_pipeline
 
+
+class NoRule(Exception):
+    """The test interpreter has no rule for an op it was asked to evaluate."""
+
+
 DTYPES = {
     "f32": torch.float32,
     "bf16": torch.bfloat16,
@@ -220,7 +225,7 @@ class Interpreter:
             return inner.block(block)
         if name.startswith("tessera."):
             return [tessera_op(op, args)]
-        raise NotImplementedError(f"interpreter: {name}")
+        raise NoRule(f"interpreter: {name}")
 
     def dims(self, type_: ir.RankedTensorType, dynamic: list) -> list[int]:
         sizes = iter(dynamic)
@@ -237,7 +242,7 @@ class Interpreter:
             return (init + source.sum(dim=dims)).to(init.dtype)
         if body[0] == "arith.maximumf":
             return torch.maximum(init, source.amax(dim=dims))
-        raise NotImplementedError(f"reduce with {body}")
+        raise NoRule(f"reduce with {body}")
 
     def matmul(self, op: ir.Operation, args: list) -> torch.Tensor:
         a, b, acc = args
@@ -292,7 +297,7 @@ class _ScalarInterpreter:
             elif op.name in _SCALAR:
                 value = _SCALAR[op.name](*args)
             else:
-                raise NotImplementedError(f"generic body: {op.name}")
+                raise NoRule(f"generic body: {op.name}")
             self.values[op.results[0]] = value
         raise AssertionError("generic body without yield")
 
@@ -328,7 +333,7 @@ def tessera_op(op: ir.Operation, args: list) -> torch.Tensor:
     if op.name == "tessera.tensor.lookup":
         table, ids = wide
         return (table[ids] * number("scale", 1.0)).to(out_dtype)
-    raise NotImplementedError(f"interpreter: {op.name}")
+    raise NoRule(f"interpreter: {op.name}")
 
 
 def evaluate(module: ir.Module, inputs: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -47,7 +47,3 @@ def descriptor(tensor: torch.Tensor) -> ctypes.Structure:
         desc.sizes[axis] = tensor.shape[axis]
         desc.strides[axis] = tensor.stride(axis)
     return desc
-
-
-def sizes_of(desc: ctypes.Structure, rank: int) -> tuple[int, ...]:
-    return tuple(desc.sizes[i] for i in range(rank)) if rank else ()

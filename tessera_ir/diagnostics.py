@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, cast
 
 from mlir import ir
 
-from .errors import LocatedError, SourceLocation
+from .errors import SourceLocation
 
 if TYPE_CHECKING:
 
@@ -81,10 +81,6 @@ def from_mlir_error(error: MLIRError) -> list[Diagnostic]:
     if not found:
         found = [Diagnostic("error", str(error), None)]
     return found
-
-
-def from_located_error(error: LocatedError) -> Diagnostic:
-    return Diagnostic("error", error.message, error.location)
 
 
 class DiagnosticCollector:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from mlir import ir, passmanager
 
 from . import knobs
-from .diagnostics import source_location
 from .errors import LocatedError, PassError
 from .pass_registry import PASSES, PIPELINES, PassInfo, load_all
 
@@ -201,11 +200,6 @@ def _emit(op: ir.Operation, problem: LocatedError) -> None:
         return
     loc = ir.Location.file(where.file, where.line, where.col, context=op.context)
     loc.emit_error(problem.message)
-
-
-def location_of(op: ir.Operation) -> str:
-    found = source_location(op.location)
-    return str(found) if found else "loc(unknown)"
 
 
 def run_pipeline(

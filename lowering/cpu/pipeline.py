@@ -23,6 +23,7 @@ from ..inline_regions import inline_region
 # Importing the rule modules registers their rules.
 from . import (  # noqa: F401
     attention_flash,
+    bool_buffers,
     dynamic_expand,
     expand_math,
     lookup,
@@ -56,6 +57,7 @@ TO_LLVM = [
     "tessera-lower-strided-copies",
     "tessera-lower-dynamic-expand-shapes",
     "convert-linalg-to-loops",
+    "tessera-widen-bool-buffers",
     "tessera-expand-math",
     "canonicalize",
     "convert-scf-to-cf",

@@ -22,12 +22,6 @@ from ..text import Shape, memref_type, shape_of, tensor_type
 from .builder import Kernel
 
 
-def generic_shape(shape: Shape, static_axes: Sequence[int]) -> Shape:
-    """``shape`` with every axis not in ``static_axes`` made dynamic (the core's view)."""
-    keep = {a % len(shape) for a in static_axes}
-    return [d if i in keep else None for i, d in enumerate(shape)]
-
-
 def dims_of(k: Kernel, value: str, shape: Shape, dtype: str) -> list[str]:
     """Each dim of tensor ``value`` as an index SSA value."""
     out: list[str] = []

@@ -1,168 +1,35 @@
 """The traced high-level IR computes what transformers computes: tiny Gemma 1/2/3 models (eager
-and sdpa attention, f32 and bf16) and a custom decoder, lowered to the CPU and run.
-
-``lower_for_test`` runs the CPU pipeline's upstream passes with three additions that the LLVM 22
-wheel needs for unfused high-level IR (none changes what is computed):
-  * ``tensor.expand_shape`` with two dynamic sizes in one group (a Linear's [B*S, N] → [B, S, N],
-    also created by ``linalg-fuse-elementwise-ops``) becomes ``tensor.reshape``:
-    ``expand-strided-metadata`` asserts on the memref form;
-  * ``memref.copy`` (from ``tensor.concat``) becomes ``linalg.copy``, lowered to loops: the wheel
-    has no ``mlir_c_runner_utils`` to provide ``memrefCopy`` for strided copies;
-  * i1 buffers (bool attention masks) are widened to i8: ``finalize-memref-to-llvm`` asserts on
-    sub-byte stores.
+and sdpa attention, f32 and bf16) and a custom decoder, lowered unfused by the CPU pipeline and
+run.
 """
 
 from __future__ import annotations
 
-import ctypes
-
 import pytest
 import torch
-from mlir import ir
-from mlir.dialects import linalg
-from mlir.execution_engine import ExecutionEngine
 
 from tessera.context import make_context, parse_module
 from tessera.dialects import verify_module
 from tessera.frontend import trace
-from tessera.ir_walk import walk_ops
-from tessera.lowering.cpu.pipeline import TO_LLVM
+from tessera.lowering.cpu.jit import JitFunction
+from tessera.lowering.cpu.pipeline import lower
 from tessera.models.tiny import tiny_gemma
-from tessera.pipeline import run_pipeline
-from tessera.runtime.memref import descriptor, descriptor_type
-
-_LIBC = ctypes.CDLL(None)
-_LIBC.free.argtypes = [ctypes.c_void_p]
-
-
-# -- lowering and running ------------------------------------------------------------------
-
-
-def _reshape_multi_dynamic_expands(module: ir.Module) -> None:
-    dynamic = ir.ShapedType.get_dynamic_size()
-    for op in walk_ops(module.operation):
-        if op.name != "tensor.expand_shape":
-            continue
-        result_type = op.results[0].type
-        groups = [[int(i) for i in g] for g in op.attributes["reassociation"]]
-        if all(sum(result_type.is_dynamic_dim(i) for i in g) <= 1 for g in groups):
-            continue
-        sizes_given = list(op.operands[1:])
-        with ir.InsertionPoint(op), op.location:
-            index = ir.IndexType.get()
-            sizes = []
-            for size in op.attributes["static_output_shape"]:
-                if size == dynamic:
-                    sizes.append(sizes_given.pop(0))
-                    continue
-                constant = ir.Operation.create(
-                    "arith.constant",
-                    results=[index],
-                    attributes={"value": ir.IntegerAttr.get(index, size)},
-                )
-                sizes.append(constant.results[0])
-            shape = ir.Operation.create(
-                "tensor.from_elements",
-                results=[ir.RankedTensorType.get([len(sizes)], index)],
-                operands=sizes,
-            )
-            reshaped = ir.Operation.create(
-                "tensor.reshape", results=[result_type], operands=[op.operands[0], shape.results[0]]
-            )
-        op.results[0].replace_all_uses_with(reshaped.results[0])
-        op.erase()
-
-
-def _copies_to_linalg(module: ir.Module) -> None:
-    for op in walk_ops(module.operation):
-        if op.name == "memref.copy":
-            with ir.InsertionPoint(op), op.location:
-                linalg.copy(op.operands[0], outs=[op.operands[1]])
-            op.erase()
-
-
-def _widen_bool_buffers(module: ir.Module) -> None:
-    with module.context, ir.Location.unknown():
-        i1, i8 = ir.IntegerType.get_signless(1), ir.IntegerType.get_signless(8)
-
-        def is_bool_buffer(type_: ir.Type) -> bool:
-            return isinstance(type_, ir.MemRefType) and type_.element_type == i1
-
-        ops = walk_ops(module.operation)
-        loads = [o for o in ops if o.name == "memref.load" and is_bool_buffer(o.operands[0].type)]
-        stores = [o for o in ops if o.name == "memref.store" and is_bool_buffer(o.operands[1].type)]
-        values = [r for o in ops for r in o.results]
-        values += [
-            a for o in ops for region in o.regions for b in region.blocks for a in b.arguments
-        ]
-        for value in values:
-            if is_bool_buffer(value.type):
-                t = value.type
-                value.set_type(ir.MemRefType.get(t.shape, i8, t.layout, t.memory_space))
-        for op in loads:
-            loaded = op.results[0]
-            loaded.set_type(i8)
-            with ir.InsertionPoint.after(op):
-                bit = ir.Operation.create("arith.trunci", results=[i1], operands=[loaded])
-            loaded.replace_all_uses_except(bit.results[0], bit)
-        for op in stores:
-            with ir.InsertionPoint(op):
-                byte = ir.Operation.create("arith.extui", results=[i8], operands=[op.operands[0]])
-            op.operands[0] = byte.results[0]
-
-
-def lower_for_test(module: ir.Module) -> None:
-    """The CPU pipeline (``tessera-lower-to-cpu``, then ``TO_LLVM``) with the three additions
-    described at the top of this file."""
-
-    def run(steps: list[str]) -> None:
-        run_pipeline(module, "builtin.module(" + ",".join(steps) + ")", verify_each=False)
-
-    run_pipeline(module, "builtin.module(tessera-lower-to-cpu)")
-    bufferize = next(i for i, s in enumerate(TO_LLVM) if s.startswith("one-shot-bufferize"))
-    loops = TO_LLVM.index("convert-linalg-to-loops")
-    run(TO_LLVM[:bufferize])
-    _reshape_multi_dynamic_expands(module)
-    run(TO_LLVM[bufferize : bufferize + 1])
-    _copies_to_linalg(module)
-    run(TO_LLVM[bufferize + 1 : loops + 1])
-    _widen_bool_buffers(module)
-    run(TO_LLVM[loops + 1 :])
 
 
 class Compiled:
-    """The traced ``forward``, lowered and JIT-compiled once, callable on torch tensors."""
+    """The traced ``forward``, lowered by the CPU pipeline and JIT-compiled once."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         context = make_context()
         self.program = trace(model, context)
         assert verify_module(self.program.module.operation) == []
         lowered = parse_module(str(self.program.module), context)
-        lower_for_test(lowered)
+        lower(lowered)
         # opt_level 0: these tests check numerics, and LLVM's O3 takes seconds per model.
-        self.engine = ExecutionEngine(lowered, opt_level=0)
-        self.address = self.engine.raw_lookup("_mlir_ciface_forward")
+        self.function = JitFunction(self.program.module, "forward", lowered, opt_level=0)
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        inputs = [ids.contiguous(), *[p.detach().contiguous() for p in self.program.parameters]]
-        descriptors = [descriptor(t) for t in inputs]
-        result = descriptor_type(3)()
-        pointers = [ctypes.c_void_p(ctypes.addressof(d)) for d in (result, *descriptors)]
-        packed = (ctypes.c_void_p * len(pointers))(*[ctypes.addressof(p) for p in pointers])
-        ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self.address)(packed)
-        sizes = [result.sizes[i] for i in range(3)]
-        strides = [result.strides[i] for i in range(3)]
-        dtype = self.program.output_dtype
-        element = torch.empty((), dtype=dtype).element_size()
-        span = sum((s - 1) * st for s, st in zip(sizes, strides, strict=True)) + 1
-        raw = (ctypes.c_uint8 * (span * element)).from_address(
-            result.aligned + result.offset * element
-        )
-        out = torch.as_strided(
-            torch.frombuffer(bytearray(raw), dtype=dtype), sizes, strides
-        ).clone()
-        _LIBC.free(result.allocated)
-        return out
+        return self.function([ids, *[p.detach() for p in self.program.parameters]])
 
 
 def relative_error(out: torch.Tensor, reference: torch.Tensor) -> float:

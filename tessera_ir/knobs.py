@@ -8,6 +8,7 @@
 | TESSERA_ALWAYS_COMPILE | ignore the compile cache (still writes it) |
 | TESSERA_PRINT_IR_AFTER_ALL | ``compile`` prints the IR after every pass to stderr |
 | TESSERA_VERIFY_EACH | 0 skips the tessera verifier between passes in ``compile`` (default 1) |
+| CUDA_HOME, CUDA_PATH | where ptxas is looked for when it is not on PATH |
 """
 
 from __future__ import annotations
@@ -49,3 +50,9 @@ def print_ir_after_all() -> bool:
 
 def verify_each() -> bool:
     return _flag("TESSERA_VERIFY_EACH", default=True)
+
+
+def cuda_homes() -> list[Path]:
+    """CUDA toolkit folders named by CUDA_HOME and CUDA_PATH (where ptxas is looked for after
+    PATH)."""
+    return [Path(os.environ[name]) for name in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(name)]

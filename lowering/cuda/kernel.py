@@ -1,0 +1,102 @@
+"""What every CUDA kernel generator builds on: a ``gpu.module`` for one arch, kernels as
+``gpu.func``s made with the bindings' op builders, and the launch contract each kernel states.
+
+A generator adds one ``gpu.func`` to a ``KernelModule`` and returns a ``KernelInfo``: the
+kernel's parameters by name, its block shape, its dynamic shared memory, and its grid as
+expressions over its own scalar parameters (``cdiv(M, 128)``). The plan builder binds those
+names to buffers and to expressions over the program's symbols; the runtime evaluates them at
+launch (``tessera.runtime.expr``).
+
+Buffer parameters are flat ``memref<?xT>`` in global memory. MLIR passes a memref as its
+descriptor, so on the wire one buffer is five values: allocated and aligned pointer (both the
+buffer's address), offset 0, size (its element count) and stride 1 (``runtime/cuda.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mlir import ir
+from mlir.dialects import gpu
+
+# Element types of buffers by their MLIR spelling.
+SCALAR_KINDS = ("i32", "i64", "f32")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One kernel parameter: a buffer of ``dtype`` elements (``kind="buffer"``) or a scalar
+    of kind ``i32``, ``i64`` or ``f32``."""
+
+    name: str
+    kind: str
+    dtype: str = ""
+
+    @staticmethod
+    def buffer(name: str, dtype: str) -> Param:
+        return Param(name, "buffer", dtype)
+
+    @staticmethod
+    def scalar(name: str, kind: str = "i32") -> Param:
+        if kind not in SCALAR_KINDS:
+            raise ValueError(f"scalar kind must be one of {SCALAR_KINDS}, got {kind!r}")
+        return Param(name, kind)
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    """How to launch one kernel: grid (3 expressions over scalar parameter names), block
+    (3 ints), dynamic shared memory in bytes, and the parameters in order."""
+
+    name: str
+    params: tuple[Param, ...]
+    grid: tuple[str, str, str]
+    block: tuple[int, int, int]
+    smem_bytes: int = 0
+
+
+def element_type(dtype: str) -> ir.Type:
+    """The MLIR type for a dtype spelling (``bf16``, ``f16``, ``f32``, ``i32``, ``i64``...)."""
+    return ir.Type.parse(dtype)
+
+
+def param_type(param: Param) -> ir.Type:
+    if param.kind == "buffer":
+        return ir.MemRefType.get([ir.ShapedType.get_dynamic_size()], element_type(param.dtype))
+    return ir.Type.parse(param.kind)
+
+
+class KernelModule:
+    """A module holding one ``gpu.module`` of kernels for ``arch`` (``sm_80``, ``sm_90a``).
+
+    Use inside ``with context, ir.Location.unknown():``."""
+
+    def __init__(self, arch: str, name: str = "kernels") -> None:
+        self.arch = arch
+        self.module = ir.Module.create()
+        self.module.operation.attributes["gpu.container_module"] = ir.UnitAttr.get()
+        features = "+ptx80" if arch.startswith("sm_9") else "+ptx70"
+        target = ir.Attribute.parse(f'#nvvm.target<chip = "{arch}", features = "{features}">')
+        with ir.InsertionPoint(self.module.body):
+            self.gpu_module = gpu.GPUModuleOp(name, targets=ir.ArrayAttr.get([target]))
+        self.body = self.gpu_module.bodyRegion.blocks.append()
+        self._names: set[str] = set()
+
+    def has_kernel(self, name: str) -> bool:
+        return name in self._names
+
+    def add_kernel(self, name: str, params: Sequence[Param]) -> tuple[gpu.GPUFuncOp, ir.Block]:
+        """A new kernel ``name`` taking ``params``; returns it and its entry block (whose
+        arguments are the parameters, in order). The caller fills the block and ends it with
+        ``gpu.ReturnOp([])``."""
+        if name in self._names:
+            raise ValueError(f"kernel '{name}' is already defined")
+        self._names.add(name)
+        types = [param_type(p) for p in params]
+        with ir.InsertionPoint(self.body):
+            function = gpu.GPUFuncOp(
+                ir.TypeAttr.get(ir.FunctionType.get(types, [])), sym_name=name, kernel=True
+            )
+        block = function.body.blocks.append(*types)
+        return function, block

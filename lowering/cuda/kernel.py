@@ -100,3 +100,14 @@ class KernelModule:
             )
         block = function.body.blocks.append(*types)
         return function, block
+
+
+def info_json(info: KernelInfo) -> dict[str, object]:
+    """``info`` as the JSON the runtime's launcher reads (``runtime.cuda_driver.launch_info``)."""
+    return {
+        "name": info.name,
+        "params": [{"name": p.name, "kind": p.kind, "dtype": p.dtype} for p in info.params],
+        "grid": list(info.grid),
+        "block": list(info.block),
+        "smem_bytes": info.smem_bytes,
+    }

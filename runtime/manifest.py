@@ -22,11 +22,15 @@ from tessera.errors import TesseraError
 from .memref import DTYPES
 
 FORMAT = "tessera.artifact"
-VERSION = 1
+VERSION = 2
+# Version 1 (CPU artifacts before kernel launches and buffers existed) reads the same way.
+READABLE_VERSIONS = (1, 2)
 MANIFEST_FILE = "manifest.json"
 
 INTEGER_DTYPES = frozenset({"i8", "i32", "i64"})
-ARG_KINDS = ("input", "weight", "output")
+ARG_KINDS = ("input", "weight", "output", "buffer", "scalar")
+BUFFER_KINDS = ("arena", "constant", "state")
+SCALAR_TYPES = ("i32", "i64", "f32")
 
 Dim = int | str
 
@@ -72,6 +76,52 @@ class ArgRef:
 
 
 @dataclass(frozen=True)
+class ScalarArg:
+    """A scalar argument of a kernel launch: ``type`` i32/i64/f32 and ``value``, an integer
+    expression over the program's symbols (``runtime/expr.py``) or, for f32, a number."""
+
+    type: str
+    value: str | float
+
+    kind = "scalar"
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    """Storage a program owns besides its inputs, weights and outputs.
+
+    ``arena``: a slice of the program's one arena, ``bytes`` long at ``offset`` (expressions
+    over the symbols, from the memory plan); ``constant``: data compiled into the artifact
+    (``data``: the bytes in hex); ``state``: memory that lives across calls (a KV cache), zeroed
+    when first allocated. ``shape`` describes the contents (ints or expressions)."""
+
+    name: str
+    kind: str
+    dtype: str
+    shape: tuple[Dim, ...]
+    offset: str = "0"
+    bytes: str = "0"
+    data: str = ""
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """Launch ``kernel`` of ``binary`` (a cubin) on ``grid`` x ``block`` threads with ``smem``
+    bytes of dynamic shared memory (grid and smem are expressions over the symbols). ``args``
+    follow the kernel's parameters: a buffer argument (input, weight, output, buffer) is passed
+    as a flat ``memref<?xT>`` descriptor, a scalar by value."""
+
+    binary: str
+    kernel: str
+    grid: tuple[str, str, str]
+    block: tuple[int, int, int]
+    smem: str
+    args: tuple[ArgRef | ScalarArg, ...]
+
+    kind = "launch"
+
+
+@dataclass(frozen=True)
 class HostCall:
     """Call ``symbol`` of ``binary`` with MLIR's packed calling convention, ``void(void**)``:
     element i points at a pointer to the memref descriptor of ``args[i]``."""
@@ -83,8 +133,9 @@ class HostCall:
     kind = "host_call"
 
 
-# The step kinds this runtime executes (GPU targets will add kernel launches).
-Step = HostCall
+# The step kinds this runtime executes.
+Step = HostCall | KernelLaunch
+STEP_KINDS = (HostCall.kind, KernelLaunch.kind)
 
 
 @dataclass(frozen=True)
@@ -97,6 +148,9 @@ class ProgramSpec:
     weights: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     steps: tuple[Step, ...]
+    buffers: tuple[BufferSpec, ...] = ()
+    # Bytes of the arena the ``arena`` buffers are slices of (an expression over the symbols).
+    arena: str = "0"
 
     def __post_init__(self) -> None:
         _check_program(self, f"programs.{self.name}")
@@ -176,22 +230,57 @@ def _tensor_json(spec: TensorSpec) -> dict[str, Any]:
     return out
 
 
-def _program_json(program: ProgramSpec) -> dict[str, Any]:
+def _arg_json(arg: ArgRef | ScalarArg) -> dict[str, Any]:
+    if isinstance(arg, ScalarArg):
+        return {"kind": "scalar", "type": arg.type, "value": arg.value}
+    return {"kind": arg.kind, "name": arg.name}
+
+
+def _step_json(step: Step) -> dict[str, Any]:
+    if isinstance(step, HostCall):
+        return {
+            "kind": step.kind,
+            "binary": step.binary,
+            "symbol": step.symbol,
+            "args": [_arg_json(a) for a in step.args],
+        }
     return {
+        "kind": step.kind,
+        "binary": step.binary,
+        "kernel": step.kernel,
+        "grid": list(step.grid),
+        "block": list(step.block),
+        "smem": step.smem,
+        "args": [_arg_json(a) for a in step.args],
+    }
+
+
+def _buffer_json(buffer: BufferSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": buffer.name,
+        "kind": buffer.kind,
+        "dtype": buffer.dtype,
+        "shape": list(buffer.shape),
+    }
+    if buffer.kind == "arena":
+        out.update(offset=buffer.offset, bytes=buffer.bytes)
+    if buffer.kind == "constant":
+        out["data"] = buffer.data
+    return out
+
+
+def _program_json(program: ProgramSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "symbols": {s.name: {"min": s.min, "max": s.max} for s in program.symbols},
         "inputs": [_tensor_json(t) for t in program.inputs],
         "weights": [_tensor_json(t) for t in program.weights],
         "outputs": [_tensor_json(t) for t in program.outputs],
-        "steps": [
-            {
-                "kind": step.kind,
-                "binary": step.binary,
-                "symbol": step.symbol,
-                "args": [{"kind": a.kind, "name": a.name} for a in step.args],
-            }
-            for step in program.steps
-        ],
+        "steps": [_step_json(step) for step in program.steps],
     }
+    if program.buffers:
+        out["buffers"] = [_buffer_json(b) for b in program.buffers]
+        out["arena"] = program.arena
+    return out
 
 
 # --------------------------------------------------------------------------- semantic checks
@@ -238,13 +327,23 @@ def _check_program(program: ProgramSpec, where: str) -> None:
                     raise ArtifactError("only integer inputs take a range", f"{at}.range")
                 if lo >= hi:
                     raise ArtifactError(f"range [{lo}, {hi}) is empty", f"{at}.range")
+    buffer_names = _check_buffers(program, where, symbols, groups)
     written: set[str] = set()
     if not program.steps:
         raise ArtifactError("a program needs at least one step", f"{where}.steps")
     for i, step in enumerate(program.steps):
+        if isinstance(step, KernelLaunch):
+            _check_launch(step, f"{where}.steps[{i}]", symbols)
         for j, arg in enumerate(step.args):
             at = f"{where}.steps[{i}].args[{j}]"
-            names = {s.name for s in groups.get(arg.kind + "s", ())}
+            if isinstance(arg, ScalarArg):
+                _check_scalar(arg, at, symbols)
+                continue
+            names = (
+                buffer_names
+                if arg.kind == "buffer"
+                else {s.name for s in groups.get(arg.kind + "s", ())}
+            )
             if arg.kind not in ARG_KINDS:
                 raise ArtifactError(
                     f"unknown argument kind '{arg.kind}' (kinds: {', '.join(ARG_KINDS)})", at
@@ -256,6 +355,76 @@ def _check_program(program: ProgramSpec, where: str) -> None:
     for spec in program.outputs:
         if spec.name not in written:
             raise ArtifactError(f"output '{spec.name}' is written by no step", f"{where}.steps")
+
+
+def _check_expr(text: str, at: str, symbols: Mapping[str, SymbolSpec]) -> None:
+    from .expr import ExprError, parse
+
+    try:
+        names = parse(text).names
+    except ExprError as error:
+        raise ArtifactError(str(error), at) from None
+    unknown = sorted(names - set(symbols))
+    if unknown:
+        raise ArtifactError(f"'{text}' uses undeclared symbols: {', '.join(unknown)}", at)
+
+
+def _check_scalar(arg: ScalarArg, at: str, symbols: Mapping[str, SymbolSpec]) -> None:
+    if arg.type not in SCALAR_TYPES:
+        raise ArtifactError(
+            f"unknown scalar type '{arg.type}' (types: {', '.join(SCALAR_TYPES)})", f"{at}.type"
+        )
+    if isinstance(arg.value, str):
+        _check_expr(arg.value, f"{at}.value", symbols)
+    elif arg.type != "f32":
+        raise ArtifactError("an integer scalar takes an expression", f"{at}.value")
+
+
+def _check_launch(step: KernelLaunch, at: str, symbols: Mapping[str, SymbolSpec]) -> None:
+    if len(step.grid) != 3 or len(step.block) != 3:
+        raise ArtifactError("grid and block have three dimensions each", at)
+    for axis, dim in enumerate(step.grid):
+        _check_expr(dim, f"{at}.grid[{axis}]", symbols)
+    if any(b <= 0 for b in step.block) or step.block[0] * step.block[1] * step.block[2] > 1024:
+        raise ArtifactError(f"block {list(step.block)} is not a valid CUDA block", f"{at}.block")
+    _check_expr(step.smem, f"{at}.smem", symbols)
+
+
+def _check_buffers(
+    program: ProgramSpec,
+    where: str,
+    symbols: Mapping[str, SymbolSpec],
+    groups: Mapping[str, tuple[TensorSpec, ...]],
+) -> set[str]:
+    taken = {s.name for specs in groups.values() for s in specs}
+    names: set[str] = set()
+    for i, buffer in enumerate(program.buffers):
+        at = f"{where}.buffers[{i}]"
+        if buffer.name in names or buffer.name in taken:
+            raise ArtifactError(f"'{buffer.name}' is named twice", at)
+        names.add(buffer.name)
+        if buffer.kind not in BUFFER_KINDS:
+            raise ArtifactError(
+                f"unknown buffer kind '{buffer.kind}' (kinds: {', '.join(BUFFER_KINDS)})",
+                f"{at}.kind",
+            )
+        if buffer.dtype not in DTYPES:
+            raise ArtifactError(f"unknown dtype '{buffer.dtype}'", f"{at}.dtype")
+        for axis, dim in enumerate(buffer.shape):
+            if isinstance(dim, str):
+                _check_expr(dim, f"{at}.shape[{axis}]", symbols)
+            elif dim < 0:
+                raise ArtifactError(f"dim {axis} is negative ({dim})", f"{at}.shape")
+        if buffer.kind == "arena":
+            _check_expr(buffer.offset, f"{at}.offset", symbols)
+            _check_expr(buffer.bytes, f"{at}.bytes", symbols)
+        if buffer.kind == "constant":
+            if any(isinstance(d, str) for d in buffer.shape):
+                raise ArtifactError("a constant's shape must be static", f"{at}.shape")
+            if len(buffer.data) % 2 or any(c not in "0123456789abcdef" for c in buffer.data):
+                raise ArtifactError("expected the bytes as lowercase hex", f"{at}.data")
+    _check_expr(program.arena, f"{where}.arena", symbols)
+    return names
 
 
 def _plain_file_name(name: str) -> bool:

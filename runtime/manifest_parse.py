@@ -9,13 +9,17 @@ from typing import Any
 
 from .manifest import (
     FORMAT,
+    READABLE_VERSIONS,
     VERSION,
     ArgRef,
     ArtifactError,
     BinarySpec,
+    BufferSpec,
     HostCall,
+    KernelLaunch,
     Manifest,
     ProgramSpec,
+    ScalarArg,
     Step,
     SymbolSpec,
     TargetSpec,
@@ -89,19 +93,71 @@ def _tensor(data: Any, where: str) -> TensorSpec:
     return TensorSpec(reader.get("name", str), reader.get("dtype", str), tuple(shape), range_)
 
 
+def _arg(data: Any, where: str) -> ArgRef | ScalarArg:
+    arg = _Reader(data, where)
+    kind = arg.get("kind", str)
+    if kind == "scalar":
+        value = arg.get("value", (str, int, float))
+        return ScalarArg(arg.get("type", str), str(value) if isinstance(value, int) else value)
+    return ArgRef(kind, arg.get("name", str))
+
+
+def _expr(reader: _Reader, key: str) -> str:
+    value = reader.get(key, (str, int))
+    return str(value)
+
+
 def _step(data: Any, where: str) -> Step:
     reader = _Reader(data, where)
     kind = reader.get("kind", str)
-    if kind != HostCall.kind:
-        raise ArtifactError(
-            f"step kind '{kind}' is not supported by this runtime (supported: {HostCall.kind})",
-            reader.at("kind"),
+    args = tuple(_arg(raw, f"{where}.args[{j}]") for j, raw in enumerate(reader.get("args", list)))
+    if kind == HostCall.kind:
+        if any(isinstance(a, ScalarArg) for a in args):
+            raise ArtifactError("a host call takes no scalar arguments", f"{where}.args")
+        refs = tuple(a for a in args if isinstance(a, ArgRef))
+        return HostCall(reader.get("binary", str), reader.get("symbol", str), refs)
+    if kind == KernelLaunch.kind:
+        grid = reader.get("grid", list)
+        block = reader.get("block", list)
+        if len(grid) != 3 or not all(isinstance(g, (str, int)) for g in grid):
+            raise ArtifactError("expected three integer expressions", f"{where}.grid")
+        if len(block) != 3 or not all(
+            isinstance(b, int) and not isinstance(b, bool) for b in block
+        ):
+            raise ArtifactError("expected three integers", f"{where}.block")
+        return KernelLaunch(
+            reader.get("binary", str),
+            reader.get("kernel", str),
+            (str(grid[0]), str(grid[1]), str(grid[2])),
+            (block[0], block[1], block[2]),
+            _expr(reader, "smem"),
+            args,
         )
-    args = []
-    for j, raw in enumerate(reader.get("args", list)):
-        arg = _Reader(raw, f"{where}.args[{j}]")
-        args.append(ArgRef(arg.get("kind", str), arg.get("name", str)))
-    return HostCall(reader.get("binary", str), reader.get("symbol", str), tuple(args))
+    raise ArtifactError(
+        f"step kind '{kind}' is not supported by this runtime (supported: "
+        f"{HostCall.kind}, {KernelLaunch.kind})",
+        reader.at("kind"),
+    )
+
+
+def _buffer(data: Any, where: str) -> BufferSpec:
+    reader = _Reader(data, where)
+    shape = reader.get("shape", list)
+    for axis, dim in enumerate(shape):
+        if isinstance(dim, bool) or not isinstance(dim, (int, str)):
+            raise ArtifactError(
+                f"dim {axis} must be an integer or an expression, found {_kind(dim)}",
+                f"{where}.shape",
+            )
+    return BufferSpec(
+        reader.get("name", str),
+        reader.get("kind", str),
+        reader.get("dtype", str),
+        tuple(shape),
+        offset=str(reader.get("offset", (str, int), "0")),
+        bytes=str(reader.get("bytes", (str, int), "0")),
+        data=reader.get("data", str, ""),
+    )
 
 
 def _program(name: str, data: Any, where: str) -> ProgramSpec:
@@ -118,8 +174,18 @@ def _program(name: str, data: Any, where: str) -> ProgramSpec:
         return tuple(_tensor(t, f"{where}.{key}[{i}]") for i, t in enumerate(reader.get(key, list)))
 
     steps = tuple(_step(s, f"{where}.steps[{i}]") for i, s in enumerate(reader.get("steps", list)))
+    buffers = tuple(
+        _buffer(b, f"{where}.buffers[{i}]") for i, b in enumerate(reader.get("buffers", list, []))
+    )
     return ProgramSpec(
-        name, tuple(symbols), tensors("inputs"), tensors("weights"), tensors("outputs"), steps
+        name,
+        tuple(symbols),
+        tensors("inputs"),
+        tensors("weights"),
+        tensors("outputs"),
+        steps,
+        buffers,
+        str(reader.get("arena", (str, int), "0")),
     )
 
 
@@ -146,7 +212,7 @@ def parse_manifest(data: Any) -> Manifest:
     if fmt != FORMAT:
         raise ArtifactError(f"expected '{FORMAT}', found '{fmt}'", "format")
     version = reader.get("version", int)
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise ArtifactError(
             f"manifest version {version} is not supported by this runtime (it reads version "
             f"{VERSION}); rebuild the artifact with a matching tessera",

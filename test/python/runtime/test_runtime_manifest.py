@@ -92,7 +92,10 @@ def _both(first: Edit, second: Edit) -> Edit:
 
 
 BAD_MANIFESTS = {
-    "wrong version": (_set("version", VERSION + 1), "version: manifest version 2 is not supported"),
+    "wrong version": (
+        _set("version", VERSION + 1),
+        f"version: manifest version {VERSION + 1} is not supported",
+    ),
     "wrong format": (_set("format", "onnx"), "format: expected 'tessera.artifact'"),
     "missing field": (
         _set("programs/affine/inputs/0/dtype", _DELETE),

@@ -33,15 +33,16 @@ def _describe_tensor(tensor: torch.Tensor) -> str:
     return describe(dtype_name(tensor.dtype), list(tensor.shape))
 
 
-def check_weight(spec: TensorSpec, tensor: object) -> torch.Tensor:
-    """``tensor`` as the compiled code takes it (contiguous, on the CPU), or an error."""
+def check_weight(spec: TensorSpec, tensor: object, device: str = "cpu") -> torch.Tensor:
+    """``tensor`` as the compiled code takes it (contiguous; on the CPU for a CPU program, on
+    the CPU or a CUDA device for a CUDA program, which uploads it), or an error."""
     if not isinstance(tensor, torch.Tensor):
         raise RuntimeInputError(
             f"weight '{spec.name}' must be a torch.Tensor, found {type(tensor).__name__}"
         )
-    if tensor.device.type != "cpu":
+    if tensor.device.type not in ("cpu", device):
         raise RuntimeInputError(
-            f"weight '{spec.name}' is on {tensor.device}; this program runs on the cpu"
+            f"weight '{spec.name}' is on {tensor.device}; this program runs on {device}"
         )
     if tensor.dtype != DTYPES[spec.dtype] or tuple(tensor.shape) != spec.shape:
         raise RuntimeInputError(
@@ -53,7 +54,9 @@ def check_weight(spec: TensorSpec, tensor: object) -> torch.Tensor:
 
 
 def gather_weights(
-    specs: Sequence[TensorSpec], weights: Mapping[str, torch.Tensor] | Sequence[torch.Tensor]
+    specs: Sequence[TensorSpec],
+    weights: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
+    device: str = "cpu",
 ) -> list[torch.Tensor]:
     """The tensors for ``specs``, from a state dict (extra entries are ignored) or a sequence
     in the specs' order, each checked by ``check_weight``."""
@@ -63,7 +66,7 @@ def gather_weights(
             shown = ", ".join(f"'{n}'" for n in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise RuntimeInputError(f"missing weights: {shown}{more}")
-        return [check_weight(s, weights[s.name]) for s in specs]
+        return [check_weight(s, weights[s.name], device) for s in specs]
     if isinstance(weights, torch.Tensor) or not isinstance(weights, Sequence):
         raise RuntimeInputError(
             "weights must be a mapping from state-dict names to tensors or a sequence of "
@@ -74,7 +77,7 @@ def gather_weights(
             f"expected {len(specs)} weights ({', '.join(s.name for s in specs)}), "
             f"found {len(weights)}"
         )
-    return [check_weight(s, t) for s, t in zip(specs, weights, strict=True)]
+    return [check_weight(s, t, device) for s, t in zip(specs, weights, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,13 @@ class InputCheck:
     symbolic: tuple[tuple[int, str, int, int | None], ...]
     static: tuple[tuple[int, int], ...]
     range: tuple[int, int] | None
+    # Where the program runs: a CUDA program also takes CPU inputs (and uploads them).
+    device: str = "cpu"
 
     @classmethod
-    def of(cls, spec: TensorSpec, symbols: Mapping[str, SymbolSpec]) -> InputCheck:
+    def of(
+        cls, spec: TensorSpec, symbols: Mapping[str, SymbolSpec], device: str = "cpu"
+    ) -> InputCheck:
         symbolic = tuple(
             (axis, d, symbols[d].min, symbols[d].max)
             for axis, d in enumerate(spec.shape)
@@ -99,7 +106,14 @@ class InputCheck:
         )
         static = tuple((axis, d) for axis, d in enumerate(spec.shape) if isinstance(d, int))
         return cls(
-            spec.name, DTYPES[spec.dtype], spec.dtype, spec.shape, symbolic, static, spec.range
+            spec.name,
+            DTYPES[spec.dtype],
+            spec.dtype,
+            spec.shape,
+            symbolic,
+            static,
+            spec.range,
+            device,
         )
 
     def check(self, tensor: object, bound: dict[str, tuple[int, str]]) -> torch.Tensor:
@@ -120,9 +134,9 @@ class InputCheck:
                 f"input '{self.name}' has rank {len(shape)} {list(shape)}, expected rank "
                 f"{len(self.shape)} {list(self.shape)}"
             )
-        if tensor.device.type != "cpu":
+        if tensor.device.type not in ("cpu", self.device):
             raise RuntimeInputError(
-                f"input '{self.name}' is on {tensor.device}; this program runs on the cpu"
+                f"input '{self.name}' is on {tensor.device}; this program runs on {self.device}"
             )
         for axis, size in self.static:
             if shape[axis] != size:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import cpu
+from . import cpu, cuda
 from .checks import gather_weights
 from .manifest import MANIFEST_FILE, ArtifactError, Manifest, TensorSpec
 from .manifest_parse import parse_manifest
@@ -37,12 +37,14 @@ def read_manifest(directory: str | Path) -> Manifest:
 class Artifact:
     """A loaded artifact: its manifest and one ``Program`` per program it holds."""
 
-    def __init__(self, directory: Path, manifest: Manifest, programs: dict[str, Program]) -> None:
+    def __init__(
+        self, directory: Path, manifest: Manifest, programs: dict[str, Program | cuda.CudaProgram]
+    ) -> None:
         self.directory = directory
         self.manifest = manifest
         self.programs = programs
 
-    def __getitem__(self, name: str) -> Program:
+    def __getitem__(self, name: str) -> Program | cuda.CudaProgram:
         program = self.programs.get(name)
         if program is None:
             known = ", ".join(self.programs)
@@ -62,10 +64,20 @@ class Artifact:
         """Binds the weights of every program: a state dict, or tensors in ``self.weights``'s
         order. Programs share the tensors (no copy unless a tensor is not contiguous)."""
         specs = self.weights
-        tensors = gather_weights(specs, weights)
+        device = "cuda" if self.manifest.target.kind == cuda.KIND else "cpu"
+        tensors = gather_weights(specs, weights, device=device)
         by_name = {spec.name: tensor for spec, tensor in zip(specs, tensors, strict=True)}
+        uploaded: dict[str, torch.Tensor] = {}
         for program in self.programs.values():
-            program.bind(by_name)
+            if isinstance(program, cuda.CudaProgram):
+                # Each weight goes to the device once, shared by every program.
+                if all(s.name in uploaded for s in program.spec.weights):
+                    program.share_weights(uploaded)
+                    continue
+                program.bind(by_name)
+                uploaded.update(program.device_weights)
+            else:
+                program.bind(by_name)
 
 
 def load(directory: str | Path) -> Artifact:
@@ -74,17 +86,40 @@ def load(directory: str | Path) -> Artifact:
     directory = Path(directory)
     manifest = read_manifest(directory)
     where = str(directory / MANIFEST_FILE)
-    if manifest.target.kind != cpu.KIND:
+    kind = manifest.target.kind
+    if kind not in (cpu.KIND, cuda.KIND):
         raise ArtifactError(
-            f"target '{manifest.target.kind}' is not supported by this runtime (supported: "
-            f"{cpu.KIND})",
+            f"target '{kind}' is not supported by this runtime (supported: {cpu.KIND}, "
+            f"{cuda.KIND})",
             f"{where}: target.kind",
         )
     try:
-        cpu.check_target(manifest.target)
+        (cpu if kind == cpu.KIND else cuda).check_target(manifest.target)
     except ArtifactError as error:
         raise ArtifactError(str(error), where) from None
-    libraries: dict[str, cpu.SharedLibrary] = {}
+    images = _read_binaries(directory, manifest)
+    if kind == cuda.KIND:
+        used = {step.binary for p in manifest.programs for step in p.steps}
+        kinds = {b.name: b.kind for b in manifest.binaries}
+        modules = cuda.load_modules({n: (kinds[n], images[n]) for n in sorted(used)})
+        cuda_programs: dict[str, Program | cuda.CudaProgram] = {
+            p.name: cuda.CudaProgram(p, modules) for p in manifest.programs
+        }
+        return Artifact(directory, manifest, cuda_programs)
+    libraries = {
+        b.name: cpu.SharedLibrary(b, directory / b.file, images[b.name]) for b in manifest.binaries
+    }
+    resolvers = {name: library.resolve for name, library in libraries.items()}
+    programs: dict[str, Program | cuda.CudaProgram] = {
+        p.name: Program(p, resolvers, keepalive=libraries) for p in manifest.programs
+    }
+    return Artifact(directory, manifest, programs)
+
+
+def _read_binaries(directory: Path, manifest: Manifest) -> dict[str, bytes]:
+    """Every binary's bytes, each checked against its sha256 (read once: what is checked is
+    what is loaded, so a file changed on disk later cannot reach the running program)."""
+    images: dict[str, bytes] = {}
     for binary in manifest.binaries:
         path = directory / binary.file
         if not path.is_file():
@@ -101,7 +136,5 @@ def load(directory: str | Path) -> Artifact:
                 "(the file was altered or belongs to another build)",
                 str(path),
             )
-        libraries[binary.name] = cpu.SharedLibrary(binary, path, data)
-    resolvers = {name: library.resolve for name, library in libraries.items()}
-    programs = {p.name: Program(p, resolvers, keepalive=libraries) for p in manifest.programs}
-    return Artifact(directory, manifest, programs)
+        images[binary.name] = data
+    return images

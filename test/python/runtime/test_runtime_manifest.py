@@ -160,7 +160,15 @@ BAD_MANIFESTS = {
         ),
         "weight 'w' is f32[16, 4] here but f32[4] in program 'affine'",
     ),
-    "unsupported target": (_set("target/kind", "cuda"), "target.kind: target 'cuda' is not"),
+    "unsupported target": (_set("target/kind", "tpu"), "target.kind: target 'tpu' is not"),
+    "cuda artifact without a gpu": (
+        lambda data: (_set("target/kind", "cuda")(data), _set("target/arch", "sm_90a")(data)),
+        "no CUDA device is present",
+    ),
+    "cuda artifact with a bad arch": (
+        lambda data: (_set("target/kind", "cuda")(data), _set("target/arch", "x86_64")(data)),
+        "'x86_64' is not a CUDA architecture",
+    ),
     "foreign architecture": (
         _set("target/arch", "riscv64"),
         "the artifact was built for riscv64-linux",

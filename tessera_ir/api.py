@@ -1,9 +1,9 @@
 """``tessera.compile``: a torch model (or a checkpoint folder) in, a runnable model out.
 
-The driver runs the stages in order — trace (``high``), fuse (``mid``), the target's own
-stages — and keeps every stage's IR next to the artifact in the compile cache, so a cache hit
-answers ``ir(stage)`` too. The compiled model runs through ``tessera.runtime`` (no MLIR on the
-hot path).
+One stage loop runs every target: trace (``high``), fuse (``mid``), then the target's own
+stages in order (``tessera.target``), keeping every stage's text next to the artifact in the
+compile cache, so a cache hit answers ``ir(stage)`` too. The compiled model runs through
+``tessera.runtime`` (no MLIR on the hot path).
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ import importlib
 import importlib.metadata
 import os
 import re
+import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,8 +29,10 @@ from . import knobs
 from .compile_cache import CompileCache, cache_key
 from .errors import TesseraError
 
+if TYPE_CHECKING:
+    from tessera import runtime
+
 FUSION_PIPELINE = "builtin.module(tessera-fuse)"
-TARGETS = {"cpu": "tessera.lowering.cpu.target"}
 _IR_DIR = "ir"
 
 
@@ -54,15 +59,57 @@ class CompiledModel:
         self.stages = stages
         self.compile_seconds = compile_seconds
         self.cache_hit = cache_hit
-        self._artifact = runtime.load(directory)
-        self._artifact.bind(weights)
-        self._prefill = self._artifact["prefill"]
+        self.manifest = runtime.read_manifest(directory)
+        self._weights = weights
+        self._artifact: runtime.Artifact | None = None
+        if self.manifest.target.kind == "cpu":
+            self._load()
+
+    def _load(self) -> runtime.Artifact:
+        """The loaded artifact with its weights bound (a CUDA one on first use, so that
+        compiling works on a machine without a GPU)."""
+        if self._artifact is None:
+            from tessera import runtime
+
+            artifact = runtime.load(self.directory)
+            artifact.bind(self._weights)
+            self._artifact = artifact
+        return self._artifact
 
     def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
         if not isinstance(input_ids, torch.Tensor):
             input_ids = torch.as_tensor(input_ids, dtype=torch.int64)
-        (logits,) = self._prefill(input_ids)
+        (logits,) = self._load()["prefill"](input_ids)
         return logits
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Copies the artifact (manifest, binaries, every stage's IR) to ``directory``, which
+        ``tessera.runtime.load`` then runs on any machine with the runtime's dependencies; the
+        weights are bound separately (``artifact.bind(state_dict)``)."""
+        destination = Path(directory)
+        if destination.exists() and any(destination.iterdir()):
+            raise TesseraError(f"{destination} exists and is not empty; choose a new folder")
+        shutil.copytree(self.directory, destination, dirs_exist_ok=True)
+        return destination
+
+    def memory_plan(self) -> str:
+        """The memory plan of the prefill program: its arena and the slices in it (for targets
+        that plan memory; the CPU code allocates inside its compiled function)."""
+        program = self.manifest.program("prefill")
+        if not program.buffers:
+            return f"target {self.target}: no planned buffers (allocation is inside the code)"
+        lines = [f"arena bytes = {program.arena}"]
+        for buffer in program.buffers:
+            if buffer.kind == "arena":
+                lines.append(
+                    f"  {buffer.name:>8}  offset {buffer.offset:<28} bytes {buffer.bytes:<24} "
+                    f"{buffer.dtype}{list(buffer.shape)}"
+                )
+            else:
+                lines.append(
+                    f"  {buffer.name:>8}  {buffer.kind} {buffer.dtype}{list(buffer.shape)}"
+                )
+        return "\n".join(lines)
 
     def ir(self, stage: str) -> str:
         """The MLIR text of ``stage`` (one of ``self.stages``)."""
@@ -95,8 +142,12 @@ def compile(
     ``dtype`` (default: the checkpoint's). ``max_seq_len`` bounds the sequence length the
     compiled model accepts (default: the config's ``max_position_embeddings``)."""
     started = time.perf_counter()
-    if target not in TARGETS:
-        raise TesseraError(f"unknown target '{target}' (available: {', '.join(TARGETS)})")
+    from .target import auto_choice, resolve
+
+    if target == "auto":
+        target, why = auto_choice()
+        print(f"tessera: target {target} ({why})", file=sys.stderr)
+    backend = resolve(target)
     if isinstance(model, str | os.PathLike):
         from .checkpoints import load_hf_checkpoint
 
@@ -113,7 +164,6 @@ def compile(
     from .context import make_context
     from .frontend import trace
 
-    backend = importlib.import_module(TARGETS[target])
     context = make_context()
     with _eval_mode(model):
         traced = trace(model, context)
@@ -121,7 +171,7 @@ def compile(
     key = cache_key(
         {
             "ir": high,
-            "target": target,
+            "target": backend.name,
             "fingerprint": backend.fingerprint(),
             "options": {"max_batch": max_batch, "max_seq_len": max_seq_len},
             "tessera": _version("tessera"),
@@ -132,32 +182,32 @@ def compile(
     weights = {
         name: tensor for (name, _, _), tensor in zip(traced.weights, traced.parameters, strict=True)
     }
-    stages = ("high", "mid", *backend.STAGES)
+    target_stages = backend.stages()
+    stages = ("high", "mid", *(stage.name for stage in target_stages))
     store = CompileCache(knobs.cache_dir())
 
     def build(directory: Path) -> None:
-        texts = {"high": high}
         from .pipeline import run_pipeline
+        from .target import Build
 
+        (directory / _IR_DIR).mkdir()
+        (directory / _IR_DIR / "high.mlir").write_text(high)
         run_pipeline(
             traced.module,
             FUSION_PIPELINE,
             verify_each=knobs.verify_each(),
             print_ir_after_all=knobs.print_ir_after_all(),
         )
-        texts["mid"] = str(traced.module)
-        texts.update(
-            backend.build(
-                traced.module,
-                directory,
-                max_batch=max_batch,
-                max_seq_len=max_seq_len,
-                metadata={"model_kind": traced.model_kind, "key": key},
-            )
+        (directory / _IR_DIR / "mid.mlir").write_text(str(traced.module))
+        state = Build(
+            traced.module,
+            directory,
+            {"max_batch": max_batch, "max_seq_len": max_seq_len},
+            {"model_kind": traced.model_kind, "key": key},
         )
-        (directory / _IR_DIR).mkdir()
-        for stage, text in texts.items():
-            (directory / _IR_DIR / f"{stage}.mlir").write_text(text)
+        for stage in target_stages:
+            (directory / _IR_DIR / f"{stage.name}.mlir").write_text(stage.run(state))
+        backend.finish(state)
 
     def load(entry: Path, cache_hit: bool) -> CompiledModel | None:
         """The compiled model in ``entry``, or None when the entry is incomplete or corrupt."""
@@ -170,7 +220,7 @@ def compile(
                 entry,
                 weights,
                 key=key,
-                target=target,
+                target=backend.name,
                 stages=stages,
                 compile_seconds=time.perf_counter() - started,
                 cache_hit=cache_hit,

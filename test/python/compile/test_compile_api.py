@@ -37,12 +37,13 @@ def close_to(model: torch.nn.Module, compiled: tessera.CompiledModel) -> bool:
 
 def test_every_stage_is_available_and_holds_its_ops(cache: Path) -> None:
     compiled = tessera.compile(tiny_gemma(NAME))
-    assert compiled.stages == ("high", "mid", "linalg", "llvm")
+    assert compiled.stages == ("high", "mid", "abi", "linalg", "llvm")
     assert '"tessera.region"' in compiled.ir("high") and "linalg.matmul" in compiled.ir("high")
     assert '"tessera.attention.flash"' in compiled.ir("mid")
+    assert "bufferization.materialize_in_destination" in compiled.ir("abi")
     assert '"tessera.' not in compiled.ir("linalg")
     assert "llvm.func @forward" in compiled.ir("llvm")
-    with pytest.raises(tessera.TesseraError, match=r"no stage 'ptx'.*high, mid, linalg, llvm"):
+    with pytest.raises(tessera.TesseraError, match=r"no stage 'ptx'.*high, mid, abi, linalg, llvm"):
         compiled.ir("ptx")
 
 

@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,13 @@ test: setup lint
 
 bench: setup
 	$(BIN)/python bench/cpu.py $(ARGS)
+
+# The seeded mutation fuzzer of tessera-opt over the lit inputs, longer than the test suite's
+# 300 cases (seed 1): `make fuzz FUZZ_SEED=7 FUZZ_CASES=20000`. Failing inputs go to build/fuzz.
+FUZZ_SEED ?= 1
+FUZZ_CASES ?= 5000
+fuzz: setup
+	$(BIN)/python test/fuzz/fuzz_opt.py --seed $(FUZZ_SEED) --cases $(FUZZ_CASES) --keep build/fuzz $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info test/lit/**/Output .pytest_cache

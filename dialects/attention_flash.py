@@ -42,6 +42,15 @@ class FlashAttention(OpDef):
 
     def verify(self) -> None:
         q, k, v, o = dims(self.q), dims(self.k), dims(self.v), dims(self.o)
+        layout = (
+            self.op.attributes["tessera.layout"] if "tessera.layout" in self.op.attributes else None
+        )
+        if layout is not None:
+            # A CUDA-target rewrite (lowering/cuda/attention_layout.py) lets the kernel read
+            # [B, S, H, D] operands and write a [B, S, H, Dv] result directly.
+            if str(layout) != '"bshd"':
+                raise self.error(f'tessera.layout must be "bshd", found {layout}')
+            q, k, v, o = ([x[0], x[2], x[1], x[3]] for x in (q, k, v, o))
         for name, shape in (("k", k), ("v", v)):
             if not same_dim(q[0], shape[0]):
                 raise self.error(f"{name} batch {shape[0]} does not match q's batch {q[0]}")

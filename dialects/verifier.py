@@ -9,6 +9,8 @@ from tessera.errors import VerifyError
 from tessera.ir_walk import walk_ops
 from tessera.schema import SCHEMAS
 
+from .upstream_gaps import CHECKS as UPSTREAM_CHECKS
+
 
 def verify_op(op: ir.Operation) -> VerifyError | None:
     """The first problem with one tessera op, or None when it is valid."""
@@ -29,6 +31,12 @@ def verify_op(op: ir.Operation) -> VerifyError | None:
 
 
 def verify_module(root: ir.Operation) -> list[VerifyError]:
-    """Every tessera op's problem in ``root``, in walk order."""
-    problems = [verify_op(op) for op in walk_ops(root) if op.name.startswith("tessera.")]
+    """Every tessera op's problem in ``root``, and those of upstream ops that MLIR's verifiers
+    miss (``upstream_gaps``), in walk order."""
+    problems = []
+    for op in walk_ops(root):
+        if op.name.startswith("tessera."):
+            problems.append(verify_op(op))
+        elif op.name in UPSTREAM_CHECKS:
+            problems.append(UPSTREAM_CHECKS[op.name](op))
     return [p for p in problems if p is not None]

@@ -1,4 +1,7 @@
-"""The main job: compile a Gemma model for the CPU, check it against PyTorch, measure it.
+"""The main job: compile a Gemma model, run it, check it against PyTorch, measure it.
+
+The target is the GPU where a CUDA device and ptxas are found, else the CPU (``--target``
+chooses; the choice is printed).
 
     python examples/run_gemma.py                          # built-in tiny Gemma 2
     python examples/run_gemma.py --model gemma3-gqa --dtype bf16
@@ -47,6 +50,7 @@ def main() -> int:
     parser.add_argument("--seq", type=int, default=32, help="prompt length for the checks")
     parser.add_argument("--bench-seq", type=int, default=128, help="prompt length for timing")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--target", default="auto", help="auto, cpu, cuda, cuda:sm_80, ...")
     args = parser.parse_args()
     torch.manual_seed(0)
     dtype = DTYPES[args.dtype]
@@ -66,9 +70,14 @@ def main() -> int:
         f"vocab {config.vocab_size}"
     )
 
-    compiled = tessera.compile(model)
+    compiled = tessera.compile(model, target=args.target)
     state = "cache hit" if compiled.cache_hit else "compiled"
-    print(f"{state} in {compiled.compile_seconds:.1f} s -> {compiled.directory}")
+    print(
+        f"{state} for {compiled.target} in {compiled.compile_seconds:.1f} s -> {compiled.directory}"
+    )
+    on_gpu = compiled.target.startswith("cuda")
+    if on_gpu:
+        model = model.cuda()
     print(
         "fused ops: "
         + ", ".join(f"{name} x{count}" for name, count in compiled.fused_ops().items())
@@ -76,8 +85,8 @@ def main() -> int:
 
     ids = torch.randint(0, config.vocab_size, (args.batch, args.seq))
     with torch.no_grad():
-        reference = model(ids, use_cache=False).logits
-    logits = compiled(ids)
+        reference = model(ids.to(model.device), use_cache=False).logits.cpu()
+    logits = compiled(ids).cpu()
     error = ((logits.double() - reference.double()).norm() / reference.double().norm()).item()
     same = (logits.argmax(-1) == reference.argmax(-1)).sum().item()
     ok = error <= TOLERANCE[dtype] and bool(torch.isfinite(logits).all())
@@ -87,10 +96,21 @@ def main() -> int:
         f"{same}/{ids.numel()} identical"
     )
 
-    bench_ids = torch.randint(0, config.vocab_size, (1, args.bench_seq))
+    bench_ids = torch.randint(0, config.vocab_size, (1, args.bench_seq)).to(model.device)
+
+    def synchronized(run):  # type: ignore[no-untyped-def]
+        def timed() -> None:
+            run()
+            if on_gpu:
+                torch.cuda.synchronize()
+
+        return timed
+
     with torch.no_grad():
-        eager = median_seconds(lambda: model(bench_ids, use_cache=False), args.repeats)
-    ours = median_seconds(lambda: compiled(bench_ids), args.repeats)
+        eager = median_seconds(
+            synchronized(lambda: model(bench_ids, use_cache=False)), args.repeats
+        )
+    ours = median_seconds(synchronized(lambda: compiled(bench_ids)), args.repeats)
     tokens = bench_ids.numel()
     print(
         f"prefill (batch 1, seq {args.bench_seq}, median of {args.repeats}): tessera "

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 from mlir import ir
 
+from tessera.ir_types import element_type, shaped_dims
+
 from .constant_values import splat_value
-from .match import element_type, producer, shape, used_only_by
+from .match import producer, used_only_by
 from .scalar_eval import evaluate_unary, is_float_elementwise
 
 # Probe points where the candidates are all well away from 0, and two on the negative tail,
@@ -82,7 +84,7 @@ def unary_chain(
     constants, every other value (or one for which ``stop`` is true) is a leaf. Matches only
     when there is exactly one leaf, at least one op, and every value the chain computes except
     ``root`` is used by the chain alone (a second user would still need it after fusion)."""
-    root_shape = shape(root)
+    root_shape = shaped_dims(root)
     ops: list[ir.Operation] = []
     leaves: list[ir.Value] = []
     seen: list[ir.Value] = []
@@ -95,7 +97,7 @@ def unary_chain(
         op = producer(value)
         if stop is not None and stop(value):
             leaves.append(value)
-        elif op is not None and is_float_elementwise(op.name) and shape(value) == root_shape:
+        elif op is not None and is_float_elementwise(op.name) and shaped_dims(value) == root_shape:
             ops.append(op)
             pending += list(op.operands)
         elif splat_value(value) is None:

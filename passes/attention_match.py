@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 from mlir import ir
 
+from tessera.ir_types import element_type, shaped_dims
+
 from .attention_operands import batch_matmul_of, heads_of, key_of, key_value
 from .attention_scores import match_scores
 from .constant_values import scalar_constant
-from .match import element_type, has_one_use, int_attr, producer_named, shape
+from .match import has_one_use, int_attr, producer_named
 
 # Ops that can end the pattern: the expand_shape back to [B, H, S, Dv], or a truncf after it.
 ANCHORS = ("tensor.expand_shape", "arith.truncf")
@@ -40,7 +42,7 @@ class AttentionMatch:
 
 def match_attention(root: ir.Operation) -> AttentionMatch | None:
     """The attention pattern ending at ``root``, or None."""
-    if root.name not in ANCHORS or len(shape(root.results[0])) != 4:
+    if root.name not in ANCHORS or len(shaped_dims(root.results[0])) != 4:
         return None
     pv = batch_matmul_of(root.results[0])
     if pv is None or pv.transposed_rhs or not has_one_use(pv.lhs):
@@ -57,7 +59,7 @@ def match_attention(root: ir.Operation) -> AttentionMatch | None:
         ops.append(truncf)
         p = truncf.operands[0]
     softmax = producer_named(p, "linalg.softmax")
-    if softmax is None or int_attr(softmax, "dimension") != 3 or len(shape(p)) != 4:
+    if softmax is None or int_attr(softmax, "dimension") != 3 or len(shaped_dims(p)) != 4:
         return None
     if not has_one_use(p) or not has_one_use(softmax.operands[0]):
         return None
@@ -105,7 +107,7 @@ def _shapes_agree(
     """q [B, Hq, S, D], k [B, Hkv, T, D], v [B, Hkv, T, Dv], probabilities [B, Hq, S, T] and
     the result [B, Hq, S, Dv]; head counts static, k and v repeated to Hq alike. The views
     all collapse batch and heads together, so equal static heads make the batches equal."""
-    qs, ks, vs, ps, os = (shape(x) for x in (q, k, v, probabilities, out))
+    qs, ks, vs, ps, os = (shaped_dims(x) for x in (q, k, v, probabilities, out))
     if any(len(s) != 4 for s in (qs, ks, vs, ps, os)):
         return False
     hq, hkv = qs[1], ks[1]
@@ -130,7 +132,7 @@ def _as_many_keys_as_queries(qk: ir.Operation, softmax: ir.Operation) -> bool:
     attention's causality (query i sees keys up to i + T − S) only when T = S: true when an
     empty tensor the pattern fills ([B·H, S, T] accumulator, [B, H, S, T] softmax output)
     was made with one size for both. (Static sizes were aligned by the mask classifier.)"""
-    queries, keys = shape(softmax.results[0])[2:]
+    queries, keys = shaped_dims(softmax.results[0])[2:]
     if queries is not None and keys is not None:
         return True
     if queries is not None or keys is not None:
@@ -152,7 +154,7 @@ def _empty_sizes(value: ir.Value) -> list[ir.Value | None] | None:
     if empty is None:
         return None
     operands = iter(empty.operands)
-    return [next(operands, None) if d is None else None for d in shape(empty.results[0])]
+    return [next(operands, None) if d is None else None for d in shaped_dims(empty.results[0])]
 
 
 def _same_size(a: ir.Value | None, b: ir.Value | None) -> bool:

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 from mlir import ir
 
+from tessera.ir_types import shaped_dims
+
 from .constant_values import is_zero_fill
-from .match import has_one_use, i64_array_attr, matmul_maps, producer, producer_named, shape
+from .match import has_one_use, i64_array_attr, matmul_maps, producer, producer_named
 from .reshape_view import reshape_source, through_reshapes
 
 # [B, H, X, Y] ↔ [B·H, X, Y]
@@ -153,8 +155,8 @@ def _repeat(expanded: ir.Value, reshapes: list[ir.Operation]) -> KeyValue | None
     if broadcast is None or i64_array_attr(broadcast, "dimensions") != [2]:
         return None
     source = broadcast.operands[0]
-    repeats = shape(expanded)[2]
-    if len(shape(source)) != 4 or repeats is None:
+    repeats = shaped_dims(expanded)[2]
+    if len(shaped_dims(source)) != 4 or repeats is None:
         return None
     return KeyValue(source, repeats, (*reshapes, broadcast))
 

@@ -13,18 +13,12 @@ from dataclasses import dataclass
 from mlir import ir
 
 from tessera.dialects import GatedMlp
+from tessera.ir_types import element_type
 from tessera.pass_registry import NoOptions, register_pass
 
 from .activation import classify_activation, unary_chain
 from .linear_match import Linear, linear_at, linear_output
-from .match import (
-    element_type,
-    producer_named,
-    replace_with_op,
-    rewrite_anchors,
-    used_only_by,
-    users,
-)
+from .match import producer_named, replace_with_op, rewrite_anchors, used_only_by, users
 
 
 @dataclass(frozen=True)

@@ -13,19 +13,12 @@ from dataclasses import dataclass
 from mlir import ir
 
 from tessera.dialects import Lookup
+from tessera.ir_types import element_type, shaped_dims
 from tessera.pass_registry import NoOptions, register_pass
 
 from .constant_values import splat_value
 from .linear_match import FLOAT_TYPES
-from .match import (
-    element_type,
-    other_operand,
-    producer,
-    replace_with_op,
-    rewrite_anchors,
-    shape,
-    single_user,
-)
+from .match import other_operand, producer, replace_with_op, rewrite_anchors, single_user
 
 ID_TYPES = ("i32", "i64")
 
@@ -89,7 +82,7 @@ def match_lookup(generic: ir.Operation) -> LookupMatch | None:
     if list(segments) != [1, 1]:
         return None
     ids, gathered = generic.operands[0], generic.results[0]
-    id_rank, rank = len(shape(ids)), len(shape(gathered))
+    id_rank, rank = len(shaped_dims(ids)), len(shaped_dims(gathered))
     if element_type(ids) not in ID_TYPES or id_rank < 1 or rank != id_rank + 1:
         return None
     maps = list(ir.ArrayAttr(generic.attributes["indexing_maps"]))
@@ -101,12 +94,16 @@ def match_lookup(generic: ir.Operation) -> LookupMatch | None:
         return None
     if any("parallel" not in str(k) for k in ir.ArrayAttr(generic.attributes["iterator_types"])):
         return None
-    if shape(gathered)[:-1] != shape(ids):
+    if shaped_dims(gathered)[:-1] != shaped_dims(ids):
         return None
     table = _gathered_table(generic, rank)
-    if table is None or len(shape(table)) != 2 or element_type(table) != element_type(gathered):
+    if (
+        table is None
+        or len(shaped_dims(table)) != 2
+        or element_type(table) != element_type(gathered)
+    ):
         return None
-    if element_type(table) not in FLOAT_TYPES or shape(table)[1] != shape(gathered)[-1]:
+    if element_type(table) not in FLOAT_TYPES or shaped_dims(table)[1] != shaped_dims(gathered)[-1]:
         return None
     multiply = single_user(gathered)
     if multiply is not None and multiply.name == "arith.mulf":

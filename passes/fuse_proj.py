@@ -23,6 +23,7 @@ from mlir import ir
 from mlir.dialects import tensor
 
 from tessera.dialects import Projection
+from tessera.ir_types import shaped_dims
 from tessera.pass_registry import NoOptions, register_pass
 
 from .activation import softcap_value, unary_chain
@@ -33,7 +34,6 @@ from .match import (
     replace_and_sweep,
     replace_with_op,
     rewrite_anchors,
-    shape,
     single_user,
     users,
 )
@@ -57,11 +57,11 @@ def _bias_vector(value: ir.Value, output: ir.Value) -> tuple[ir.Value, ir.Operat
     if broadcast is None or len(users(value)) != 1:
         return None
     bias = broadcast.operands[0]
-    rank = len(shape(output))
+    rank = len(shaped_dims(output))
     dimensions = list(ir.DenseI64ArrayAttr(broadcast.attributes["dimensions"]))
-    if len(shape(bias)) != 1 or dimensions != list(range(rank - 1)):
+    if len(shaped_dims(bias)) != 1 or dimensions != list(range(rank - 1)):
         return None
-    if shape(value) != shape(output) or shape(bias)[0] != shape(output)[-1]:
+    if shaped_dims(value) != shaped_dims(output) or shaped_dims(bias)[0] != shaped_dims(output)[-1]:
         return None
     return bias, broadcast
 
@@ -90,7 +90,7 @@ def _unsplit_type(linear: Linear) -> ir.RankedTensorType:
     """[..., N] for a Linear whose output is [..., *split]: x's leading dims, then N."""
     output = ir.ShapedType(linear.output.type)
     dynamic = ir.ShapedType.get_dynamic_size()
-    leading = [dynamic if d is None else d for d in shape(linear.x)[:-1]]
+    leading = [dynamic if d is None else d for d in shaped_dims(linear.x)[:-1]]
     return ir.RankedTensorType.get([*leading, math.prod(linear.split)], output.element_type)
 
 
@@ -98,8 +98,8 @@ def _split_again(value: ir.Value, expand: ir.Operation) -> ir.Value:
     """``value`` [..., N] with N split into the trailing dims of ``expand`` (the Linear's
     merged expand back, [M, N] → [..., *split]); the leading dims stay one for one and the
     output sizes are ``expand``'s own."""
-    lead = len(shape(value)) - 1
-    rank = len(shape(expand.results[0]))
+    lead = len(shaped_dims(value)) - 1
+    rank = len(shaped_dims(expand.results[0]))
     groups = [[i] for i in range(lead)] + [list(range(lead, rank))]
     static = list(ir.DenseI64ArrayAttr(expand.attributes["static_output_shape"]))
     return tensor.expand_shape(

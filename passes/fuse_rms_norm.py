@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from mlir import ir
 
 from tessera.dialects import RmsNorm
+from tessera.ir_types import element_type, shaped_dims
 from tessera.pass_registry import NoOptions, register_pass
 
 from .constant_values import is_zero_fill, splat_value
 from .linear_match import FLOAT_TYPES
 from .match import (
-    element_type,
     has_one_use,
     i64_array_attr,
     other_operand,
@@ -35,7 +35,6 @@ from .match import (
     producer_named,
     replace_with_op,
     rewrite_anchors,
-    shape,
     single_user,
     used_only_by,
     users,
@@ -85,7 +84,7 @@ def sum_of_squares(reduce: ir.Operation) -> tuple[ir.Value, ir.Operation] | None
     if reduce.name != "linalg.reduce" or len(reduce.operands) != 2 or len(reduce.results) != 1:
         return None
     squares, init = reduce.operands
-    rank = len(shape(squares))
+    rank = len(shaped_dims(squares))
     if rank < 1 or element_type(squares) != "f32" or element_type(init) != "f32":
         return None
     if i64_array_attr(reduce, "dimensions") != [rank - 1]:
@@ -119,8 +118,8 @@ def _is_row_reshape(op: ir.Operation, value: ir.Value, rows: Shape, kept: Shape)
     row_shapes = (rows, kept)
     return (
         op.operands[0] == value
-        and shape(value) in row_shapes
-        and shape(op.results[0]) in row_shapes
+        and shaped_dims(value) in row_shapes
+        and shaped_dims(op.results[0]) in row_shapes
     )
 
 
@@ -129,8 +128,8 @@ def _is_row_broadcast(op: ir.Operation, value: ir.Value, rows: Shape, full: Shap
     return (
         op.name == "linalg.broadcast"
         and op.operands[0] == value
-        and shape(value) == rows
-        and shape(op.results[0]) == full
+        and shaped_dims(value) == rows
+        and shaped_dims(op.results[0]) == full
         and i64_array_attr(op, "dimensions") == [len(full) - 1]
     )
 
@@ -140,7 +139,7 @@ def _normalise(
 ) -> tuple[float, ir.Operation, list[ir.Operation]] | None:
     """(eps, the ``× x`` op, the ops from the reduce to it) for sum → mean → + eps → rsqrt →
     broadcast → × x, reshapes of the per-row value allowed before the broadcast."""
-    full = shape(x)
+    full = shaped_dims(x)
     rows, kept = full[:-1], [*full[:-1], 1]
     value = reduce.results[0]
     ops: list[ir.Operation] = []
@@ -202,7 +201,7 @@ def _weight(value: ir.Value, full: Shape) -> tuple[ir.Value, float, list[ir.Oper
         seen.add(op.name)
         ops.append(op)
         current = following
-    if shape(current) != [full[-1]] or element_type(current) not in FLOAT_TYPES:
+    if shaped_dims(current) != [full[-1]] or element_type(current) not in FLOAT_TYPES:
         return None
     return current, offset if offset is not None else 0.0, ops
 
@@ -213,7 +212,7 @@ def match_rms_norm(reduce: ir.Operation) -> RmsNormMatch | None:
     if found is None:
         return None
     x, square = found
-    full = shape(x)
+    full = shaped_dims(x)
     width = full[-1]
     if width is None:
         return None

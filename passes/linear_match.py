@@ -18,16 +18,10 @@ from dataclasses import dataclass
 
 from mlir import ir
 
+from tessera.ir_types import element_type, shaped_dims
+
 from .constant_values import is_zero_fill
-from .match import (
-    element_type,
-    is_transpose_b_matmul,
-    producer,
-    producer_named,
-    reassociation,
-    shape,
-    single_user,
-)
+from .match import is_transpose_b_matmul, producer, producer_named, reassociation, single_user
 
 FLOAT_TYPES = ("bf16", "f16", "f32", "f64")
 # Attributes a plain linalg.matmul carries; anything else (e.g. a ``cast`` function) changes
@@ -76,15 +70,15 @@ def _restored_dims(expand: ir.Operation, x: ir.Value) -> list[int | None] | None
 
     A dynamic leading dim is taken to be x's, which types cannot prove: a Linear's expand
     back restores the sizes x was collapsed from (torch views the output by x's own sizes)."""
-    lead = len(shape(x)) - 1
-    restored = shape(expand.results[0])
+    lead = len(shaped_dims(x)) - 1
+    restored = shaped_dims(expand.results[0])
     groups = reassociation(expand)
     if len(groups) != 2 or len(restored) <= lead:
         return None
     cut = len(groups[0])
     if any(d != 1 for d in restored[min(cut, lead) : max(cut, lead)]):
         return None
-    if restored[:lead] != shape(x)[:lead]:
+    if restored[:lead] != shaped_dims(x)[:lead]:
         return None
     return restored[lead:]
 
@@ -97,7 +91,7 @@ def _split_of_n(expand: ir.Operation, x: ir.Value) -> tuple[int, ...] | None:
         return None
     if len(trailing) == 1:
         return ()
-    n = shape(expand.operands[0])[-1]
+    n = shaped_dims(expand.operands[0])[-1]
     if n is None or None in trailing:
         return None
     dims = tuple(d for d in trailing if d is not None)
@@ -124,7 +118,7 @@ def match_linear(matmul: ir.Operation, *, split: bool = False) -> Linear | None:
         return None
     collapse = producer_named(a, "tensor.collapse_shape")
     if collapse is not None:
-        source_rank = len(shape(collapse.operands[0]))
+        source_rank = len(shaped_dims(collapse.operands[0]))
         if source_rank < 3 or not _leading_group(collapse, source_rank):
             collapse = None
     ops = [matmul]

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from .match import shape
+from tessera.ir_types import shaped_dims
+
 from .scalar_eval import NotEvaluable
 from .tensor_eval import ElementEvaluator, OutOfBounds
 
@@ -75,7 +76,7 @@ def classify_boolean_mask(mask: ir.Value, allowed_when: bool = True) -> MaskKind
 
 
 def _classify(mask: ir.Value, decode: Callable[[float | int | bool], bool]) -> MaskKind | None:
-    if len(shape(mask)) != 4:
+    if len(shaped_dims(mask)) != 4:
         return None
     try:
         return _Probe(mask, decode).classify()

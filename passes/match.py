@@ -55,19 +55,6 @@ def i64_array_attr(op: ir.Operation, name: str) -> list[int] | None:
     return [int(v) for v in attr] if isinstance(attr, ir.DenseI64ArrayAttr) else None
 
 
-def shape(value: ir.Value) -> list[int | None]:
-    """Dims of a ranked tensor (None for dynamic), [] for scalars."""
-    type_ = value.type
-    if not isinstance(type_, ir.RankedTensorType):
-        return []
-    return [None if type_.is_dynamic_dim(i) else type_.get_dim_size(i) for i in range(type_.rank)]
-
-
-def element_type(value: ir.Value) -> str:
-    type_ = value.type
-    return str(type_.element_type if isinstance(type_, ir.ShapedType) else type_)
-
-
 def reassociation(op: ir.Operation) -> list[list[int]]:
     """The reassociation groups of an expand_shape/collapse_shape."""
     groups = ir.ArrayAttr(op.attributes["reassociation"])

@@ -10,7 +10,9 @@ from typing import TypeGuard
 
 from mlir import ir
 
-from .match import producer, producer_named, reassociation, shape
+from tessera.ir_types import shaped_dims
+
+from .match import producer, producer_named, reassociation
 
 RESHAPES = ("tensor.expand_shape", "tensor.collapse_shape")
 
@@ -103,7 +105,7 @@ def _refine(
 
 
 def _normalised(relation: Relation, source: ir.Value, result: ir.Value) -> Relation:
-    source_shape, result_shape = shape(source), shape(result)
+    source_shape, result_shape = shaped_dims(source), shaped_dims(result)
     out: Relation = []
     for block in relation:
         out += _refine(block, source_shape, result_shape)
@@ -126,12 +128,12 @@ def reshape_source(
     else:
         expected = [(g, (k,)) for k, g in enumerate(parts)]
         source_rank, result_rank = sum(len(g) for g in parts), len(parts)
-    if len(shape(value)) != result_rank:
+    if len(shaped_dims(value)) != result_rank:
         return None
     relation: Relation = [((k,), (k,)) for k in range(result_rank)]
     current, ops = value, list[ir.Operation]()
     while True:
-        if len(shape(current)) == source_rank and _normalised(
+        if len(shaped_dims(current)) == source_rank and _normalised(
             relation, current, value
         ) == _normalised(expected, current, value):
             return current, ops

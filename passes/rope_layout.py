@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from mlir import ir
 from mlir.dialects import arith, linalg, tensor
 
-from .match import shape
+from tessera.ir_types import ranked_tensor_type, shaped_dims
+
 from .rope_tables import Positions
 
 # [B, H, S, D] ↔ [B, S, H, D] (the permutation is its own inverse)
@@ -24,7 +25,7 @@ def _size(value: ir.Value, axis: int) -> ir.Value:
 
 def transpose(value: ir.Value, permutation: Sequence[int]) -> ir.Value:
     """``linalg.transpose`` of ``value`` into a new empty tensor."""
-    dims = shape(value)
+    dims = shaped_dims(value)
     sizes: list[int | ir.Value] = []
     for axis in permutation:
         dim = dims[axis]
@@ -40,12 +41,12 @@ def positions_for(positions: Positions, x: ir.Value) -> ir.Value:
     """The positions as rope.apply takes them for ``x`` [B, S, H, D]: [B, S], reshaped from
     a view with unit dims and broadcast from one row when x may have more than one."""
     value = _rows_by_tokens(positions)
-    batch = shape(x)[0]
-    if shape(value)[0] != 1 or batch == 1:
+    batch = shaped_dims(x)[0]
+    if shaped_dims(value)[0] != 1 or batch == 1:
         return value
-    tokens = shape(value)[1]
+    tokens = shaped_dims(value)[1]
     element = ir.ShapedType(value.type).element_type
-    row = tensor.collapse_shape(_tensor_type([tokens], element), value, [[0, 1]])
+    row = tensor.collapse_shape(ranked_tensor_type([tokens], element), value, [[0, 1]])
     sizes: list[int | ir.Value] = [
         _size(x, 0) if batch is None else batch,
         _size(value, 1) if tokens is None else tokens,
@@ -55,16 +56,11 @@ def positions_for(positions: Positions, x: ir.Value) -> ir.Value:
     return linalg.broadcast(row, outs=[init], dimensions=[0]).results[0]  # type: ignore[call-arg]
 
 
-def _tensor_type(dims: Sequence[int | None], element: ir.Type) -> ir.RankedTensorType:
-    dynamic = ir.ShapedType.get_dynamic_size()
-    return ir.RankedTensorType.get([dynamic if d is None else d for d in dims], element)
-
-
 def _rows_by_tokens(positions: Positions) -> ir.Value:
     """``positions`` as a [rows, S] tensor: itself, [S] expanded to [1, S], or a view with
     unit dims ([1, S, 1], [B, 1, S]) collapsed to its batch and token dims."""
     value = positions.value
-    dims = shape(value)
+    dims = shaped_dims(value)
     element = ir.ShapedType(value.type).element_type
     tokens = dims[positions.token_axis]
     if len(dims) == 2:
@@ -73,7 +69,7 @@ def _rows_by_tokens(positions: Positions) -> ir.Value:
         sizes = [] if tokens is not None else [_size(value, 0)]
         static = [1, ir.ShapedType.get_dynamic_size() if tokens is None else tokens]
         return tensor.expand_shape(
-            _tensor_type([1, tokens], element), value, [[0, 1]], sizes, static
+            ranked_tensor_type([1, tokens], element), value, [[0, 1]], sizes, static
         )
     groups = [[0], list(range(1, len(dims)))]
-    return tensor.collapse_shape(_tensor_type([dims[0], tokens], element), value, groups)
+    return tensor.collapse_shape(ranked_tensor_type([dims[0], tokens], element), value, groups)

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from .match import has_one_use, i64_array_attr, int_attr, producer_named, shape
+from tessera.ir_types import shaped_dims
+
+from .match import has_one_use, i64_array_attr, int_attr, producer_named
 from .rope_tables import Positions, read_tables
 
 ANCHORS = ("arith.addf",)
@@ -34,7 +36,7 @@ class RopeMatch:
 
 def match_rope(root: ir.Operation) -> RopeMatch | None:
     """The rope pattern ending at ``root`` (an ``arith.addf`` on [B, ·, ·, D]), or None."""
-    if root.name not in ANCHORS or len(shape(root.results[0])) != 4:
+    if root.name not in ANCHORS or len(shaped_dims(root.results[0])) != 4:
         return None
     for plain, rotated in (
         (root.operands[0], root.operands[1]),
@@ -45,7 +47,7 @@ def match_rope(root: ir.Operation) -> RopeMatch | None:
             continue
         x, cos, sin, ops = found
         tables = read_tables(x, cos, sin)
-        head_dim = shape(x)[3]
+        head_dim = shaped_dims(x)[3]
         if tables is None or head_dim is None:  # (the rotation already needs a static one)
             return None
         return RopeMatch(
@@ -92,7 +94,7 @@ def _rotate_half_source(value: ir.Value) -> tuple[ir.Value, list[ir.Operation]] 
     concat = producer_named(value, "tensor.concat")
     if concat is None or len(concat.operands) != 2 or not has_one_use(value):
         return None
-    rank = len(shape(value))
+    rank = len(shaped_dims(value))
     if int_attr(concat, "dim") != rank - 1:
         return None
     negate = producer_named(concat.operands[0], "arith.negf")
@@ -105,8 +107,8 @@ def _rotate_half_source(value: ir.Value) -> tuple[ir.Value, list[ir.Operation]] 
     x = low.operands[0]
     if high.operands[0] != x:
         return None
-    head_dim = shape(x)[-1]
-    if head_dim is None or head_dim % 2 or len(shape(x)) != rank:
+    head_dim = shaped_dims(x)[-1]
+    if head_dim is None or head_dim % 2 or len(shaped_dims(x)) != rank:
         return None
     half = head_dim // 2
     if not _is_half(low, rank, 0, half) or not _is_half(high, rank, half, half):
@@ -128,5 +130,5 @@ def _is_half(slice_op: ir.Operation, rank: int, offset: int, size: int) -> bool:
         and sizes is not None
         and sizes[-1] == size
         and strides == [1] * rank
-        and len(shape(slice_op.results[0])) == rank
+        and len(shaped_dims(slice_op.results[0])) == rank
     )

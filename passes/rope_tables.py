@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 from mlir import ir
 
-from .match import producer, shape
+from tessera.ir_types import shaped_dims
+
+from .match import producer
 from .reshape_view import RESHAPES
 from .rope_frequencies import fit_frequencies
 from .scalar_eval import NotEvaluable
@@ -46,12 +48,12 @@ class Positions:
 
     @property
     def batch_axis(self) -> int | None:
-        return 0 if len(shape(self.value)) >= 2 else None
+        return 0 if len(shaped_dims(self.value)) >= 2 else None
 
     @property
     def single_row(self) -> bool:
         """One row of positions shared by the whole batch."""
-        return self.batch_axis is None or shape(self.value)[0] == 1
+        return self.batch_axis is None or shaped_dims(self.value)[0] == 1
 
     def row_and_token(self, index: Index) -> tuple[int, int]:
         batch = self.batch_axis
@@ -71,7 +73,7 @@ class RopeTables:
 
 def read_tables(x: ir.Value, cos: ir.Value, sin: ir.Value) -> RopeTables | None:
     """The rotation by ``cos`` and ``sin`` (both shaped like ``x``), or None."""
-    dims = shape(x)
+    dims = shaped_dims(x)
     if len(dims) != 4 or dims[3] is None or dims[3] % 2 or dims[3] < 4:
         return None
     found = _table_ops(cos, sin)
@@ -127,7 +129,7 @@ def _positions(value: ir.Value) -> Positions | None:
     while True:
         type_ = value.type
         if isinstance(type_, ir.RankedTensorType) and str(type_.element_type) in ("i32", "i64"):
-            dims = shape(value)
+            dims = shaped_dims(value)
             first = 1 if len(dims) >= 2 else 0
             tokens = [a for a in range(first, len(dims)) if dims[a] != 1]
             if len(dims) >= 1 and len(tokens) <= 1:
@@ -136,7 +138,7 @@ def _positions(value: ir.Value) -> Positions | None:
         if op is None or op.name not in _POSITION_VIEWS:
             break
         value = op.operands[0]
-    ranked = [p for p in found if len(shape(p.value)) == 2]
+    ranked = [p for p in found if len(shaped_dims(p.value)) == 2]
     candidates = ranked or found
     return candidates[0] if candidates else None
 

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from mlir import ir
 from mlir.dialects import linalg
 
+from tessera.ir_types import shaped_dims
+
 from .constant_values import dense_elements, splat_element
 from .match import i64_array_attr, producer, reassociation
 from .scalar_eval import Evaluator, NotEvaluable, is_elementwise
@@ -27,10 +29,9 @@ class OutOfBounds(Exception):
 
 
 def _dims(value: ir.Value) -> list[int | None]:
-    type_ = value.type
-    if not isinstance(type_, ir.RankedTensorType):
-        raise NotEvaluable(f"{type_} is not a ranked tensor")
-    return [None if type_.is_dynamic_dim(i) else type_.get_dim_size(i) for i in range(type_.rank)]
+    if not isinstance(value.type, ir.RankedTensorType):
+        raise NotEvaluable(f"{value.type} is not a ranked tensor")
+    return shaped_dims(value)
 
 
 class ElementEvaluator:
@@ -116,6 +117,11 @@ class ElementEvaluator:
         if attr.is_splat:
             return splat_element(attr)
         element = ir.ShapedType(attr.type).element_type
+        if not isinstance(
+            element, ir.IntegerType | ir.F64Type | ir.F32Type | ir.BF16Type | ir.F16Type
+        ):
+            # The bindings decode no other element type (f8, f4, ...): nothing to match on.
+            raise NotEvaluable(f"cannot read the elements of a {element} constant")
         reduced_float = isinstance(element, ir.BF16Type | ir.F16Type)
         if not reduced_float and isinstance(attr, ir.DenseIntElementsAttr | ir.DenseFPElementsAttr):
             # Read one element: a large constant (a static mask) is never decoded whole.

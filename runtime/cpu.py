@@ -32,8 +32,34 @@ def host_target() -> TargetSpec:
 # LLVM's names of x86 instruction-set features → the flags Linux lists in /proc/cpuinfo. Code
 # compiled for the build machine may use any feature it has; running it where one is missing
 # dies of an illegal instruction, so the loader refuses such an artifact instead. Features not
-# listed here are not checked.
+# listed here are not checked (modes and hints such as 64bit or shstk, and instructions no
+# compiler emits on its own).
 _X86_FLAGS = {
+    "cmov": "cmov",
+    "cx8": "cx8",
+    "fxsr": "fxsr",
+    "mmx": "mmx",
+    "sse": "sse",
+    "sse2": "sse2",
+    "cx16": "cx16",
+    "sahf": "lahf_lm",
+    "xsave": "xsave",
+    "xsavec": "xsavec",
+    "xsaveopt": "xsaveopt",
+    "xsaves": "xsaves",
+    "sse4a": "sse4a",
+    "fma4": "fma4",
+    "xop": "xop",
+    "tbm": "tbm",
+    "prfchw": "3dnowprefetch",
+    "rdrnd": "rdrand",
+    "rdseed": "rdseed",
+    "clflushopt": "clflushopt",
+    "clwb": "clwb",
+    "clzero": "clzero",
+    "fsgsbase": "fsgsbase",
+    "rdpid": "rdpid",
+    "invpcid": "invpcid",
     "sse3": "pni",
     "ssse3": "ssse3",
     "sse4.1": "sse4_1",
@@ -107,7 +133,9 @@ def check_target(target: TargetSpec) -> None:
     if missing:
         raise ArtifactError(
             f"the artifact's code was compiled for a {target.cpu or 'different'} CPU and may use "
-            f"{', '.join(missing)}, which this CPU lacks; rebuild the artifact on this machine",
+            f"{', '.join(missing)}, which this CPU lacks (running it could die of an illegal "
+            "instruction); rebuild the artifact on this machine, or for an instruction set "
+            "this CPU has",
             "target.features",
         )
 

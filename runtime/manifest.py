@@ -4,7 +4,8 @@ One format serves every target. An artifact has binaries (files with their sha25
 programs; a program ("prefill" now, "decode" later) declares its symbolic dims, inputs,
 weights and outputs, and a list of steps that reference those tensors by name. The CPU target
 emits one step, a ``host_call`` of the entry function's packed C interface; GPU targets add
-kernel-launch steps over named buffers as new step kinds (docs/runtime.md).
+kernel-launch steps over named buffers as new step kinds (docs/architecture.md, "The
+manifest").
 
 ``Manifest.to_json`` and ``manifest_parse.parse_manifest`` are inverse. Building a spec
 checks it (symbols declared and bound, names unique, steps naming existing tensors and

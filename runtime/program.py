@@ -21,7 +21,7 @@ import torch
 from tessera.errors import RuntimeInputError
 
 from .checks import InputCheck, gather_weights, resolve_shape
-from .manifest import ArtifactError, ProgramSpec
+from .manifest import ArtifactError, HostCall, ProgramSpec
 from .memref import DTYPES, descriptor
 
 Resolver = Callable[[str], int]
@@ -65,6 +65,11 @@ class Program:
         }
         calls = []
         for i, step in enumerate(spec.steps):
+            if not isinstance(step, HostCall):
+                raise ArtifactError(
+                    f"step kind '{step.kind}' runs on a GPU, not in a CPU program",
+                    f"programs.{spec.name}.steps[{i}]",
+                )
             resolver = resolvers.get(step.binary)
             if resolver is None:
                 raise ArtifactError(

@@ -23,12 +23,14 @@ class Expectation:
     line: int
     text: str
     source_line: int
+    source_col: int = 1  # where the comment's `expected-` starts, for a located report
     found: bool = False
 
 
 def expectations(text: str) -> list[Expectation]:
     found: list[Expectation] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at '\n' only, as MLIR counts them (str.splitlines also splits at '\f', ...).
+    for number, line in enumerate(text.split("\n"), start=1):
         for match in _EXPECTED.finditer(line):
             severity, offset, message = match.groups()
             target = number
@@ -38,7 +40,8 @@ def expectations(text: str) -> list[Expectation]:
                 target = number + 1
             elif offset is not None:
                 target = number + int(offset) if offset[0] in "+-" else int(offset)
-            found.append(Expectation(severity, target, message, number))
+            column = len(line[: match.start()].encode()) + 1  # MLIR counts bytes
+            found.append(Expectation(severity, target, message, number, column))
     return found
 
 
@@ -74,8 +77,8 @@ def check(text: str, source_name: str, diagnostics: list[Diagnostic]) -> list[st
             match.found = True
     for want in wanted:
         if not want.found:
+            where = f"{source_name}:{want.source_line}:{want.source_col}"
             problems.append(
-                f"{source_name}:{want.source_line}: error: expected {want.severity} "
-                f'"{want.text}" was not produced'
+                f'{where}: error: expected {want.severity} "{want.text}" was not produced'
             )
     return problems

@@ -31,13 +31,14 @@ from tessera.runtime import cpu
 from tessera.runtime.manifest import (
     MANIFEST_FILE,
     BinarySpec,
+    HostCall,
     Manifest,
     ProgramSpec,
     TargetSpec,
 )
 from tessera.runtime.program import Program
 
-from .host import host
+from .host import Host, host
 
 _PACKED_PREFIX = "_mlir_"
 
@@ -114,11 +115,11 @@ def compile_shared_object(lowered: ir.Module, exports: Sequence[str]) -> bytes:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def build_target() -> TargetSpec:
-    """This machine as the artifact's target. The ExecutionEngine compiles for the host CPU
-    (and the kernels are specialised to it), so the code may use every feature it has; the
-    runtime refuses to load the artifact on a CPU that lacks one."""
-    machine = host()
+def build_target(machine: Host | None = None) -> TargetSpec:
+    """The artifact's target: ``machine``, the CPU the code was written and compiled for (by
+    default this one, whose every feature the code may then use). The runtime refuses to load
+    the artifact on a CPU that lacks one of the recorded features."""
+    machine = machine or host()
     features = tuple(f[1:] for f in machine.features if f.startswith("+"))
     base = cpu.host_target()
     return TargetSpec(base.kind, base.arch, base.os, machine.cpu, features)
@@ -129,7 +130,8 @@ def _exports(programs: Sequence[ProgramSpec]) -> list[str]:
     symbols: list[str] = []
     for program in programs:
         for step in program.steps:
-            symbols += [step.symbol, step.symbol.removeprefix(_PACKED_PREFIX)]
+            if isinstance(step, HostCall):
+                symbols += [step.symbol, step.symbol.removeprefix(_PACKED_PREFIX)]
     return list(dict.fromkeys(symbols))
 
 
@@ -140,16 +142,18 @@ def build_artifact(
     *,
     binary: str = "model",
     metadata: Mapping[str, Any] | None = None,
+    machine: Host | None = None,
 ) -> Manifest:
     """Writes the artifact for ``programs`` (whose steps call into ``binary``) to
-    ``directory``: ``<binary>.so`` then ``manifest.json``. Returns the manifest."""
+    ``directory``: ``<binary>.so`` then ``manifest.json``. Returns the manifest. ``machine``
+    is the CPU ``lowered`` was lowered for (``pipeline.lower``'s ``isa``; default the host)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data = compile_shared_object(lowered, _exports(programs))
     file = f"{binary}.so"
     manifest = Manifest(
         compiler_version=tessera.__version__,
-        target=build_target(),
+        target=build_target(machine),
         binaries=(BinarySpec(binary, file, cpu.BINARY_KIND, hashlib.sha256(data).hexdigest()),),
         programs=tuple(programs),
         metadata=dict(metadata or {}),

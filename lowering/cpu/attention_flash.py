@@ -29,14 +29,15 @@ from functools import cache
 from mlir import ir
 
 from tessera.dialects import FlashAttention
+from tessera.ir_types import shaped_dims
+from tessera.mlir_text import memref_type
 
 from ..kernel_call import mangle, replace_with_call
-from ..text import memref_type, shape_of
 from . import vector_math as vm
 from . import vectors
 from .builder import Kernel
 from .host import Host
-from .kernel_types import check, float_dtype, static_dim, static_dims
+from .kernel_types import check, check_unrolled, float_dtype, static_dim, static_dims
 from .lane_reduce import Transform, reduce_all
 from .matmul import Epilogue, Operand, Tiling, emit_matmul
 from .matmul_nn import emit_matmul_nn
@@ -357,18 +358,18 @@ def wrapper_source(
         results=[str(o.type)],
     )
     buffers = [
-        buffer_of(k, "%q", shape_of(q.type), dtype, spec.q_view),
-        buffer_of(k, "%k", shape_of(kk.type), dtype, spec.k_view),
-        buffer_of(k, "%v", shape_of(v.type), dtype, spec.v_view),
+        buffer_of(k, "%q", shaped_dims(q.type), dtype, spec.q_view),
+        buffer_of(k, "%k", shaped_dims(kk.type), dtype, spec.k_view),
+        buffer_of(k, "%v", shaped_dims(v.type), dtype, spec.v_view),
     ]
-    q_dims = dims_of(k, "%q", shape_of(q.type), dtype)
+    q_dims = dims_of(k, "%q", shaped_dims(q.type), dtype)
     sizes = [q_dims[0], q_dims[1], q_dims[2], k.index(spec.value_depth)]
     o_buffer = alloc(k, spec.o_view, dtype, sizes)
     types = [
         memref_type(view, dtype) for view in (spec.q_view, spec.k_view, spec.v_view, spec.o_view)
     ]
     pairs = k.mul(q_dims[0], spec.q_heads)
-    k_dims = dims_of(k, "%k", shape_of(kk.type), dtype)
+    k_dims = dims_of(k, "%k", shaped_dims(kk.type), dtype)
     work = k.mul(k.mul(k.mul(pairs, q_dims[2]), k_dims[2]), spec.depth + spec.value_depth)
     # Any split of the (batch, head) pairs works: threads only read k and v.
     launch(k, spec.symbol() + "_core", [*buffers, o_buffer], types, pairs, 1, work, host)
@@ -384,11 +385,13 @@ def lower_flash_attention(op: ir.Operation, host: Host) -> None:
     static_dims(op, v, [1, 3], "v")
     block_q, block_k, _ = view.tile
     check(block_q > 0 and block_k > 0, op, f"tile sizes must be positive, found {view.tile}")
+    check_unrolled(op, block_q, "the query tile")
+    check_unrolled(op, block_k, "the key tile")
     spec = AttentionSpec(
         q_heads=static_dim(op, q, 1, "q"),
         kv_heads=static_dim(op, kk, 1, "k"),
-        depth=static_dim(op, q, 3, "q"),
-        value_depth=static_dim(op, v, 3, "v"),
+        depth=static_dim(op, q, 3, "q", unrolled=True),
+        value_depth=static_dim(op, v, 3, "v", unrolled=True),
         dtype=float_dtype(op, q, "q"),
         causal=bool(view.causal),
         scale=float(view.scale),

@@ -1,18 +1,19 @@
-"""Writing one kernel function as MLIR text: fresh SSA names, hoisted constants, nested
-``scf.for`` / ``scf.if`` blocks.
+"""Writing one kernel function as MLIR text: the shared body writer
+(``tessera.mlir_writer``) with index arithmetic and nested ``scf.for`` / ``scf.if`` blocks.
 
-Kernels are generated per op instance (static sizes and attributes folded in), so a small text
-builder is enough; MLIR's parser checks the result. Constants are collected and emitted at the
-top of the function body, where they dominate every use.
+Kernels are generated per op instance (static sizes and attributes folded in), so a text
+builder is enough; MLIR's parser checks the result. Constants are hoisted to the top of the
+function body, where they dominate every use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..text import float_literal
+from tessera.mlir_text import float_literal
+from tessera.mlir_writer import BodyWriter
 
 
 @dataclass
@@ -41,43 +42,29 @@ class Branch:
     else_values: list[str] | None = None
 
 
-@dataclass
-class Kernel:
-    """One ``func.func`` under construction."""
+class Kernel(BodyWriter):
+    """One ``func.func`` under construction: ``params`` are (name, type) pairs."""
 
-    symbol: str
-    params: list[tuple[str, str]]
-    results: list[str] = field(default_factory=list)
-    private: bool = True
-    attributes: str = ""
-    _lines: list[str] = field(default_factory=list)
-    _constants: dict[tuple[str, str], str] = field(default_factory=dict)
-    _names: dict[str, int] = field(default_factory=dict)
-    _depth: int = 1
-
-    # ----------------------------------------------------------------------- names and lines
-
-    def fresh(self, hint: str) -> str:
-        count = self._names.get(hint, 0)
-        self._names[hint] = count + 1
-        return f"%{hint}{count}"
-
-    def line(self, text: str) -> None:
-        self._lines.append("  " * self._depth + text)
+    def __init__(
+        self,
+        symbol: str,
+        params: list[tuple[str, str]],
+        results: Sequence[str] = (),
+        private: bool = True,
+        attributes: str = "",
+    ) -> None:
+        super().__init__()
+        self.symbol = symbol
+        self.params = params
+        self.results = list(results)
+        self.private = private
+        self.attributes = attributes
 
     def op(self, hint: str, text: str) -> str:
         """Emits ``%name = text`` and returns the new name."""
-        name = self.fresh(hint)
-        self.line(f"{name} = {text}")
-        return name
+        return self.assign(text, hint)
 
     # ----------------------------------------------------------------------- constants
-
-    def constant(self, literal: str, type_: str) -> str:
-        key = (literal, type_)
-        if key not in self._constants:
-            self._constants[key] = f"%k{len(self._constants)}"
-        return self._constants[key]
 
     def index(self, value: int) -> str:
         return self.constant(str(int(value)), "index")
@@ -150,34 +137,34 @@ class Kernel:
             head = f"{base}{':' + str(len(carried)) if len(carried) > 1 else ''} = {head} "
             head += f"iter_args({inits}) -> ({', '.join(types)})"
         self.line(head + " {")
-        self._depth += 1
+        self.depth += 1
         loop = Loop(iv, args, results, types)
         yield loop
         if carried:
             if loop.yielded is None:
                 raise ValueError("a loop with carried values must yield them")
             self.line(f"scf.yield {', '.join(loop.yielded)} : {', '.join(types)}")
-        self._depth -= 1
+        self.depth -= 1
         self.line("}")
 
     @contextmanager
     def if_(self, condition: str) -> Iterator[None]:
         """``scf.if`` without results or else branch."""
         self.line(f"scf.if {condition} {{")
-        self._depth += 1
+        self.depth += 1
         yield
-        self._depth -= 1
+        self.depth -= 1
         self.line("}")
 
     @contextmanager
     def otherwise(self) -> Iterator[None]:
         """The else side of the ``if_`` just closed."""
-        if not self._lines or self._lines[-1].strip() != "}":
+        if not self.lines or self.lines[-1].strip() != "}":
             raise ValueError("otherwise() must directly follow an if_() block")
-        self._lines[-1] = self._lines[-1].replace("}", "} else {")
-        self._depth += 1
+        self.lines[-1] = self.lines[-1].replace("}", "} else {")
+        self.depth += 1
         yield
-        self._depth -= 1
+        self.depth -= 1
         self.line("}")
 
     @contextmanager
@@ -187,23 +174,23 @@ class Kernel:
         results = [f"{base}#{i}" for i in range(len(types))] if len(types) > 1 else [base]
         count = f":{len(types)}" if len(types) > 1 else ""
         self.line(f"{base}{count} = scf.if {condition} -> ({', '.join(types)}) {{")
-        self._depth += 1
+        self.depth += 1
         branch = Branch(results, list(types))
         yield branch
         if branch.then_values is None:
             raise ValueError("the then side of an scf.if with results must set then_values")
         self.line(f"scf.yield {', '.join(branch.then_values)} : {', '.join(types)}")
-        self._depth -= 1
+        self.depth -= 1
 
     @contextmanager
     def else_(self, branch: Branch) -> Iterator[Branch]:
         self.line("} else {")
-        self._depth += 1
+        self.depth += 1
         yield branch
         if branch.else_values is None:
             raise ValueError("the else side of an scf.if with results must set else_values")
         self.line(f"scf.yield {', '.join(branch.else_values)} : {', '.join(branch.types)}")
-        self._depth -= 1
+        self.depth -= 1
         self.line("}")
 
     # ----------------------------------------------------------------------- calls
@@ -218,17 +205,10 @@ class Kernel:
     # ----------------------------------------------------------------------- output
 
     def text(self) -> str:
-        params = ", ".join(f"{name}: {type_}" for name, type_ in self.params)
-        visibility = "private " if self.private else ""
-        results = ""
-        if self.results:
-            results = " -> " + (
-                self.results[0] if len(self.results) == 1 else f"({', '.join(self.results)})"
-            )
-        attributes = f" attributes {{{self.attributes}}}" if self.attributes else ""
-        head = f"func.func {visibility}@{self.symbol}({params}){results}{attributes} {{"
-        constants = [
-            f"  {name} = arith.constant {literal} : {type_}"
-            for (literal, type_), name in self._constants.items()
-        ]
-        return "\n".join([head, *constants, *self._lines, "}"]) + "\n"
+        return self.function(
+            self.symbol,
+            self.params,
+            self.results,
+            private=self.private,
+            attributes=self.attributes,
+        )

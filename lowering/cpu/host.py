@@ -2,9 +2,11 @@
 
 MLIR's ExecutionEngine compiles for the host (LLVM's ``JITTargetMachineBuilder::detectHost``),
 but an object written for ahead-of-time use carries no CPU of its own, and the kernels are
-specialised to the host's vector width and instructions anyway (AVX-512 registers, the
-``vdpbf16ps`` bf16 dot product). So the lowering stamps every ``llvm.func`` with the host's
-``target_cpu`` and ``target_features``: the code is the same whichever way it is compiled.
+specialised to a vector width and instruction set anyway (AVX-512 registers, the
+``vdpbf16ps`` bf16 dot product). So the lowering stamps every ``llvm.func`` with the chosen
+CPU's ``target_cpu`` and ``target_features``: the host's by default, or a named
+microarchitecture level (``ISAS``) for an artifact that must run on other CPUs. The code is
+the same whichever way it is compiled, and the artifact records what it may use.
 """
 
 from __future__ import annotations
@@ -63,13 +65,23 @@ def host() -> Host:
     )
 
 
-# Instruction sets a lowering can be asked to target instead of the host's (for IR tests that
-# must not depend on the machine): the features the kernel generators look at.
-ISAS: dict[str, tuple[str, ...]] = {
-    "avx512-bf16": ("+avx2", "+fma", "+avx512f", "+avx512bf16"),
-    "avx512": ("+avx2", "+fma", "+avx512f"),
-    "avx2": ("+avx2", "+fma"),
-    "sse": (),
+# x86-64 microarchitecture levels (the psABI's), as the LLVM features each guarantees beyond
+# the baseline's SSE2: what an artifact built for a level may use, and what the runtime then
+# checks on the CPU that loads it.
+_BASELINE = ("+cmov", "+cx8", "+fxsr", "+mmx", "+sse", "+sse2")
+_V2 = (*_BASELINE, "+cx16", "+popcnt", "+sahf", "+sse3", "+sse4.1", "+sse4.2", "+ssse3")
+_V3 = (*_V2, "+avx", "+avx2", "+bmi", "+bmi2", "+f16c", "+fma", "+lzcnt", "+movbe", "+xsave")
+_V4 = (*_V3, "+avx512bw", "+avx512cd", "+avx512dq", "+avx512f", "+avx512vl")
+
+# Instruction sets a lowering can be asked to target instead of the host's: for an artifact
+# that must run on other CPUs than the one that built it, and for IR tests that must not
+# depend on the machine. Each is an LLVM CPU name (a microarchitecture level, so LLVM itself
+# adds nothing beyond it) and its features.
+ISAS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "avx512-bf16": ("x86-64-v4", (*_V4, "+avx512bf16")),
+    "avx512": ("x86-64-v4", _V4),
+    "avx2": ("x86-64-v3", _V3),
+    "sse": ("x86-64", _BASELINE),
 }
 
 
@@ -83,4 +95,5 @@ def target(isa: str = "host", threads: int = 0) -> Host:
     if isa not in ISAS:
         known = ", ".join(["host", *ISAS])
         raise ValueError(f"unknown instruction set '{isa}' (known: {known})")
-    return Host(f"generic-{isa}", ISAS[isa], count)
+    cpu, features = ISAS[isa]
+    return Host(cpu, tuple(sorted(features)), count)

@@ -13,9 +13,10 @@ from functools import cache
 from mlir import ir
 
 from tessera.dialects import Lookup
+from tessera.ir_types import Dims, shaped_dims
+from tessera.mlir_text import memref_type
 
 from ..kernel_call import mangle, replace_with_call
-from ..text import Shape, memref_type, shape_of
 from . import vectors
 from .builder import Kernel
 from .host import Host
@@ -131,11 +132,11 @@ def core_source(spec: LookupSpec, host: Host) -> str:
 def wrapper_source(
     spec: LookupSpec, symbol: str, table: ir.Value, ids: ir.Value, y: ir.Value
 ) -> str:
-    ids_shape = shape_of(ids.type)
+    ids_shape = shaped_dims(ids.type)
     k = Kernel(
         symbol, [("%table", str(table.type)), ("%ids", str(ids.type))], results=[str(y.type)]
     )
-    table_shape: Shape = [spec.vocab, spec.width]
+    table_shape: Dims = [spec.vocab, spec.width]
     table_buffer = buffer_of(k, "%table", table_shape, spec.dtype, table_shape)
     ids_buffer = buffer_of(k, "%ids", ids_shape, spec.ids_dtype, spec.ids_view)
     sizes = [*dims_of(k, "%ids", ids_shape, spec.ids_dtype), k.index(spec.width)]
@@ -154,9 +155,9 @@ def lower_lookup(op: ir.Operation, host: Host) -> None:
     view = Lookup(op)
     table, ids, y = view.table, view.ids, view.y
     spec = LookupSpec(
-        ids_rank=len(shape_of(ids.type)),
+        ids_rank=len(shaped_dims(ids.type)),
         vocab=static_dim(op, table, 0, "table"),
-        width=static_dim(op, table, 1, "table"),
+        width=static_dim(op, table, 1, "table", unrolled=True),
         dtype=float_dtype(op, table, "table"),
         ids_dtype=str(ids.type.element_type),
         scale=float(view.scale),

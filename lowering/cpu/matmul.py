@@ -63,10 +63,12 @@ class Tiling:
 def default_tiling(dtype: str, host: Host) -> Tiling:
     """Block sizes measured best on an AVX-512 Zen 5 core (bench/cpu_kernels.py): a K block
     is 4 KiB of each row (so a 2 × 8 microtile's rows stay in L1), and 128 rows of A are
-    reused from L2 across all of B's rows."""
+    reused from L2 across all of B's rows. A microtile's columns are summed across the lanes
+    of one vector (``lane_reduce``), so there are at most as many as a vector has lanes."""
+    columns = min(8, host.lanes)
     if dtype == "bf16" and host.bf16_dot:
-        return Tiling(mr=2, nr=8, kc=2048, mc=128)
-    return Tiling(mr=2, nr=8, kc=1024, mc=128)
+        return Tiling(mr=2, nr=columns, kc=2048, mc=128)
+    return Tiling(mr=2, nr=columns, kc=1024, mc=128)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from . import (  # noqa: F401
     strided_copies,
     swi_glu,
 )
-from .host import Host, host, target
+from .host import Host, target
 from .parallel import define_launchers
 from .registry import lower_op
 
@@ -77,6 +77,16 @@ TO_LLVM = [
 ]
 
 
+def to_llvm(machine: Host) -> list[str]:
+    """``TO_LLVM`` for code written for ``machine``. Without avx512bf16 LLVM rounds f32 to
+    bf16 by calling ``__truncsfbf2``, a compiler-runtime helper the ExecutionEngine cannot
+    resolve (it aborts the process), one element at a time; ``arith-expand`` then writes the
+    rounding (to nearest even, NaN kept) in integer ops, which vectorise."""
+    if machine.has("avx512bf16"):
+        return list(TO_LLVM)
+    return ["arith-expand{include-bf16=true}" if p == "arith-expand" else p for p in TO_LLVM]
+
+
 @dataclass(frozen=True)
 class LowerToCpuOptions:
     """``isa``: the instruction set the kernels are written for, ``host`` or one of
@@ -108,32 +118,54 @@ def lower_to_cpu(module: ir.Operation, options: LowerToCpuOptions) -> None:
 
 
 def stamp_target(module: ir.Module, target: Host) -> None:
-    """Sets ``target_cpu``/``target_features`` on every ``llvm.func`` (see ``host.py``)."""
-    cpu = ir.StringAttr.get(target.cpu, context=module.context)
-    features = ir.Attribute.parse(target.llvm_features(), context=module.context)
-    for op in module.body.operations:
-        if op.operation.name == "llvm.func":
-            op.operation.attributes["target_cpu"] = cpu
-            op.operation.attributes["target_features"] = features
+    """Compiles every function of the LLVM-dialect ``module`` for ``target`` (see ``host.py``).
+
+    Each ``llvm.func`` gets the CPU and features, which LLVM honours per function. The
+    ExecutionEngine also wraps every function ``fn`` in a packed ``_mlir_<fn>`` that it
+    compiles for the CPU it runs on, and LLVM may inline ``fn`` into it, so the entry
+    functions (``llvm.emit_c_interface``, whose wrapper is what a program calls) are kept out
+    of line: what runs is then all stamped code. (The wrappers of internal functions are never
+    called; the ExecutionEngine insists on them.)"""
+    context = module.context
+    cpu = ir.StringAttr.get(target.cpu, context=context)
+    features = ir.Attribute.parse(target.llvm_features(), context=context)
+    out_of_line = ir.Attribute.parse('["noinline"]', context=context)
+    for view in module.body.operations:
+        op = view.operation
+        if op.name != "llvm.func":
+            continue
+        op.attributes["target_cpu"] = cpu
+        op.attributes["target_features"] = features
+        if op.regions[0].blocks and "llvm.emit_c_interface" in op.attributes:
+            op.attributes["passthrough"] = out_of_line
 
 
-def lower(module: ir.Module, *, threads: int = 0) -> dict[str, str]:
+def lower(module: ir.Module, *, threads: int = 0, isa: str = "host") -> dict[str, str]:
     """Lowers ``module`` in place to the LLVM dialect; returns each stage's IR text.
-    ``threads`` caps the cores one kernel may use (0: all of the host's)."""
+    ``threads`` caps the cores one kernel may use (0: all of the host's); ``isa`` is the
+    instruction set the code is written for (``host``, or one of ``host.ISAS``)."""
     stages: dict[str, str] = {}
     try:
-        run_pipeline(module, f"builtin.module(tessera-lower-to-cpu{{threads={int(threads)}}})")
+        chosen = target(isa, threads)
+    except ValueError as problem:
+        raise LoweringError(str(problem)) from None
+    options = f"isa={isa} threads={int(threads)}"
+    try:
+        run_pipeline(module, f"builtin.module(tessera-lower-to-cpu{{{options}}})")
     except PassError as problem:
         # The pass manager reports the rule's error as a diagnostic; give it back its kind.
         raise LoweringError(problem.message, problem.location) from None
     stages["linalg"] = str(module)
     try:
-        run_pipeline(module, "builtin.module(" + ",".join(TO_LLVM) + ")", verify_each=False)
+        pipeline = "builtin.module(" + ",".join(to_llvm(chosen)) + ")"
+        run_pipeline(module, pipeline, verify_each=False)
     except LoweringError:
         raise
     except Exception as error:
         raise LoweringError(f"cpu lowering to LLVM failed: {error}") from None
     define_launchers(module)
-    stamp_target(module, host())
+    # The kernels were written for `chosen`; LLVM compiles each function for the CPU and
+    # features it is stamped with, whatever machine the ExecutionEngine runs on.
+    stamp_target(module, chosen)
     stages["llvm"] = str(module)
     return stages

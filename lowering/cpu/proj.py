@@ -14,9 +14,10 @@ from functools import cache
 from mlir import ir
 
 from tessera.dialects import Projection
+from tessera.ir_types import shaped_dims
+from tessera.mlir_text import memref_type
 
 from ..kernel_call import mangle, replace_with_call
-from ..text import memref_type, shape_of
 from . import vector_math as vm
 from .builder import Kernel
 from .host import Host
@@ -193,7 +194,7 @@ def wrapper_source(
     host: Host,
 ) -> str:
     """The tensor-level function the op becomes a call to."""
-    x_shape = shape_of(x.type)
+    x_shape = shaped_dims(x.type)
     params = [("%x", str(x.type)), ("%w", str(w.type))]
     if bias is not None:
         params.append(("%bias", str(bias.type)))
@@ -226,10 +227,10 @@ def lower_projection(op: ir.Operation, host: Host) -> None:
     view = Projection(op)
     x, w, bias, y = view.x, view.w, view.bias, view.y
     rows, columns = static_dim(op, w, 0, "weight"), static_dim(op, w, 1, "weight")
-    static_dims(op, x, [len(shape_of(x.type)) - 1], "x")
+    static_dims(op, x, [len(shaped_dims(x.type)) - 1], "x")
     depth, width = (columns, rows) if view.transpose_w else (rows, columns)
     spec = ProjSpec(
-        rank=len(shape_of(x.type)),
+        rank=len(shaped_dims(x.type)),
         depth=depth,
         width=width,
         x_dtype=float_dtype(op, x, "x"),

@@ -13,9 +13,10 @@ from functools import cache
 from mlir import ir
 
 from tessera.dialects import RmsNorm
+from tessera.ir_types import shaped_dims
+from tessera.mlir_text import memref_type
 
 from ..kernel_call import mangle, replace_with_call
-from ..text import memref_type, shape_of
 from . import vectors
 from .builder import Kernel
 from .host import Host
@@ -108,7 +109,7 @@ def core_source(spec: RmsSpec, host: Host) -> str:
 
 
 def wrapper_source(spec: RmsSpec, symbol: str, x: ir.Value, w: ir.Value) -> str:
-    shape = shape_of(x.type)
+    shape = shaped_dims(x.type)
     k = Kernel(symbol, [("%x", str(x.type)), ("%w", str(w.type))], results=[str(x.type)])
     x_buffer = buffer_of(k, "%x", shape, spec.dtype, spec.view)
     w_buffer = buffer_of(k, "%w", [spec.width], spec.w_dtype, [spec.width])
@@ -129,7 +130,7 @@ def lower_rms_norm(op: ir.Operation, host: Host) -> None:
     shape = static_dims(op, x, [-1], "x")
     spec = RmsSpec(
         rank=len(shape),
-        width=static_dim(op, x, -1, "x"),
+        width=static_dim(op, x, -1, "x", unrolled=True),
         dtype=float_dtype(op, x, "x"),
         w_dtype=float_dtype(op, w, "the weight"),
         eps=float(view.eps),

@@ -18,9 +18,10 @@ import torch
 from mlir import ir
 
 from tessera.dialects import RopeApply
+from tessera.ir_types import shaped_dims
+from tessera.mlir_text import float_literal, memref_type
 
 from ..kernel_call import mangle, replace_with_call
-from ..text import memref_type, shape_of
 from . import vectors
 from .builder import Kernel
 from .host import Host
@@ -75,7 +76,8 @@ def core_source(spec: RopeSpec, host: Host) -> str:
     table = f"{spec.symbol()}_inv_freq"
     table_type = memref_type([half], "f32")
     values = ", ".join(
-        repr(v) for v in inverse_frequencies(spec.theta, spec.rotary_dim, spec.scaling)
+        float_literal(v, "f32")
+        for v in inverse_frequencies(spec.theta, spec.rotary_dim, spec.scaling)
     )
     header = f'memref.global "private" constant @{table} : {table_type} = dense<[{values}]>\n'
     k = Kernel(spec.symbol() + "_core", [("%x", x_type), ("%pos", p_type), ("%y", x_type)])
@@ -137,7 +139,7 @@ def core_source(spec: RopeSpec, host: Host) -> str:
 
 
 def wrapper_source(spec: RopeSpec, symbol: str, x: ir.Value, positions: ir.Value) -> str:
-    shape, p_shape = shape_of(x.type), shape_of(positions.type)
+    shape, p_shape = shaped_dims(x.type), shaped_dims(positions.type)
     k = Kernel(symbol, [("%x", str(x.type)), ("%pos", str(positions.type))], results=[str(x.type)])
     x_buffer = buffer_of(k, "%x", shape, spec.dtype, spec.view)
     p_buffer = buffer_of(k, "%pos", p_shape, spec.pos_dtype, [None, None])
@@ -155,7 +157,7 @@ def lower_rope(op: ir.Operation, host: Host) -> None:
     view = RopeApply(op)
     x, positions = view.x, view.positions
     static_dims(op, x, [2, 3], "x")
-    head_dim = static_dim(op, x, 3, "x")
+    head_dim = static_dim(op, x, 3, "x", unrolled=True)
     rotary = int(view.rotary_dim) if view.rotary_dim is not None else head_dim
     check(view.layout == "half_split", op, f"layout '{view.layout}' has no cpu kernel")
     spec = RopeSpec(

@@ -15,9 +15,10 @@ from functools import cache
 from mlir import ir
 
 from tessera.dialects import GatedMlp
+from tessera.ir_types import shaped_dims
+from tessera.mlir_text import memref_type
 
 from ..kernel_call import mangle, replace_with_call
-from ..text import memref_type, shape_of
 from . import vector_math as vm
 from .builder import Kernel
 from .host import Host
@@ -162,7 +163,7 @@ def down_source(spec: MlpSpec, host: Host) -> str:
 def wrapper_source(
     spec: MlpSpec, symbol: str, x: ir.Value, weights: list[ir.Value], host: Host
 ) -> str:
-    shape = shape_of(x.type)
+    shape = shaped_dims(x.type)
     names = _names(spec)
     params = [("%x", str(x.type)), *[(n, str(w.type)) for n, w in zip(names, weights, strict=True)]]
     k = Kernel(symbol, params, results=[str(x.type)])

@@ -5,80 +5,129 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlir import ir
+
 from tessera.errors import LoweringError, PassError
 from tessera.pipeline import run_pipeline
 from tessera.target import Build, Stage
 
 from .artifact import build_artifact, build_target
-from .entry_describe import describe_entry
-from .host import host
+from .entry_abi import dict_attrs, symbol_name
+from .entry_describe import INPUT_ATTR, Dim, describe_entry
+from .host import Host, target
 from .parallel import define_launchers
-from .pipeline import TO_LLVM, stamp_target
+from .pipeline import stamp_target, to_llvm
+
+ENTRY = "forward"
+TOKENS = "input_ids"
+# The manifest's names of the token input's dims.
+_SYMBOLS = ("B", "S")
 
 
 class CpuTarget:
+    """``isa``: the instruction set the code is written for: ``host`` (this CPU, all of its
+    features), or one of ``host.ISAS`` for an artifact that runs on any CPU that has it."""
+
     kind = "cpu"
 
-    def __init__(self) -> None:
-        self.arch = build_target().arch
+    def __init__(self, isa: str = "host") -> None:
+        try:
+            self.machine: Host = target(isa)
+        except ValueError as problem:
+            raise LoweringError(str(problem)) from None
+        self.isa = isa
+        self.arch = build_target(self.machine).arch
 
     @property
     def name(self) -> str:
-        return "cpu"
+        return "cpu" if self.isa == "host" else f"cpu:{self.isa}"
 
     def fingerprint(self) -> dict[str, Any]:
-        """The host CPU the code is specialised to, and the threads a kernel may use."""
-        target = build_target()
+        """The CPU the code is specialised to, and the threads a kernel may use."""
+        built = build_target(self.machine)
         return {
-            "arch": target.arch,
-            "cpu": target.cpu,
-            "features": list(target.features),
-            "threads": host().threads,
+            "arch": built.arch,
+            "cpu": built.cpu,
+            "features": list(built.features),
+            "threads": self.machine.threads,
         }
 
     def stages(self) -> tuple[Stage, ...]:
-        return (Stage("abi", _abi), Stage("linalg", _linalg), Stage("llvm", _llvm))
+        return (Stage("abi", _abi), Stage("linalg", self._linalg), Stage("llvm", self._llvm))
 
     def finish(self, build: Build) -> None:
         build_artifact(
-            build.module, [build.scratch["spec"]], build.directory, metadata=build.metadata
+            build.module,
+            [build.scratch["spec"]],
+            build.directory,
+            metadata=build.metadata,
+            machine=self.machine,
         )
+
+    def _linalg(self, build: Build) -> str:
+        """Tessera ops replaced by calls to kernels written for their exact types."""
+        try:
+            run_pipeline(build.module, f"builtin.module(tessera-lower-to-cpu{{isa={self.isa}}})")
+        except PassError as problem:
+            raise LoweringError(problem.message, problem.location) from None
+        return str(build.module)
+
+    def _llvm(self, build: Build) -> str:
+        """Bufferized, loops, LLVM dialect; thread launchers defined; the CPU stamped."""
+        try:
+            pipeline = "builtin.module(" + ",".join(to_llvm(self.machine)) + ")"
+            run_pipeline(build.module, pipeline, verify_each=False)
+        except LoweringError:
+            raise
+        except Exception as error:
+            raise LoweringError(f"cpu lowering to LLVM failed: {error}") from None
+        define_launchers(build.module)
+        stamp_target(build.module, self.machine)
+        return str(build.module)
+
+
+def token_dims(module: ir.Module) -> list[Dim]:
+    """The dims of ``@forward``'s token input as the manifest names them: ``B`` and ``S``, or
+    the batch's size where the front end made it static (a model torch.export cannot trace
+    with a dynamic batch)."""
+    for view in module.body.operations:
+        op = view.operation
+        if op.name != "func.func" or symbol_name(op) != ENTRY:
+            continue
+        arguments = op.regions[0].blocks[0].arguments
+        for argument, attrs in zip(
+            arguments, dict_attrs(op, "arg_attrs", len(arguments)), strict=True
+        ):
+            dictionary = ir.DictAttr(attrs)
+            if INPUT_ATTR not in dictionary:
+                continue
+            if ir.StringAttr(dictionary[INPUT_ATTR]).value != TOKENS:
+                continue
+            shaped = ir.RankedTensorType(argument.type)
+            if shaped.rank != len(_SYMBOLS):
+                raise LoweringError(f"'{TOKENS}' of @{ENTRY} is {shaped}; expected rank 2")
+            return [
+                name if shaped.is_dynamic_dim(axis) else shaped.get_dim_size(axis)
+                for axis, name in enumerate(_SYMBOLS)
+            ]
+    raise LoweringError(f'@{ENTRY} has no argument marked {INPUT_ATTR} = "{TOKENS}"')
 
 
 def _abi(build: Build) -> str:
     """Outputs become caller-allocated arguments; the entry is described for the manifest."""
     run_pipeline(build.module, "builtin.module(tessera-cpu-entry-abi)")
+    dims = token_dims(build.module)
+    limits = {"B": (1, build.options["max_batch"]), "S": (1, build.options["max_seq_len"])}
     build.scratch["spec"] = describe_entry(
         build.module,
-        "forward",
+        ENTRY,
         "prefill",
-        dims={"input_ids": ["B", "S"]},
-        bounds={"B": (1, build.options["max_batch"]), "S": (1, build.options["max_seq_len"])},
+        dims={TOKENS: dims},
+        bounds={d: limits[d] for d in dims if isinstance(d, str)},
     )
     return str(build.module)
 
 
-def _linalg(build: Build) -> str:
-    """Tessera ops replaced by calls to kernels written for their exact types."""
-    try:
-        run_pipeline(build.module, "builtin.module(tessera-lower-to-cpu)")
-    except PassError as problem:
-        raise LoweringError(problem.message, problem.location) from None
-    return str(build.module)
-
-
-def _llvm(build: Build) -> str:
-    """Bufferized, loops, LLVM dialect; thread launchers defined; host CPU stamped."""
-    try:
-        run_pipeline(build.module, "builtin.module(" + ",".join(TO_LLVM) + ")", verify_each=False)
-    except LoweringError:
-        raise
-    except Exception as error:
-        raise LoweringError(f"cpu lowering to LLVM failed: {error}") from None
-    define_launchers(build.module)
-    stamp_target(build.module, host())
-    return str(build.module)
-
-
 def make_target(arch: str | None) -> CpuTarget:
-    return CpuTarget()
+    """``cpu`` (code for this CPU) or ``cpu:<isa>`` (code for an instruction set)."""
+    return CpuTarget(arch or "host")

@@ -18,11 +18,13 @@ from collections.abc import Sequence
 
 from mlir import ir
 
-from ..text import Shape, memref_type, shape_of, tensor_type
+from tessera.ir_types import Dims, shaped_dims
+from tessera.mlir_text import memref_type, tensor_type
+
 from .builder import Kernel
 
 
-def dims_of(k: Kernel, value: str, shape: Shape, dtype: str) -> list[str]:
+def dims_of(k: Kernel, value: str, shape: Dims, dtype: str) -> list[str]:
     """Each dim of tensor ``value`` as an index SSA value."""
     out: list[str] = []
     for axis, dim in enumerate(shape):
@@ -35,7 +37,7 @@ def dims_of(k: Kernel, value: str, shape: Shape, dtype: str) -> list[str]:
     return out
 
 
-def buffer_of(k: Kernel, value: str, shape: Shape, dtype: str, view: Shape) -> str:
+def buffer_of(k: Kernel, value: str, shape: Dims, dtype: str, view: Dims) -> str:
     """A read-only identity-layout memref of tensor ``value``, typed with the core's ``view``
     of the shape (static dims of ``shape`` may be dynamic there)."""
     if view != shape:
@@ -49,13 +51,13 @@ def buffer_of(k: Kernel, value: str, shape: Shape, dtype: str, view: Shape) -> s
     )
 
 
-def alloc(k: Kernel, shape: Shape, dtype: str, sizes: Sequence[str]) -> str:
+def alloc(k: Kernel, shape: Dims, dtype: str, sizes: Sequence[str]) -> str:
     """A fresh buffer of ``shape``; ``sizes`` holds every dim's size, dynamic ones are used."""
     dynamic = [s for d, s in zip(shape, sizes, strict=True) if d is None]
     return k.op("m", f"memref.alloc({', '.join(dynamic)}) : {memref_type(shape, dtype)}")
 
 
-def tensor_of(k: Kernel, buffer: str, view: Shape, dtype: str, shape: Shape) -> str:
+def tensor_of(k: Kernel, buffer: str, view: Dims, dtype: str, shape: Dims) -> str:
     """The tensor holding ``buffer``'s contents (never written afterwards), typed ``shape``."""
     value = k.op(
         "t",
@@ -69,15 +71,15 @@ def tensor_of(k: Kernel, buffer: str, view: Shape, dtype: str, shape: Shape) -> 
     return value
 
 
-def return_tensor(k: Kernel, buffer: str, view: Shape, dtype: str, type_: ir.Type) -> str:
+def return_tensor(k: Kernel, buffer: str, view: Dims, dtype: str, type_: ir.Type) -> str:
     """Ends a wrapper: returns ``buffer`` as a tensor of the result type ``type_``; the
     wrapper's text."""
-    result = tensor_of(k, buffer, view, dtype, shape_of(type_))
+    result = tensor_of(k, buffer, view, dtype, shaped_dims(type_))
     k.line(f"return {result} : {type_}")
     return k.text()
 
 
-def rows_view(k: Kernel, buffer: str, shape: Shape, dtype: str) -> str:
+def rows_view(k: Kernel, buffer: str, shape: Dims, dtype: str) -> str:
     """Memref ``buffer`` [..., W] (identity layout) as memref<?xW> with leading dims merged."""
     width = shape[-1]
     rows_type = memref_type([None, width], dtype)

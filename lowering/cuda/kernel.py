@@ -95,8 +95,11 @@ class KernelModule:
         self._names.add(name)
         types = [param_type(p) for p in params]
         with ir.InsertionPoint(self.body):
+            # The stubs describe the generated base class; the dialect's subclass takes these.
             function = gpu.GPUFuncOp(
-                ir.TypeAttr.get(ir.FunctionType.get(types, [])), sym_name=name, kernel=True
+                ir.TypeAttr.get(ir.FunctionType.get(types, [])),
+                sym_name=name,  # type: ignore[call-arg]
+                kernel=True,
             )
         block = function.body.blocks.append(*types)
         return function, block

@@ -15,11 +15,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from mlir import ir, passmanager
+from mlir import ir
 
 from tessera import knobs
-from tessera.diagnostics import MLIRError, from_mlir_error
-from tessera.errors import LoweringError, ToolchainError
+from tessera.errors import LoweringError, PassError, ToolchainError
 
 # gpu.module → NVVM/LLVM dialect. nvgpu first (it emits nvvm, vector and memref ops), then the
 # generic conversions; convert-gpu-to-nvvm finishes with arith/math/memref/func to LLVM.
@@ -38,11 +37,12 @@ TO_PTX = "builtin.module(gpu-module-to-binary{format=isa})"
 
 
 def _run(module: ir.Module, pipeline: str, what: str) -> None:
+    from tessera.pipeline import run_pipeline
+
     try:
-        passmanager.PassManager.parse(pipeline, module.context).run(module.operation)
-    except MLIRError as error:
-        first = from_mlir_error(error)[0]
-        raise LoweringError(f"{what}: {first.message}", first.location) from None
+        run_pipeline(module, pipeline, verify_each=False)
+    except PassError as problem:
+        raise LoweringError(f"{what}: {problem.message}", problem.location) from None
 
 
 def to_nvvm(module: ir.Module) -> str:

@@ -11,8 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .emitter import Emitter, TVal
-from .types import Shape, lowest, scalar_literal
+from tessera.mlir_text import scalar_literal
+
+from .emitter import Emitter
+from .types import Shape, lowest
+from .values import TVal
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,8 @@ def emit_mask(em: Emitter, shape: Shape, window: int | None, additive: torch.dty
         if additive is None:
             return allowed
         element = em.element(additive)
-        zero = em.assign(f"arith.constant {scalar_literal(0.0, additive)} : {element}")
-        low = em.assign(f"arith.constant {scalar_literal(lowest(additive), additive)} : {element}")
+        zero = em.assign(f"arith.constant {scalar_literal(0.0, element)} : {element}")
+        low = em.assign(f"arith.constant {scalar_literal(lowest(additive), element)} : {element}")
         return em.assign(f"arith.select {allowed}, {zero}, {low} : {element}")
 
     return em.generic(shape, additive or torch.bool, [], body)

@@ -1,56 +1,27 @@
 """Writes high-level IR as MLIR text, one op at a time.
 
-Translations call the emitter with values (``TVal``) and get values back; the emitter names SSA
-values, writes types, attaches the current node's location to every op, and keeps a prologue
-(sizes from ``tensor.dim``, scalar and dense constants) that is written at the top of the
-function, so those values are visible inside every ``tessera.region``.
+Translations call the emitter with values (``TVal``, ``values.py``) and get values back; the
+emitter writes types, attaches the current node's location to every op, and hoists sizes
+(``tensor.dim``), scalar and dense constants to the top of the function, so those values are
+visible inside every ``tessera.region``. Naming, lines and hoisting are the shared
+``tessera.mlir_writer.BodyWriter``'s; reshapes and broadcasts are ``layout.py``'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import NoReturn
 
 import sympy
 import torch
 
 from tessera.errors import UnsupportedOpError
+from tessera.mlir_text import scalar_literal, tensor_type
+from tessera.mlir_writer import BodyWriter
 
 from . import layout
-from .types import (
-    Shape,
-    dense_literal,
-    element_type,
-    is_static,
-    scalar_literal,
-    tensor_type,
-)
-
-
-@dataclass(eq=False)
-class TVal:
-    """A tensor value: its SSA name, shape, dtype and, for constants, its contents.
-
-    ``name`` is None for a constant not yet written (it is written on first use).
-    A value with a ``unit_source`` (and no name) is that value with unit dims inserted or
-    removed; it is written where it is used, so that a broadcast or reshape of it can start
-    from the source instead of undoing the unit dims."""
-
-    name: str | None
-    shape: Shape
-    dtype: torch.dtype
-    const: torch.Tensor | None = None
-    unit_source: TVal | None = None
-
-
-@dataclass(frozen=True)
-class Scalar:
-    """A Python number, a symbolic size (``value`` a sympy expression) or a 0-d constant tensor
-    (``dtype`` then set), which torch treats alike."""
-
-    value: float | int | bool | sympy.Expr
-    dtype: torch.dtype | None = None
+from .types import Shape, dense_literal, element_type, is_static
+from .values import Scalar, TVal
 
 
 def identity_map(rank: int) -> str:
@@ -58,20 +29,15 @@ def identity_map(rank: int) -> str:
     return f"affine_map<({dims}) -> ({dims})>"
 
 
-class Emitter:
+class Emitter(BodyWriter):
     """Accumulates the function body as text. ``symbols`` maps each symbolic size to the SSA
     name, axis and type of the function argument it is read from."""
 
     def __init__(self, symbols: dict[sympy.Symbol, tuple[str, int, str]]) -> None:
+        super().__init__(locations=True)
         self.symbols = symbols
-        self.prologue: list[str] = []
-        self.lines: list[str] = []
-        self.depth = 1
-        self.loc = "loc(unknown)"
         self.op_name = ""
         self.module_path = ""
-        self._count = 0
-        self._cache: dict[tuple[object, ...], str] = {}
 
     # -- errors and text -------------------------------------------------------------------
 
@@ -79,28 +45,9 @@ class Emitter:
         """Fails the translation of the current node."""
         raise UnsupportedOpError(self.op_name, self.module_path, detail)
 
-    def fresh(self, prefix: str = "v") -> str:
-        self._count += 1
-        return f"%{prefix}{self._count}"
-
-    def line(self, text: str) -> None:
-        self.lines.append("  " * self.depth + text)
-
     def op(self, text: str) -> None:
         """Writes one op (or the closing line of a multi-line op) with the current location."""
-        self.line(f"{text} {self.loc}")
-
-    def assign(self, text: str) -> str:
-        name = self.fresh()
-        self.op(f"{name} = {text}")
-        return name
-
-    def _prologue(self, key: tuple[object, ...], text: str) -> str:
-        if key not in self._cache:
-            name = self.fresh("c")
-            self.prologue.append(f"  {name} = {text} loc(unknown)")
-            self._cache[key] = name
-        return self._cache[key]
+        self.statement(text)
 
     # -- types and sizes -------------------------------------------------------------------
 
@@ -119,19 +66,19 @@ class Emitter:
     def index(self, dim: int | sympy.Expr) -> str:
         """An ``index`` value holding ``dim`` (computed once, in the prologue)."""
         if isinstance(dim, int) or dim.is_Integer:
-            return self._prologue(("index", int(dim)), f"arith.constant {int(dim)} : index")
+            return self.hoist(f"arith.constant {int(dim)} : index")
         if dim.is_Symbol:
             if dim not in self.symbols:
                 self.unsupported(f"size {dim} is not a dimension of an input")
             source, axis, type_ = self.symbols[dim]
             axis_value = self.index(axis)
-            return self._prologue(("dim", dim), f"tensor.dim {source}, {axis_value} : {type_}")
+            return self.hoist(f"tensor.dim {source}, {axis_value} : {type_}")
         combine = {sympy.Mul: "arith.muli", sympy.Add: "arith.addi"}.get(type(dim))
         if combine is None:
             self.unsupported(f"size expression {dim} is not a sum or product of input sizes")
         first, rest = dim.args[0], dim.func(*dim.args[1:])
         text = f"{combine} {self.index(first)}, {self.index(rest)} : index"
-        return self._prologue(("index", str(dim)), text)
+        return self.hoist(text)
 
     def dynamic_sizes(self, shape: Shape) -> list[str]:
         return [self.index(d) for d in shape if not is_static(d)]
@@ -151,12 +98,10 @@ class Emitter:
             assert value.const is not None
             literal = dense_literal(value.const)
             type_ = self.type_of(value)
-            value.name = self._prologue(
-                ("dense", literal, type_), f"arith.constant dense<{literal}> : {type_}"
-            )
+            value.name = self.hoist(f"arith.constant dense<{literal}> : {type_}")
         return value.name
 
-    def constant(self, tensor: torch.Tensor) -> TVal:
+    def dense(self, tensor: torch.Tensor) -> TVal:
         """A constant tensor value, written when first used."""
         return TVal(None, tuple(tensor.shape), tensor.dtype, const=tensor)
 
@@ -168,22 +113,16 @@ class Emitter:
         """A scalar ``arith.constant``, or a size converted to ``dtype`` (in the prologue)."""
         element = self.element(dtype)
         if isinstance(value, sympy.Expr) and not value.is_Integer:
-            integer = self._prologue(
-                ("size", str(value)), f"arith.index_cast {self.index(value)} : index to i64"
-            )
+            integer = self.hoist(f"arith.index_cast {self.index(value)} : index to i64")
             if not dtype.is_floating_point:
                 return (
                     integer
                     if element == "i64"
-                    else self._prologue(
-                        ("size", str(value), element), f"arith.trunci {integer} : i64 to {element}"
-                    )
+                    else self.hoist(f"arith.trunci {integer} : i64 to {element}")
                 )
-            return self._prologue(
-                ("size", str(value), element), f"arith.sitofp {integer} : i64 to {element}"
-            )
-        literal = scalar_literal(value, dtype)
-        return self._prologue(("scalar", literal, element), f"arith.constant {literal} : {element}")
+            return self.hoist(f"arith.sitofp {integer} : i64 to {element}")
+        literal = scalar_literal(value, element)
+        return self.hoist(f"arith.constant {literal} : {element}")
 
     def splat(
         self,
@@ -196,7 +135,7 @@ class Emitter:
         with ``fill``, for the init of a structured op, or for a size) a ``linalg.fill``."""
         symbolic = isinstance(value, sympy.Expr) and not value.is_Integer
         if not fill and not symbolic and all(is_static(d) for d in shape):
-            return self.constant(torch.full(tuple(shape), value, dtype=dtype))
+            return self.dense(torch.full(tuple(shape), value, dtype=dtype))
         scalar = self.scalar(value, dtype)
         init = self.empty(shape, dtype)
         type_ = self.type(shape, dtype)

@@ -8,14 +8,26 @@ broadcast drops the source's broadcast unit dims with ``collapse_shape`` first, 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import NoReturn, Protocol
 
 import sympy
+import torch
 
 from .types import Dim, Shape, is_static, product, same_dim, same_shape
+from .values import TVal
 
-if TYPE_CHECKING:
-    from .emitter import Emitter, TVal
+
+class Writer(Protocol):
+    """What the layout functions need of the emitter (``emitter.Emitter``, which calls them:
+    a protocol keeps the dependency one way)."""
+
+    def value(self, value: TVal) -> str: ...
+    def type(self, shape: Shape, dtype: torch.dtype) -> str: ...
+    def type_of(self, value: TVal) -> str: ...
+    def assign(self, text: str, hint: str = "v") -> str: ...
+    def mixed_sizes(self, shape: Shape) -> str: ...
+    def empty(self, shape: Shape, dtype: torch.dtype) -> TVal: ...
+    def unsupported(self, detail: str) -> NoReturn: ...
 
 
 def _is_unit(dim: Dim) -> bool:
@@ -80,9 +92,7 @@ def _groups_text(groups: list[list[int]]) -> str:
     return "[" + ", ".join("[" + ", ".join(map(str, g)) + "]" for g in groups) + "]"
 
 
-def _collapse(em: Emitter, x: TVal, groups: list[list[int]], shape: Shape) -> TVal:
-    from .emitter import TVal
-
+def _collapse(em: Writer, x: TVal, groups: list[list[int]], shape: Shape) -> TVal:
     text = (
         f"tensor.collapse_shape {em.value(x)} {_groups_text(groups)} : {em.type_of(x)} "
         f"into {em.type(shape, x.dtype)}"
@@ -90,9 +100,7 @@ def _collapse(em: Emitter, x: TVal, groups: list[list[int]], shape: Shape) -> TV
     return TVal(em.assign(text), shape, x.dtype)
 
 
-def _expand(em: Emitter, x: TVal, groups: list[list[int]], shape: Shape) -> TVal:
-    from .emitter import TVal
-
+def _expand(em: Writer, x: TVal, groups: list[list[int]], shape: Shape) -> TVal:
     text = (
         f"tensor.expand_shape {em.value(x)} {_groups_text(groups)} output_shape "
         f"[{em.mixed_sizes(shape)}] : {em.type_of(x)} into {em.type(shape, x.dtype)}"
@@ -123,14 +131,12 @@ def _unit_groups(small: Shape, large: Shape) -> list[list[int]] | None:
     return [list(range(a, b)) for a, b in zip(starts, ends, strict=True)]
 
 
-def reshape(em: Emitter, x: TVal, shape: Shape) -> TVal:
+def reshape(em: Writer, x: TVal, shape: Shape) -> TVal:
     """``x`` viewed with ``shape`` (same element count, row-major order).
 
     A reshape that only inserts or removes unit dims gives a value that is written (as an
     ``expand_shape``/``collapse_shape`` of its unit-free source) where it is used, so that
     a broadcast reading it starts from the source and leaves no dead reshape behind."""
-    from .emitter import TVal
-
     if x.unit_source is not None:
         x = x.unit_source
     if same_shape(x.shape, shape):
@@ -140,7 +146,7 @@ def reshape(em: Emitter, x: TVal, shape: Shape) -> TVal:
     return reshape_now(em, x, shape)
 
 
-def reshape_now(em: Emitter, x: TVal, shape: Shape) -> TVal:
+def reshape_now(em: Writer, x: TVal, shape: Shape) -> TVal:
     """Writes the reshape of ``x`` to ``shape``: one expand or collapse where possible."""
     if len(shape) > len(x.shape) and same_shape(_non_unit(x.shape), _non_unit(shape)):
         groups = _unit_groups(x.shape, shape)
@@ -166,10 +172,8 @@ def reshape_now(em: Emitter, x: TVal, shape: Shape) -> TVal:
     return _expand(em, _collapse(em, x, src_groups, middle), dst_groups, shape)
 
 
-def broadcast_to(em: Emitter, x: TVal, shape: Shape) -> TVal:
+def broadcast_to(em: Writer, x: TVal, shape: Shape) -> TVal:
     """``x`` broadcast to ``shape`` by torch's rules (align right, stretch unit dims)."""
-    from .emitter import TVal
-
     offset = len(shape) - len(x.shape)
     if offset < 0:
         em.unsupported(f"cannot broadcast {list(x.shape)} to {list(shape)}")
@@ -193,10 +197,8 @@ def broadcast_to(em: Emitter, x: TVal, shape: Shape) -> TVal:
     return TVal(em.assign(text), shape, x.dtype)
 
 
-def transpose(em: Emitter, x: TVal, permutation: list[int]) -> TVal:
+def transpose(em: Writer, x: TVal, permutation: list[int]) -> TVal:
     """``linalg.transpose``: result dim i is ``x``'s dim ``permutation[i]``."""
-    from .emitter import TVal
-
     if permutation == list(range(len(permutation))):
         return x
     shape = tuple(x.shape[p] for p in permutation)

@@ -20,12 +20,13 @@ import torch
 from torch import fx
 
 from . import canonical, layout
-from .emitter import Emitter, Scalar, TVal
+from .emitter import Emitter
 from .node_args import argument, optional_number_arg
 from .ops_elementwise import arithmetic
 from .ops_linalg import batched_matmul, softmax_in
 from .registry import translates
 from .types import lowest
+from .values import Scalar, TVal
 
 if TYPE_CHECKING:
     from .translator import Translator

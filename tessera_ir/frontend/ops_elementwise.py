@@ -17,10 +17,11 @@ import sympy
 import torch
 from torch import fx
 
-from .emitter import Emitter, Scalar, TVal
+from .emitter import Emitter
 from .node_args import number_arg, str_arg
 from .registry import translates
 from .types import REDUCED_FLOATS, Shape, exactly_representable
+from .values import Scalar, TVal
 
 if TYPE_CHECKING:
     from .translator import Translator

@@ -12,10 +12,11 @@ import torch
 from torch import fx
 
 from . import layout
-from .emitter import Emitter, TVal
+from .emitter import Emitter
 from .node_args import argument, dtype_arg, int_arg
 from .registry import translates
 from .types import REDUCED_FLOATS, accumulator_dtype, product
+from .values import TVal
 
 if TYPE_CHECKING:
     from .translator import Translator

@@ -13,10 +13,10 @@ import torch
 from torch import fx
 
 from . import layout
-from .emitter import TVal
 from .node_args import argument, int_arg, int_list, node_list
 from .registry import translates
 from .types import is_static, same_shape, shape_of
+from .values import TVal
 
 if TYPE_CHECKING:
     from .translator import Translator

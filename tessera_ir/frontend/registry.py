@@ -16,8 +16,8 @@ from torch import fx
 from tessera.errors import UnsupportedOpError
 
 if TYPE_CHECKING:
-    from .emitter import TVal
     from .translator import Translator
+    from .values import TVal
 
 Translation = Callable[["Translator", fx.Node], "TVal | tuple[TVal, ...] | None"]
 

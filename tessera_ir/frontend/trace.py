@@ -56,21 +56,42 @@ class LogitsOnly(torch.nn.Module):
         return output
 
 
+# The example input torch.export traces with; a static batch is this one's.
+EXAMPLE_BATCH, EXAMPLE_LENGTH = 2, 7
+
+
 def export(model: torch.nn.Module) -> tuple[ExportedProgram, bool]:
     """``torch.export`` of the logits wrapper with dynamic batch and sequence dims; when the
-    batch cannot be dynamic, a static batch of 2 (returned flag False)."""
+    batch cannot be dynamic, a static batch of ``EXAMPLE_BATCH`` (returned flag False).
+
+    When both fail, the error names both attempts: the first one's message usually says what
+    in the model stands in the way (a data-dependent branch, an unsupported call), while the
+    second may only repeat it or fail on something the static batch brought in."""
     wrapper = LogitsOnly(model)
-    example = torch.zeros((2, 7), dtype=torch.int64)
+    example = torch.zeros((EXAMPLE_BATCH, EXAMPLE_LENGTH), dtype=torch.int64)
     sequence = Dim("sequence", min=1)
     try:
         dims = {0: Dim("batch", min=1), 1: sequence}
         return torch.export.export(wrapper, (example,), dynamic_shapes=(dims,)), True
-    except Exception:  # torch.export raises many error types; retry with a static batch
-        pass
+    except Exception as error:  # torch.export raises many error types; retry, then report it
+        dynamic_error = error
     try:
         return torch.export.export(wrapper, (example,), dynamic_shapes=({1: sequence},)), False
     except Exception as error:
-        raise TesseraError(f"torch.export failed for {type(model).__name__}: {error}") from error
+        raise TesseraError(
+            f"torch.export failed for {type(model).__name__}:\n"
+            f"  with a dynamic batch and sequence length: {_first_lines(dynamic_error)}\n"
+            f"  with a static batch of {EXAMPLE_BATCH}: {_first_lines(error)}"
+        ) from dynamic_error
+
+
+def _first_lines(error: BaseException, limit: int = 40) -> str:
+    """``error``'s type and message, indented under its attempt; torch.export's messages can
+    run to pages of guards and suggestions, of which the first lines say what went wrong."""
+    lines = f"{type(error).__name__}: {error}".strip().splitlines()
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... ({len(lines) - limit} more lines)"]
+    return "\n    ".join(lines)
 
 
 def trace(model: torch.nn.Module, context: ir.Context) -> TracedProgram:

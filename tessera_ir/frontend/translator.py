@@ -18,6 +18,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind
 
 from tessera.errors import TesseraError, UnsupportedOpError
+from tessera.mlir_text import quote, tensor_type
 
 from . import canonical
 from . import ops_attention as _ops_attention  # noqa: F401  (fill the registry)
@@ -26,10 +27,11 @@ from . import ops_linalg as _ops_linalg  # noqa: F401
 from . import ops_reduce as _ops_reduce  # noqa: F401
 from . import ops_shape as _ops_shape  # noqa: F401
 from .canonical import Canonical, Mask
-from .emitter import Emitter, Scalar, TVal
+from .emitter import Emitter
 from .graph import Block, GraphInfo, Reads
 from .registry import translation_for
-from .types import Shape, quote, shape_of, tensor_type, to_dim
+from .types import Shape, shape_of, to_dim
+from .values import Scalar, TVal
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
@@ -170,7 +172,7 @@ class Translator:
                 tensor = self.exported.constants.get(target, self.exported.state_dict.get(target))
                 if not isinstance(tensor, torch.Tensor):
                     raise TesseraError(f"constant input '{target}' is not a tensor")
-                self.env[node] = self.em.constant(tensor.detach())
+                self.env[node] = self.em.dense(tensor.detach())
         self.em.symbols.update(symbols)
         return arguments
 
@@ -230,14 +232,14 @@ class Translator:
         if value is None and node.meta.get("val") is None:
             return None
         if isinstance(value, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in value):
-            return tuple(self.em.constant(v) for v in value)
+            return tuple(self.em.dense(v) for v in value)
         if not isinstance(value, torch.Tensor):
             raise UnsupportedOpError(
                 str(node.target),
                 self.em.module_path,
                 "a constant computation that does not give a tensor",
             )
-        return self.em.constant(value)
+        return self.em.dense(value)
 
     def _block(self, block: Block) -> None:
         """Writes ``block`` as a ``tessera.region``: its operands are the stream values it

@@ -1,4 +1,5 @@
-"""Torch dtypes, shapes and numbers written as MLIR types and literals.
+"""Torch dtypes, shapes and constants as the front end writes them in MLIR (the syntax itself
+is ``tessera.mlir_text``'s).
 
 A dimension is an ``int`` when static, else the sympy expression torch.export gives it (``s27``,
 ``4*s27``); MLIR writes the latter as ``?``.
@@ -6,11 +7,12 @@ A dimension is an ``int`` when static, else the sympy expression torch.export gi
 
 from __future__ import annotations
 
-import math
 from typing import TypeAlias
 
 import sympy
 import torch
+
+from tessera.mlir_text import scalar_literal
 
 Dim: TypeAlias = int | sympy.Expr
 Shape: TypeAlias = tuple[Dim, ...]
@@ -26,7 +28,7 @@ ELEMENT_TYPES: dict[torch.dtype, str] = {
     torch.int8: "i8",
     torch.bool: "i1",
 }
-# Bit-pattern views for writing non-finite floats in hex, as MLIR's float literal syntax needs.
+# Integer views of the float dtypes, for writing a large constant as raw hex bytes.
 _BITS = {
     torch.float64: torch.int64,
     torch.float32: torch.int32,
@@ -81,36 +83,6 @@ def product(dims: Shape) -> Dim:
     return total
 
 
-def tensor_type(shape: Shape, element: str) -> str:
-    dims = "".join(("?" if not is_static(d) else str(d)) + "x" for d in shape)
-    return f"tensor<{dims}{element}>"
-
-
-def float_literal(value: float, dtype: torch.dtype) -> str:
-    """``value`` as an MLIR literal of float ``dtype``: decimal when finite, else hex bits.
-
-    The decimal is Python's shortest repr of the double, which MLIR rounds correctly into the
-    target type; MLIR needs a '.' in it (``1e-06`` would read as the integer 1)."""
-    value = float(value)
-    if math.isfinite(value):
-        text = repr(value)
-        if "e" in text and "." not in text:
-            mantissa, exponent = text.split("e")
-            text = f"{mantissa}.0e{exponent}"
-        return text
-    bits = int(torch.tensor(value, dtype=dtype).view(_BITS[dtype]).item())
-    width = torch.finfo(dtype).bits
-    return f"0x{bits & ((1 << width) - 1):0{width // 4}X}"
-
-
-def scalar_literal(value: float | int | bool, dtype: torch.dtype) -> str:
-    if dtype == torch.bool:
-        return "true" if value else "false"
-    if dtype.is_floating_point:
-        return float_literal(value, dtype)
-    return str(int(value))
-
-
 def lowest(dtype: torch.dtype) -> float:
     """The most negative finite value of a float dtype (what masks write for 'not allowed')."""
     return float(torch.finfo(dtype).min)
@@ -125,22 +97,18 @@ def dense_literal(tensor: torch.Tensor) -> str:
     """The body of ``dense<...>`` for a constant tensor: a splat, nested lists, or raw hex."""
     tensor = tensor.detach().cpu().contiguous()
     flat = tensor.reshape(-1)
+    element = ELEMENT_TYPES[tensor.dtype]
     if flat.numel() and bool((flat == flat[0]).all()):
-        return scalar_literal(flat[0].item(), tensor.dtype)
+        return scalar_literal(flat[0].item(), element)
     if flat.numel() <= 4096 or tensor.dtype == torch.bool:
-        return _nested(tensor.tolist(), tensor.dtype)
+        return _nested(tensor.tolist(), element)
     view = tensor.view(_BITS[tensor.dtype]) if tensor.dtype in _BITS else tensor
     return '"0x' + view.numpy().tobytes().hex().upper() + '"'
 
 
-def _nested(values: object, dtype: torch.dtype) -> str:
+def _nested(values: object, element: str) -> str:
     if isinstance(values, list):
-        return "[" + ", ".join(_nested(v, dtype) for v in values) + "]"
+        return "[" + ", ".join(_nested(v, element) for v in values) + "]"
     if not isinstance(values, (bool, int, float)):
-        raise TypeError(f"a {dtype} constant holds {values!r}, which is not a number")
-    return scalar_literal(values, dtype)
-
-
-def quote(text: str) -> str:
-    """``text`` as an MLIR string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\0A") + '"'
+        raise TypeError(f"a {element} constant holds {values!r}, which is not a number")
+    return scalar_literal(values, element)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import seeds
 import torch
 
 import tessera
@@ -23,9 +24,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def ids_for(model: torch.nn.Module, length: int = 9) -> torch.Tensor:
-    return torch.randint(
-        0, model.config.vocab_size, (2, length), generator=torch.Generator().manual_seed(length)
-    )
+    return torch.randint(0, model.config.vocab_size, (2, length), generator=seeds.generator())
 
 
 def close_to(model: torch.nn.Module, compiled: tessera.CompiledModel) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 import pytest
+import seeds
 import torch
 
 import tessera
@@ -39,8 +40,7 @@ def compiled_model(name: str, attn: str, dtype: torch.dtype) -> tuple[object, ob
 
 
 def token_ids(model: torch.nn.Module, length: int, batch: int = 2) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(1000 + length)
-    return torch.randint(0, model.config.vocab_size, (batch, length), generator=generator)
+    return torch.randint(0, model.config.vocab_size, (batch, length), generator=seeds.generator())
 
 
 @pytest.mark.parametrize("name,attn", MODELS)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import seeds
 import torch
-from test_cpu_support import TORCH_DTYPES, fresh_generator, randn, run
+from test_cpu_support import TORCH_DTYPES, randn, run
 
 
 def lookup_source(
@@ -29,7 +30,7 @@ func.func @forward(%t: {t}, %ids: {ids}) -> {y} {{
 def test_lookup_matches_torch_exactly(
     dtype: str, ids_dtype: str, shape: list, sizes: list, scale: float
 ) -> None:
-    generator = fresh_generator()
+    generator = seeds.generator()
     vocab, width = 37, 77
     table = randn((vocab, width), dtype, generator)
     ids = torch.randint(0, vocab, tuple(sizes), generator=generator).to(
@@ -44,7 +45,7 @@ def test_lookup_matches_torch_exactly(
 
 
 def test_ids_outside_the_table_give_zero_rows() -> None:
-    generator = fresh_generator()
+    generator = seeds.generator()
     table = randn((10, 20), "f32", generator)
     ids = torch.tensor([[3, -1, 10, 9, 1 << 40]])
     out = run(lookup_source(10, 20, [None, None], "i64", "f32", 2.0), [table, ids])

@@ -4,12 +4,12 @@ theta, linear scaling, partial rotary dims, odd sizes, int32/int64 positions, bf
 from __future__ import annotations
 
 import pytest
+import seeds
 import torch
 from test_cpu_support import (
     TORCH_DTYPES,
     assert_rare_flips,
     check_close,
-    fresh_generator,
     randn,
     run,
 )
@@ -67,7 +67,7 @@ CASES = [
 @pytest.mark.parametrize("pos_dtype", ["i64", "i32"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
 def test_rope_matches_transformers(case: tuple, dtype: str, pos_dtype: str) -> None:
-    generator = fresh_generator()
+    generator = seeds.generator()
     b, s, h, d, theta, scaling, rotary = case
     x = randn((b, s, h, d), dtype, generator)
     positions = torch.randint(0, 8192, (b, s), generator=generator).to(

@@ -6,13 +6,13 @@ from __future__ import annotations
 import math
 
 import pytest
+import seeds
 import torch
 import torch.nn.functional as F
 from test_cpu_support import (
     assert_rare_flips,
     check_close,
     force_threads,
-    fresh_generator,
     randn,
     run,
 )
@@ -65,7 +65,7 @@ CASES = [
 @pytest.mark.parametrize("fused", [False, True], ids=["separate", "fused"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[1]}-F{c[2]}")
 def test_gated_mlp_matches(case: tuple, fused: bool, activation: str, dtype: str) -> None:
-    generator = fresh_generator()
+    generator = seeds.generator()
     shape, sizes, hidden = case
     width = shape[-1]
     x = randn(tuple(sizes), dtype, generator)
@@ -76,19 +76,20 @@ def test_gated_mlp_matches(case: tuple, fused: bool, activation: str, dtype: str
     out = run(mlp_source(shape, hidden, dtype, activation, fused), [x, *weights])
     exact = module_reference(x.double(), gate.double(), up.double(), down.double(), activation)
     if dtype == "f32":
-        check_close(out, exact, "f32", str(case))
+        check_close(out, exact, "f32", str(case), reduction=width + hidden)
         return
     # bf16: every intermediate rounded as torch's module rounds it, so the result is torch's
-    # (up to rare ulp flips from summation order), and within the bf16 bound of float64.
+    # (up to rare ulp flips from summation order). Five roundings in a row can meet a badly
+    # conditioned down projection, so the float64 bound is also relative to torch's own.
     expected = module_reference(x, gate, up, down, activation)
     assert_rare_flips(out, expected, 0.02)
-    check_close(out, exact, "bf16", str(case))
+    check_close(out, exact, "bf16", str(case), reduction=width + hidden, peer=expected)
 
 
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])
 def test_threaded_split_matches(dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
     force_threads(monkeypatch)
-    generator = fresh_generator()
+    generator = seeds.generator()
     width, hidden = 48, 4 * 9 + 3
     x = randn((7, width), dtype, generator)
     gate = randn((hidden, width), dtype, generator, 1 / math.sqrt(width))
@@ -98,4 +99,5 @@ def test_threaded_split_matches(dtype: str, monkeypatch: pytest.MonkeyPatch) -> 
         mlp_source([None, width], hidden, dtype, "gelu_tanh", False), [x, gate, up, down], threads=3
     )
     exact = module_reference(x.double(), gate.double(), up.double(), down.double(), "gelu_tanh")
-    check_close(out, exact, dtype)
+    peer = module_reference(x, gate, up, down, "gelu_tanh")
+    check_close(out, exact, dtype, reduction=width + hidden, peer=peer)

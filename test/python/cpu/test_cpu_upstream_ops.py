@@ -8,8 +8,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import seeds
 import torch
-from test_cpu_support import assert_rare_flips, check_close, fresh_generator, lowered, randn, run
+from test_cpu_support import assert_rare_flips, check_close, lowered, randn, run
 
 CHAIN = """
 func.func @forward(%a: tensor<?x?x{n}x{t}>, %b: tensor<?x?x{n}x{t}>) -> tensor<?x?x{n}x{t}> {{
@@ -30,7 +31,7 @@ def chain_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])
 def test_elementwise_chain_fuses_into_one_loop_nest(dtype: str) -> None:
-    generator = fresh_generator()
+    generator = seeds.generator()
     source = CHAIN.format(n=67, t=dtype)
     _, _, stages = lowered(source)
     # One buffer for the result and no intermediate: the seven ops are one loop nest.
@@ -40,7 +41,8 @@ def test_elementwise_chain_fuses_into_one_loop_nest(dtype: str) -> None:
     a = randn((2, 5, 67), dtype, generator)
     b = randn((2, 5, 67), dtype, generator)
     out = run(source, [a, b])
-    check_close(out, chain_torch(a.double(), b.double()), dtype)
+    peer = chain_torch(a, b)
+    check_close(out, chain_torch(a.double(), b.double()), dtype, peer=peer)
     if dtype == "bf16":
         # Each op computed in f32 and rounded to bf16, as torch does: the same values but for
         # rare ulp differences of exp/tanh that survive a bf16 rounding.
@@ -48,7 +50,7 @@ def test_elementwise_chain_fuses_into_one_loop_nest(dtype: str) -> None:
 
 
 def test_math_functions_are_accurate_in_f32() -> None:
-    generator = fresh_generator()
+    generator = seeds.generator()
     source = """
 func.func @forward(%x: tensor<?xf32>) -> tensor<?xf32> {
   %e = math.exp %x : tensor<?xf32>
@@ -107,7 +109,7 @@ func.func @forward(%x: tensor<?x?x{d}xbf16>, %w: tensor<{d}xbf16>) -> tensor<?x?
 
 
 def test_reduce_broadcast_fill_casts() -> None:
-    generator = fresh_generator()
+    generator = seeds.generator()
     d = 48
     x = randn((2, 3, d), "bf16", generator)
     w = randn((d,), "bf16", generator)
@@ -117,7 +119,7 @@ def test_reduce_broadcast_fill_casts() -> None:
         torch.bfloat16
     )
     assert_rare_flips(out, expected, 0.01)
-    check_close(out, expected, "bf16")
+    check_close(out, expected, "bf16", reduction=d)
 
 
 HIGH_LEVEL_ATTENTION = """
@@ -164,7 +166,7 @@ func.func @forward(%x: tensor<?x{d}xf32>, %wq: tensor<{d}x{d}xf32>, %wk: tensor<
 
 
 def test_matmul_transpose_batch_matmul_softmax() -> None:
-    generator = fresh_generator()
+    generator = seeds.generator()
     d, h, s = 16, 8, 11
     x = randn((s, d), "f32", generator)
     wq = randn((d, d), "f32", generator, 1 / math.sqrt(d))
@@ -173,7 +175,7 @@ def test_matmul_transpose_batch_matmul_softmax() -> None:
     q = (x.double() @ wq.double().T).reshape(s, 2, h).transpose(0, 1)
     k = (x.double() @ wk.double().T).reshape(s, 2, h).transpose(0, 1)
     expected = torch.softmax(q @ k.transpose(1, 2), dim=-1) @ k
-    check_close(out, expected, "f32")
+    check_close(out, expected, "f32", reduction=d + s)
 
 
 SLICES = """
@@ -205,7 +207,7 @@ func.func @forward(%x: tensor<?x{d}xf32>, %ids: tensor<?xi64>, %table: tensor<10
 
 
 def test_slices_concat_gather() -> None:
-    generator = fresh_generator()
+    generator = seeds.generator()
     d = 12
     x = randn((5, d), "f32", generator)
     ids = torch.randint(0, 10, (5,), generator=generator)
@@ -231,7 +233,7 @@ func.func @forward(%x: tensor<?x?x8xf32>) -> tensor<?x?x2x4xf32> {
 
 def test_expand_into_several_dynamic_dims() -> None:
     """[B·S, N] back to [B, S, ...] with B and S dynamic (the front end's Linear reshape)."""
-    generator = fresh_generator()
+    generator = seeds.generator()
     x = randn((3, 5, 8), "f32", generator)
     out = run(RESHAPES, [x])
     check_close(out, torch.exp(x.double()).reshape(3, 5, 2, 4), "f32")

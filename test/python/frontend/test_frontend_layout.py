@@ -8,7 +8,8 @@ import sympy
 import torch
 
 from tessera.frontend import layout
-from tessera.frontend.emitter import Emitter, TVal
+from tessera.frontend.emitter import Emitter
+from tessera.frontend.values import TVal
 
 B, S = sympy.symbols("s0 s1")
 

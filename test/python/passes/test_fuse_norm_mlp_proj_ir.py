@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
+import seeds
 import torch
 from mlir import ir
 
@@ -578,11 +579,10 @@ class Builder:
         )
 
 
-def random_inputs(text: str, seed: int = 0, sizes: Sequence[int] = (2, 3)) -> list[torch.Tensor]:
-    """Random arguments for the function in ``text``: dynamic dims take ``sizes`` in order,
-    integer arguments are ids below the size of the table's first dim (the second argument
-    of a gather) or 5."""
-    generator = torch.Generator().manual_seed(seed)
+def random_inputs(text: str, sizes: Sequence[int] = (2, 3)) -> list[torch.Tensor]:
+    """Random arguments for the function in ``text``, drawn from the test's seed: dynamic dims
+    take ``sizes`` in order, integer arguments are ids below 5."""
+    generator = seeds.generator()
     module = parse(text)
     inputs = []
     for argument in block_arguments(module):

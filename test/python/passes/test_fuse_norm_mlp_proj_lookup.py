@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 import pytest
+import seeds
 import torch
 from test_fuse_norm_mlp_proj_ir import (
     Builder,
@@ -82,8 +83,9 @@ def test_fused_lookup_computes_the_unfused_chain(
     text = lookup_text(dims, dtype, id_dtype, **variant)
     vocab = variant.get("vocab", 11)
     sizes = [d if isinstance(d, int) else s for d, s in zip(dims, (2, 3), strict=False)]
-    ids = torch.randint(0, vocab, sizes, generator=torch.Generator().manual_seed(0))
-    table = torch.randn(vocab, variant.get("width", 8), generator=torch.Generator().manual_seed(1))
+    generator = seeds.generator()
+    ids = torch.randint(0, vocab, sizes, generator=generator)
+    table = torch.randn(vocab, variant.get("width", 8), generator=generator)
     dtypes = {"f32": torch.float32, "bf16": torch.bfloat16, "i64": torch.int64, "i32": torch.int32}
     inputs = [ids.to(dtypes[id_dtype]), table.to(dtypes[dtype])]
     assert_fusion_preserves(text, PASS, inputs, rtol=0.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import seeds
 import torch
 import transformers
 from mlir import ir
@@ -366,7 +367,7 @@ def test_fused_rope_reproduces_the_unfused_math(layer_type: str) -> None:
     run_pipeline(module, "builtin.module(tessera-fuse-rope)")
     (op,) = ops_named(module, "tessera.rope.apply")
     rope = RopeApply(op)
-    generator = torch.Generator().manual_seed(0)
+    generator = seeds.generator()
     batch, tokens, heads, head_dim = 2, 11, config.num_attention_heads, config.head_dim
     q = torch.randn(batch, heads, tokens, head_dim, generator=generator, dtype=torch.float64)
     positions = torch.arange(tokens)[None, :] + 5 * torch.arange(batch)[:, None]

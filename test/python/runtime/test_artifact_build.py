@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import seeds
 import torch
 from mlir import ir
 from test_artifact_support import AFFINE, GATHER, MATMUL, OVERWRITE, prepare
@@ -83,7 +84,7 @@ import tessera.runtime as rt
 from tessera import RuntimeInputError
 
 dirs = json.loads(sys.argv[1])
-torch.manual_seed(0)
+torch.manual_seed(int(sys.argv[2]))
 report = {}
 
 def relative(y, ref):
@@ -125,7 +126,7 @@ print(json.dumps(report))
 def test_artifacts_run_where_the_compiler_cannot_be_imported(artifacts: dict[str, Path]) -> None:
     dirs = json.dumps({name: os.fspath(path) for name, path in artifacts.items()})
     done = subprocess.run(
-        [sys.executable, "-c", RUN_WITHOUT_COMPILER, dirs],
+        [sys.executable, "-c", RUN_WITHOUT_COMPILER, dirs, str(seeds.generator().initial_seed())],
         capture_output=True,
         text=True,
         check=False,

@@ -1,0 +1,107 @@
+"""Whole-model prefill on the GPU: Tessera against transformers (sdpa) on the same card, in
+the same process, same weights (seeded random, bf16), and the bf16 logits checked against
+transformers'. Reads the artifacts of bench/gpu_build.py; writes rows in the results format
+(bench/results/*.json: device, date, commit, rows with the peers measured in the same run).
+
+    python bench/gpu.py build/bench --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from tessera import runtime
+from tessera.models.tiny import tiny_gemma
+
+CASES = {"gemma-2b": (2048, 8192), "gemma3-1b": (2048,)}
+
+
+def timed_ms(run, repeats: int = 10) -> float:  # type: ignore[no-untyped-def]
+    """Median of ``repeats`` timed runs (CUDA events) after two warm-ups."""
+    for _ in range(2):
+        run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def bench_model(folder: Path, entry: dict) -> list[dict]:
+    name = entry["name"]
+    model = tiny_gemma(name, dtype=torch.bfloat16, attn_implementation="sdpa", device="cuda")
+    artifact = runtime.load(folder / entry["folder"])
+    artifact.bind(dict(model.state_dict()))
+    prefill = artifact["prefill"]
+    rows = []
+    for length in CASES.get(name, (2048,)):
+        ids = torch.randint(0, model.config.vocab_size, (1, length), device="cuda")
+        with torch.no_grad():
+            theirs = model(ids).logits
+        (ours,) = prefill(ids)
+        scale = float(theirs.float().abs().max())
+        difference = float((ours.float() - theirs.float()).abs().max()) / scale
+        agree = float((ours.argmax(-1) == theirs.argmax(-1)).float().mean())
+        graph = prefill.graph(ids)
+        with torch.no_grad():
+            ours_ms = timed_ms(lambda ids=ids: prefill(ids))
+            graph_ms = timed_ms(graph)
+            theirs_ms = timed_ms(lambda ids=ids: model(ids))
+        row = {
+            "bench": "prefill",
+            "case": f"{name} B1 S{length} bf16",
+            "tessera_ms": round(ours_ms, 3),
+            "tessera_graph_ms": round(graph_ms, 3),
+            "max_logit_difference_vs_transformers": round(difference, 5),
+            "greedy_agreement_vs_transformers": round(agree, 4),
+            "compile_cold_s": entry.get("compile_cold_s"),
+            "compile_warm_s": entry.get("compile_warm_s"),
+            "peers": [{"name": "transformers sdpa (eager)", "ms": round(theirs_ms, 3)}],
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("artifacts", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--commit", default="unknown", help="the commit the artifacts came from")
+    args = parser.parse_args()
+    entries = json.loads((args.artifacts / "models.json").read_text())
+    rows = []
+    for entry in entries:
+        rows += bench_model(args.artifacts, entry)
+        torch.cuda.empty_cache()
+    result = {
+        "device": torch.cuda.get_device_name(),
+        "date": datetime.date.today().isoformat(),
+        "commit": args.commit,
+        "rows": rows,
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    for row in rows:
+        peer = row["peers"][0]["ms"]
+        graph = row["tessera_graph_ms"]
+        print(
+            f"{row['case']:28} tessera {row['tessera_ms']:8.2f} ms (graph {graph:8.2f})"
+            f"  transformers {peer:8.2f} ms  speed-up {peer / graph:.2f}x"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

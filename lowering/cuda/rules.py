@@ -1,0 +1,249 @@
+"""The CUDA lowering rules, one per op: each picks (or builds) its kernel and appends the
+launch, binding the kernel's parameters to the op's buffers and to its sizes as expressions
+over the program's symbols."""
+
+from __future__ import annotations
+
+import re
+
+from mlir import ir
+
+from tessera.runtime.manifest import ArgRef
+
+from .attention_layout import LAYOUT_ATTR
+from .kernels.attention import AttentionConfig, build_flash_attention
+from .kernels.lookup import LookupConfig, build_lookup
+from .kernels.rms_norm import RmsNormConfig, build_rms_norm
+from .kernels.rope import RopeConfig, build_rope
+from .plan import LaunchPlan, located, product, rule
+
+
+def dtype_of(value: ir.Value) -> str:
+    return str(ir.ShapedType(value.type).element_type)
+
+
+def static_dim(plan: LaunchPlan, value: ir.Value, axis: int, op: ir.Operation, what: str) -> int:
+    dim = plan.shape(value)[axis]
+    if not dim.lstrip("-").isdigit():
+        raise located(f"{what} must be static for the CUDA target, found '{dim}'", op)
+    return int(dim)
+
+
+def _float(op: ir.Operation, name: str, default: float | None = None) -> float | None:
+    if name not in op.attributes:
+        return default
+    return float(ir.FloatAttr(op.attributes[name]).value)
+
+
+def _int(op: ir.Operation, name: str) -> int | None:
+    if name not in op.attributes:
+        return None
+    return int(ir.IntegerAttr(op.attributes[name]).value)
+
+
+def _bool(op: ir.Operation, name: str) -> bool:
+    return name in op.attributes and bool(ir.BoolAttr(op.attributes[name]).value)
+
+
+def _string(op: ir.Operation, name: str, default: str) -> str:
+    if name not in op.attributes:
+        return default
+    return ir.StringAttr(op.attributes[name]).value
+
+
+@rule("tessera.tensor.lookup")
+def lower_lookup(op: ir.Operation, plan: LaunchPlan) -> None:
+    table, ids = op.operands[0], op.operands[1]
+    cfg = LookupConfig(
+        dtype=dtype_of(table),
+        vocab=static_dim(plan, table, 0, op, "the table's rows"),
+        width=static_dim(plan, table, 1, op, "the table's width"),
+        ids_dtype=dtype_of(ids),
+        scale=_float(op, "scale", 1.0) or 1.0,
+    )
+    info = plan.kernel(f"lookup {cfg}", lambda km: build_lookup(km, cfg))
+    count = product(plan.shape(ids))
+    plan.launch(
+        info,
+        {"table": plan.ref(table), "ids": plan.ref(ids), "y": plan.ref(op.results[0]), "n": count},
+    )
+
+
+@rule("tessera.norm.rms")
+def lower_rms_norm(op: ir.Operation, plan: LaunchPlan) -> None:
+    x, w = op.operands[0], op.operands[1]
+    shape = plan.shape(x)
+    cfg = RmsNormConfig(
+        dtype=dtype_of(x),
+        width=static_dim(plan, x, len(shape) - 1, op, "the normalised dim"),
+        eps=_float(op, "eps") or 0.0,
+        offset=_float(op, "offset", 1.0) or 0.0,
+        w_dtype=dtype_of(w),
+    )
+    info = plan.kernel(f"rms {cfg}", lambda km: build_rms_norm(km, cfg))
+    rows = product(shape[:-1])
+    plan.launch(
+        info, {"x": plan.ref(x), "w": plan.ref(w), "y": plan.ref(op.results[0]), "rows": rows}
+    )
+
+
+@rule("tessera.rope.apply")
+def lower_rope(op: ir.Operation, plan: LaunchPlan) -> None:
+    x, positions = op.operands[0], op.operands[1]
+    if _string(op, "layout", "half_split") != "half_split":
+        raise located("only the half_split rope layout has a CUDA kernel", op)
+    shape = plan.shape(x)
+    cfg = RopeConfig(
+        dtype=dtype_of(x),
+        heads=static_dim(plan, x, 2, op, "the head count"),
+        head_dim=static_dim(plan, x, 3, op, "the head dim"),
+        theta=_float(op, "theta") or 10000.0,
+        scaling=_float(op, "scaling", 1.0) or 1.0,
+        rotary_dim=_int(op, "rotary_dim"),
+        pos_dtype=dtype_of(positions),
+    )
+    info = plan.kernel(f"rope {cfg}", lambda km: build_rope(km, cfg))
+    plan.launch(
+        info,
+        {
+            "x": plan.ref(x),
+            "pos": plan.ref(positions),
+            "y": plan.ref(op.results[0]),
+            "B": shape[0],
+            "S": shape[1],
+        },
+    )
+
+
+def _strides(shape: tuple[str, ...], bshd: bool) -> tuple[str, str, str]:
+    """Element strides of batch, head and sequence of a contiguous [B, H, S, D] tensor, or of
+    a [B, S, H, D] one (``bshd``, see ``attention_layout.py``)."""
+    if bshd:
+        _batch, s, h, d = shape
+        return product((s, h, d)), d, product((h, d))
+    _batch, h, s, d = shape
+    return product((h, s, d)), product((s, d)), d
+
+
+@rule("tessera.attention.flash")
+def lower_attention(op: ir.Operation, plan: LaunchPlan) -> None:
+    q, k, v = op.operands[0], op.operands[1], op.operands[2]
+    o = op.results[0]
+    q_shape, k_shape = plan.shape(q), plan.shape(k)
+    window = _int(op, "window")
+    bshd = _string(op, LAYOUT_ATTR, "bhsd") == "bshd"
+    heads, sequence = (2, 1) if bshd else (1, 2)
+    cfg = AttentionConfig(
+        dtype=dtype_of(q),
+        head_dim=static_dim(plan, q, 3, op, "the head dim"),
+        heads_q=static_dim(plan, q, heads, op, "the query heads"),
+        heads_kv=static_dim(plan, k, heads, op, "the key/value heads"),
+        scale=_float(op, "scale") or 1.0,
+        value_dim=static_dim(plan, v, 3, op, "the value dim"),
+        causal=_bool(op, "causal"),
+        window=window,
+        softcap=_float(op, "softcap"),
+    )
+    info = plan.kernel(f"attention {cfg}", lambda km: build_flash_attention(km, cfg))
+    bindings: dict[str, ArgRef | str | int | float] = {
+        "q": plan.ref(q),
+        "k": plan.ref(k),
+        "v": plan.ref(v),
+        "o": plan.ref(o),
+        "B": q_shape[0],
+        "S": q_shape[sequence],
+        "T": k_shape[sequence],
+    }
+    for name, value in (("q", q), ("k", k), ("v", v), ("o", o)):
+        sb, sh, ss = _strides(plan.shape(value), bshd)
+        bindings.update({f"{name}_sb": sb, f"{name}_sh": sh, f"{name}_ss": ss})
+    plan.launch(info, bindings)
+
+
+def _gemm(plan: LaunchPlan, op: ir.Operation, **fields: object):  # type: ignore[no-untyped-def]
+    from .kernels.gemm import GemmConfig, build_gemm
+
+    cfg = GemmConfig(**fields)  # type: ignore[arg-type]
+    return plan.kernel(f"gemm {cfg}", lambda km: build_gemm(km, cfg))
+
+
+@rule("tessera.mma.proj")
+def lower_proj(op: ir.Operation, plan: LaunchPlan) -> None:
+    x, w = op.operands[0], op.operands[1]
+    bias = op.operands[2] if len(op.operands) > 2 else None
+    transpose_w = _bool(op, "transpose_w")
+    x_shape = plan.shape(x)
+    k = static_dim(plan, x, len(x_shape) - 1, op, "the reduction dim")
+    n = static_dim(plan, w, 0 if transpose_w else 1, op, "the output dim")
+    info = _gemm(
+        plan,
+        op,
+        dtype=dtype_of(x),
+        N=n,
+        K=k,
+        transpose_w=transpose_w,
+        softcap=_float(op, "softcap"),
+        has_bias=bias is not None,
+    )
+    bindings: dict[str, ArgRef | str | int | float] = {
+        "x": plan.ref(x),
+        "w": plan.ref(w),
+        "y": plan.ref(op.results[0]),
+        "M": product(x_shape[:-1]),
+    }
+    if bias is not None:
+        bindings["bias"] = plan.ref(bias)
+    plan.launch(info, bindings)
+
+
+@rule("tessera.mlp.swi_glu")
+def lower_gated_mlp(op: ir.Operation, plan: LaunchPlan) -> None:
+    if len(op.operands) != 4:
+        raise located("the fused [2F, D] gate/up weight form has no CUDA kernel yet", op)
+    x, w_gate, w_up, w_down = op.operands
+    x_shape = plan.shape(x)
+    dtype = dtype_of(x)
+    d = static_dim(plan, x, len(x_shape) - 1, op, "the model dim")
+    f = static_dim(plan, w_gate, 0, op, "the hidden dim")
+    rows = product(x_shape[:-1])
+    activation = _string(op, "activation", "gelu_tanh")
+    gated = _gemm(
+        plan, op, dtype=dtype, N=f, K=d, transpose_w=True, gated=True, activation=activation
+    )
+    size = {"bf16": 2, "f16": 2, "f32": 4}[dtype]
+    hidden = plan.scratch_buffer(
+        f"h{len(plan.steps)}", dtype, (*x_shape[:-1], str(f)), product((rows, str(f * size)))
+    )
+    plan.launch(
+        gated,
+        {"x": plan.ref(x), "w": plan.ref(w_gate), "w2": plan.ref(w_up), "y": hidden, "M": rows},
+    )
+    down = _gemm(plan, op, dtype=dtype, N=d, K=f, transpose_w=True)
+    plan.launch(down, {"x": hidden, "w": plan.ref(w_down), "y": plan.ref(op.results[0]), "M": rows})
+
+
+_SSA = re.compile(r"%[\w.#-]+")
+
+
+@rule("linalg.generic")
+def lower_generic(op: ir.Operation, plan: LaunchPlan) -> None:
+    from .kernels.elementwise import build_elementwise
+
+    # One kernel per distinct computation: the op's text without its SSA names.
+    key = "generic " + _SSA.sub("%", str(op))
+    info = plan.kernel(key, lambda km: build_elementwise(km, op))
+    inputs = list(op.operands)[: len(op.operands) - len(op.results)]
+    bindings: dict[str, ArgRef | str | int | float] = {
+        f"in{i}": plan.ref(value)
+        for i, value in enumerate(inputs)
+        if isinstance(value.type, ir.RankedTensorType)
+    }
+    result = op.results[0]
+    bindings["out"] = plan.ref(result)
+    # The output's map names the loop dim behind each of its dims: d{loop} = that dim's size.
+    maps = ir.ArrayAttr(op.attributes["indexing_maps"])
+    out_map = ir.AffineMapAttr(maps[len(maps) - 1]).value
+    for axis, expr in enumerate(out_map.results):
+        if isinstance(expr, ir.AffineDimExpr):
+            bindings[f"d{ir.AffineDimExpr(expr).position}"] = plan.shape(result)[axis]
+    plan.launch(info, bindings)

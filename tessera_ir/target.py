@@ -5,7 +5,8 @@ options, the artifact folder) that transforms it and returns the stage's text (I
 ``cm.ir(stage)``, the cache and ``TESSERA_DUMP_DIR``. One loop in ``compile()`` runs the stages
 of every target; a target's ``finish`` writes the artifact.
 
-Target names: ``cpu``; ``cuda`` (the arch of this machine's GPU, else sm_90a), ``cuda:sm_80``,
+Target names: ``cpu`` (this machine's CPU), ``cpu:<isa>`` (a portable instruction-set level such
+as ``cpu:avx2``); ``cuda`` (the arch of this machine's GPU, else sm_90a), ``cuda:sm_80``,
 ``cuda:sm_90`` (sm_90a code where Hopper-only instructions are used); ``auto`` picks cuda when a
 CUDA device and ptxas are found, else cpu.
 """
@@ -60,7 +61,7 @@ class Target(Protocol):
 
 
 _MODULES = {"cpu": "tessera.lowering.cpu.target", "cuda": "tessera.lowering.cuda.target"}
-NAMES = ("auto", "cpu", "cuda", "cuda:sm_80", "cuda:sm_90", "cuda:sm_90a")
+NAMES = ("auto", "cpu", "cpu:<isa>", "cuda", "cuda:sm_80", "cuda:sm_90", "cuda:sm_90a")
 
 
 def resolve(name: str) -> Target:
@@ -68,8 +69,16 @@ def resolve(name: str) -> Target:
     if name == "auto":
         name = auto_choice()[0]
     kind, _, arch = name.partition(":")
-    if kind not in _MODULES or (kind == "cpu" and arch):
+    if kind not in _MODULES:
         raise TesseraError(f"unknown target '{name}' (targets: {', '.join(NAMES)})")
+    if kind == "cpu" and arch:
+        from tessera.lowering.cpu.host import ISAS
+
+        if arch not in ISAS:
+            raise TesseraError(
+                f"unknown CPU instruction set '{arch}' in target '{name}' (known: "
+                f"{', '.join(ISAS)})"
+            )
     backend = importlib.import_module(_MODULES[kind])
     target: Target = backend.make_target(arch or None)
     return target

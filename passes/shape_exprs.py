@@ -306,7 +306,12 @@ def arg_name(attrs: ir.DictAttr, index: int) -> str:
 
 def _dim_entries(attr: ir.Attribute, where: str, op: ir.Operation) -> list[Poly]:
     entries = []
-    for item in ir.ArrayAttr(attr):
+    if not isinstance(attr, ir.ArrayAttr):
+        raise located(
+            f"{DIMS_ATTR} of {where} must be an array of symbol names or integers, found {attr}",
+            op,
+        )
+    for item in attr:
         try:
             if isinstance(item, ir.IntegerAttr):
                 entries.append(Poly.const(int(item.value)))

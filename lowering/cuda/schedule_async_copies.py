@@ -35,6 +35,7 @@ from typing import cast
 from mlir import ir
 from mlir.dialects import arith, gpu, memref, nvgpu, scf
 
+from tessera.diagnostics import source_location
 from tessera.errors import PassError
 from tessera.ir_walk import walk_ops
 from tessera.pass_registry import register_pass
@@ -264,4 +265,9 @@ def schedule_async_copies(module: ir.Operation, options: Options) -> None:
             _move_views(layout, _IndexMath(function))
             _Rewriter(found, options.stages, layout).run()
         i64 = ir.IntegerType.get_signless(64)
+        if layout.total >= 1 << 63:
+            raise PassError(
+                f"the pipelined loop needs {layout.total} bytes of shared memory",
+                source_location(loop.location),
+            )
         function.attributes[SMEM_ATTR] = ir.IntegerAttr.get(i64, layout.total)

@@ -200,3 +200,11 @@ func.func @empty_read_as_data(%x: tensor<?x8xf32>) -> tensor<?x8xf32> {
   %y = arith.addf %x, %e : tensor<?x8xf32>
   return %y : tensor<?x8xf32>
 }
+
+// -----
+
+// expected-error@+1 {{tessera.dims of argument #0 ('x') must be an array of symbol names or integers, found array<f32: 1.000000e+00>}}
+func.func @dims_that_are_not_names(%x: tensor<?x8xf32> {tessera.input = "x"}) -> tensor<?x8xf32> attributes {tessera.dims = {x = array<f32: 1.0>}} {
+  %y = arith.addf %x, %x : tensor<?x8xf32>
+  return %y : tensor<?x8xf32>
+}

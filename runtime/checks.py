@@ -179,3 +179,28 @@ class InputCheck:
 def resolve_shape(spec: TensorSpec, bound: Mapping[str, tuple[int, str]]) -> list[int]:
     """An output's concrete shape from the symbols bound by the inputs."""
     return [d if isinstance(d, int) else bound[d][0] for d in spec.shape]
+
+
+def gather_inputs(
+    program: str,
+    checks: Sequence[InputCheck],
+    inputs: Sequence[torch.Tensor],
+    named: Mapping[str, torch.Tensor],
+) -> list[torch.Tensor]:
+    """A program's inputs in the manifest's order: positional ones first, then those given by
+    name; a name that is unknown, given twice or missing is a ``RuntimeInputError``."""
+    index = {check.name: i for i, check in enumerate(checks)}
+    gathered: list[torch.Tensor | None] = list(inputs)
+    gathered += [None] * (len(checks) - len(inputs))
+    for name, tensor in named.items():
+        position = index.get(name)
+        if position is None:
+            known = ", ".join(c.name for c in checks)
+            raise RuntimeInputError(f"program '{program}' has no input '{name}' (inputs: {known})")
+        if gathered[position] is not None:
+            raise RuntimeInputError(f"input '{name}' is given twice (by position and name)")
+        gathered[position] = tensor
+    missing = [c.name for c, t in zip(checks, gathered, strict=False) if t is None]
+    if missing:
+        raise RuntimeInputError(f"program '{program}' is missing inputs: {', '.join(missing)}")
+    return [t for t in gathered if t is not None]

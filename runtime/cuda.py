@@ -17,7 +17,7 @@ import torch
 from tessera.errors import RuntimeInputError
 
 from . import cuda_driver, expr
-from .checks import InputCheck, gather_weights, resolve_shape
+from .checks import InputCheck, gather_inputs, gather_weights, resolve_shape
 from .manifest import ArgRef, ArtifactError, KernelLaunch, ProgramSpec, ScalarArg, TargetSpec
 from .memref import DTYPES
 
@@ -92,7 +92,6 @@ class CudaProgram:
         self.spec = spec
         symbols = {s.name: s for s in spec.symbols}
         self._inputs = tuple(InputCheck.of(s, symbols, device="cuda") for s in spec.inputs)
-        self._input_index = {s.name: i for i, s in enumerate(spec.inputs)}
         self._outputs = tuple((s, DTYPES[s.dtype]) for s in spec.outputs)
         self._weights: dict[str, torch.Tensor] | None = None if spec.weights else {}
         self._arena: torch.Tensor | None = None
@@ -242,7 +241,9 @@ class CudaProgram:
             )
 
     def __call__(self, *inputs: torch.Tensor, **named: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        tensors = self._gather(inputs, named) if named else list(inputs)
+        tensors = (
+            gather_inputs(self.spec.name, self._inputs, inputs, named) if named else list(inputs)
+        )
         frame, outputs = self._frame(tensors)
         self._run(frame)
         return tuple(outputs)
@@ -263,28 +264,6 @@ class CudaProgram:
 
         replay.inputs = [frame.tensors[c.name] for c in self._inputs]  # type: ignore[attr-defined]
         return replay
-
-    def _gather(
-        self, inputs: tuple[torch.Tensor, ...], named: dict[str, torch.Tensor]
-    ) -> list[torch.Tensor]:
-        gathered: list[torch.Tensor | None] = list(inputs)
-        gathered += [None] * (len(self._inputs) - len(inputs))
-        for name, tensor in named.items():
-            index = self._input_index.get(name)
-            if index is None:
-                known = ", ".join(c.name for c in self._inputs)
-                raise RuntimeInputError(
-                    f"program '{self.spec.name}' has no input '{name}' (inputs: {known})"
-                )
-            if gathered[index] is not None:
-                raise RuntimeInputError(f"input '{name}' is given twice (by position and name)")
-            gathered[index] = tensor
-        missing = [c.name for c, t in zip(self._inputs, gathered, strict=False) if t is None]
-        if missing:
-            raise RuntimeInputError(
-                f"program '{self.spec.name}' is missing inputs: {', '.join(missing)}"
-            )
-        return [t for t in gathered if t is not None]
 
 
 def _scalar_producer(arg: ScalarArg) -> Callable[[_Frame], int | float]:

@@ -20,7 +20,7 @@ import torch
 
 from tessera.errors import RuntimeInputError
 
-from .checks import InputCheck, gather_weights, resolve_shape
+from .checks import InputCheck, gather_inputs, gather_weights, resolve_shape
 from .manifest import ArtifactError, HostCall, ProgramSpec
 from .memref import DTYPES, descriptor
 
@@ -105,7 +105,7 @@ class Program:
             raise RuntimeInputError(
                 f"program '{self.spec.name}' has no weights bound; call bind(weights) first"
             )
-        tensors = self._gather(inputs, named) if named else inputs
+        tensors = gather_inputs(self.spec.name, self._inputs, inputs, named) if named else inputs
         if len(tensors) != len(self._inputs):
             raise RuntimeInputError(
                 f"program '{self.spec.name}' takes {len(self._inputs)} inputs "
@@ -128,26 +128,3 @@ class Program:
             packed = call.cells(*range(base, base + _POINTER * len(call.slots), _POINTER))
             call.function(packed)
         return tuple(outputs)
-
-    def _gather(
-        self, inputs: tuple[torch.Tensor, ...], named: dict[str, torch.Tensor]
-    ) -> list[torch.Tensor | None]:
-        """Positional inputs then named ones, in the manifest's order."""
-        gathered: list[torch.Tensor | None] = list(inputs)
-        gathered += [None] * (len(self._inputs) - len(inputs))
-        for name, tensor in named.items():
-            index = self._input_index.get(name)
-            if index is None:
-                known = ", ".join(c.name for c in self._inputs)
-                raise RuntimeInputError(
-                    f"program '{self.spec.name}' has no input '{name}' (inputs: {known})"
-                )
-            if gathered[index] is not None:
-                raise RuntimeInputError(f"input '{name}' is given twice (by position and name)")
-            gathered[index] = tensor
-        missing = [c.name for c, t in zip(self._inputs, gathered, strict=False) if t is None]
-        if missing:
-            raise RuntimeInputError(
-                f"program '{self.spec.name}' is missing inputs: {', '.join(missing)}"
-            )
-        return gathered

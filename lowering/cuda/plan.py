@@ -201,7 +201,12 @@ def build_launches(func: ir.Operation, launch_plan: LaunchPlan) -> None:
     assign_buffers(func, launch_plan)
     for view in func.regions[0].blocks[0].operations:
         op = view.operation
-        if op.name in NO_CODE:
+        if op.name in NO_CODE and (
+            not op.name.startswith("arith.")
+            or not any(isinstance(r.type, ir.RankedTensorType) for r in op.results)
+        ):
+            # arith ops are index arithmetic here; one on tensors (normally made a generic by
+            # the plan stage) computes data and needs a rule like any other op.
             continue
         lower = RULES.get(op.name)
         if lower is None:

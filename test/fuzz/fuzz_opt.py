@@ -2,7 +2,7 @@
 
     python test/fuzz/fuzz_opt.py --cases 300            # what CI runs (through pytest)
     python test/fuzz/fuzz_opt.py --cases 20000 --seed 7 --keep build/fuzz   # `make fuzz`
-    python test/fuzz/fuzz_opt.py --seed 7 --case 1234 --keep /tmp/case     # one case again
+    python test/fuzz/fuzz_opt.py --seed 7 --case 1234 --keep build/fuzz-case  # one case again
 
 Case ``i`` of seed ``s`` draws its chunk, its RUN-line arguments and its mutations from a
 generator seeded with ``(s, i)`` alone, so any case is reproduced from those two numbers (and

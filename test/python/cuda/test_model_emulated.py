@@ -101,7 +101,10 @@ class Emulated:
                 data = np.frombuffer(bytes.fromhex(buffer.data), dtype=np.uint8).copy()
                 named["buffer", buffer.name] = Buffer(Storage(data, buffer.name), buffer.dtype)
             else:
-                raise NotImplementedError(f"buffer kind {buffer.kind}")
+                raise AssertionError(
+                    f"the emulator has no case for {buffer.kind} buffers ({buffer.name}); "
+                    "prefill programs hold only arena and constant buffers"
+                )
         for index, step in enumerate(program.steps):
             assert isinstance(step, KernelLaunch), step
             args: list[Buffer | int | float] = []

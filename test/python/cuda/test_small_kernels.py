@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 import pytest
+from elementwise_ir import TRANSPOSE, softcap_ir
 from mlir import ir
 
 from tessera.context import make_context
@@ -27,35 +28,7 @@ from tessera.lowering.cuda.kernels.rope import RopeConfig, build_rope, rope_layo
 
 ARCHS = ["sm_80", "sm_90a"]
 
-SOFTCAP = """
-func.func @f(%x: tensor<?x?x256xbf16>) -> tensor<?x?x256xbf16> {
-  %c0 = arith.constant 0 : index
-  %c1 = arith.constant 1 : index
-  %d0 = tensor.dim %x, %c0 : tensor<?x?x256xbf16>
-  %d1 = tensor.dim %x, %c1 : tensor<?x?x256xbf16>
-  %e = tensor.empty(%d0, %d1) : tensor<?x?x256xf32>
-  %cst = arith.constant 3.0e1 : f32
-  %s = linalg.fill ins(%cst : f32) outs(%e : tensor<?x?x256xf32>) -> tensor<?x?x256xf32>
-  %x32 = arith.extf %x : tensor<?x?x256xbf16> to tensor<?x?x256xf32>
-  %d = arith.divf %x32, %s : tensor<?x?x256xf32>
-  %t = math.tanh %d : tensor<?x?x256xf32>
-  %m = arith.mulf %t, %s : tensor<?x?x256xf32>
-  %r = arith.truncf %m : tensor<?x?x256xf32> to tensor<?x?x256xbf16>
-  return %r : tensor<?x?x256xbf16>
-}
-"""
-TRANSPOSE = """
-func.func @f(%x: tensor<?x?x4x24xbf16>) -> tensor<?x4x?x24xbf16> {
-  %c0 = arith.constant 0 : index
-  %c1 = arith.constant 1 : index
-  %d0 = tensor.dim %x, %c0 : tensor<?x?x4x24xbf16>
-  %d1 = tensor.dim %x, %c1 : tensor<?x?x4x24xbf16>
-  %e = tensor.empty(%d0, %d1) : tensor<?x4x?x24xbf16>
-  %t = linalg.transpose ins(%x : tensor<?x?x4x24xbf16>) outs(%e : tensor<?x4x?x24xbf16>)
-      permutation = [0, 2, 1, 3]
-  return %t : tensor<?x4x?x24xbf16>
-}
-"""
+SOFTCAP = softcap_ir(256)
 BROADCAST_MUL = """
 func.func @f(%x: tensor<?x?x48xbf16>, %w: tensor<48xbf16>) -> tensor<?x?x48xbf16> {
   %c0 = arith.constant 0 : index

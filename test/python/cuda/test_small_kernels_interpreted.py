@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from elementwise_ir import TRANSPOSE, softcap_ir
 from gpu_interpreter import (
     Buffer,
     KernelFault,
@@ -197,35 +198,7 @@ def test_lookup(dtype: str, vocab: int, width: int, scale: float, ids_dtype: str
 
 # -- elementwise ---------------------------------------------------------------------------
 
-SOFTCAP = """
-func.func @f(%x: tensor<?x?x40xbf16>) -> tensor<?x?x40xbf16> {
-  %c0 = arith.constant 0 : index
-  %c1 = arith.constant 1 : index
-  %d0 = tensor.dim %x, %c0 : tensor<?x?x40xbf16>
-  %d1 = tensor.dim %x, %c1 : tensor<?x?x40xbf16>
-  %e = tensor.empty(%d0, %d1) : tensor<?x?x40xf32>
-  %cst = arith.constant 3.0e1 : f32
-  %s = linalg.fill ins(%cst : f32) outs(%e : tensor<?x?x40xf32>) -> tensor<?x?x40xf32>
-  %x32 = arith.extf %x : tensor<?x?x40xbf16> to tensor<?x?x40xf32>
-  %d = arith.divf %x32, %s : tensor<?x?x40xf32>
-  %t = math.tanh %d : tensor<?x?x40xf32>
-  %m = arith.mulf %t, %s : tensor<?x?x40xf32>
-  %r = arith.truncf %m : tensor<?x?x40xf32> to tensor<?x?x40xbf16>
-  return %r : tensor<?x?x40xbf16>
-}
-"""
-TRANSPOSE = """
-func.func @f(%x: tensor<?x?x4x24xbf16>) -> tensor<?x4x?x24xbf16> {
-  %c0 = arith.constant 0 : index
-  %c1 = arith.constant 1 : index
-  %d0 = tensor.dim %x, %c0 : tensor<?x?x4x24xbf16>
-  %d1 = tensor.dim %x, %c1 : tensor<?x?x4x24xbf16>
-  %e = tensor.empty(%d0, %d1) : tensor<?x4x?x24xbf16>
-  %t = linalg.transpose ins(%x : tensor<?x?x4x24xbf16>) outs(%e : tensor<?x4x?x24xbf16>)
-      permutation = [0, 2, 1, 3]
-  return %t : tensor<?x4x?x24xbf16>
-}
-"""
+SOFTCAP = softcap_ir(40)
 TRANSPOSE_INNER = """
 func.func @f(%x: tensor<?x6xf32>) -> tensor<6x?xf32> {
   %c0 = arith.constant 0 : index

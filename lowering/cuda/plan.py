@@ -196,18 +196,48 @@ def located(message: str, op: ir.Operation) -> LoweringError:
     return LoweringError(message, source_location(op.location))
 
 
+# Rules that take two consecutive computing ops at once (the second reads the first's result
+# and nothing in between computes): (first op's name, second op's name) -> (a predicate on the
+# pair that says whether the fused kernel applies, the rule lowering both).
+PairMatch = Callable[[ir.Operation, ir.Operation], bool]
+PairRule = Callable[[ir.Operation, ir.Operation, "LaunchPlan"], None]
+PAIR_RULES: dict[tuple[str, str], tuple[PairMatch, PairRule]] = {}
+
+
+def pair_rule(first: str, second: str, matches: PairMatch) -> Callable[[PairRule], PairRule]:
+    def register(fn: PairRule) -> PairRule:
+        PAIR_RULES[(first, second)] = (matches, fn)
+        return fn
+
+    return register
+
+
+def _computes(op: ir.Operation) -> bool:
+    # arith ops are index arithmetic here; one on tensors (normally made a generic by the plan
+    # stage) computes data and needs a rule like any other op.
+    return op.name not in NO_CODE or (
+        op.name.startswith("arith.")
+        and any(isinstance(r.type, ir.RankedTensorType) for r in op.results)
+    )
+
+
 def build_launches(func: ir.Operation, launch_plan: LaunchPlan) -> None:
-    """Runs the rule of every op in ``func``'s body, in order."""
+    """Runs the rule of every op in ``func``'s body, in order; a registered pair of
+    consecutive ops is lowered by its pair rule as one kernel."""
     assign_buffers(func, launch_plan)
-    for view in func.regions[0].blocks[0].operations:
-        op = view.operation
-        if op.name in NO_CODE and (
-            not op.name.startswith("arith.")
-            or not any(isinstance(r.type, ir.RankedTensorType) for r in op.results)
-        ):
-            # arith ops are index arithmetic here; one on tensors (normally made a generic by
-            # the plan stage) computes data and needs a rule like any other op.
+    ops = [view.operation for view in func.regions[0].blocks[0].operations]
+    computing = [op for op in ops if _computes(op)]
+    skip: set[int] = set()
+    for index, op in enumerate(computing):
+        if index in skip:
             continue
+        if index + 1 < len(computing):
+            following = computing[index + 1]
+            pair = PAIR_RULES.get((op.name, following.name))
+            if pair is not None and pair[0](op, following):
+                pair[1](op, following, launch_plan)
+                skip.add(index + 1)
+                continue
         lower = RULES.get(op.name)
         if lower is None:
             raise located(f"no cuda lowering for '{op.name}'", op)

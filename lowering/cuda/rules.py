@@ -15,7 +15,7 @@ from .kernels.attention import AttentionConfig, build_flash_attention
 from .kernels.lookup import LookupConfig, build_lookup
 from .kernels.rms_norm import RmsNormConfig, build_rms_norm
 from .kernels.rope import RopeConfig, build_rope
-from .plan import LaunchPlan, located, product, rule
+from .plan import LaunchPlan, located, pair_rule, product, rule
 
 
 def dtype_of(value: ir.Value) -> str:
@@ -84,6 +84,65 @@ def lower_rms_norm(op: ir.Operation, plan: LaunchPlan) -> None:
     rows = product(shape[:-1])
     plan.launch(
         info, {"x": plan.ref(x), "w": plan.ref(w), "y": plan.ref(op.results[0]), "rows": rows}
+    )
+
+
+def _is_residual_add(op: ir.Operation) -> bool:
+    """A generic computing a + b elementwise over two tensors of its own shape (the residual
+    stream's update)."""
+    if len(op.operands) != 3 or len(op.results) != 1:
+        return False
+    maps = ir.ArrayAttr(op.attributes["indexing_maps"])
+    if (
+        any(not ir.AffineMapAttr(m).value.is_permutation for m in maps)
+        or len({str(m) for m in maps}) != 1
+    ):
+        return False
+    if any(str(value.type) != str(op.results[0].type) for value in op.operands):
+        return False
+    body = op.regions[0].blocks[0]
+    inner = [view.operation for view in body.operations]
+    if len(inner) != 2 or inner[0].name != "arith.addf" or inner[1].name != "linalg.yield":
+        return False
+    arguments = list(body.arguments)
+    summed = list(inner[0].operands)
+    yields_sum = list(inner[1].operands) == [inner[0].results[0]]
+    return yields_sum and summed in ([arguments[0], arguments[1]], [arguments[1], arguments[0]])
+
+
+def _adds_then_normalises(add: ir.Operation, norm: ir.Operation) -> bool:
+    """The sum feeds the norm and is read again later (the residual stream); a sum only the
+    norm reads is not worth writing out, and its slice may be the norm's own output."""
+    total = add.results[0]
+    return _is_residual_add(add) and norm.operands[0] == total and sum(1 for _ in total.uses) > 1
+
+
+@pair_rule("linalg.generic", "tessera.norm.rms", _adds_then_normalises)
+def lower_residual_rms_norm(add: ir.Operation, norm: ir.Operation, plan: LaunchPlan) -> None:
+    """Gemma's "add, then norm" as one kernel: the sum is written (it stays the residual
+    stream) and normalised from registers, saving a launch and a read of the sum."""
+    x, r = add.operands[0], add.operands[1]
+    w = norm.operands[1]
+    shape = plan.shape(x)
+    cfg = RmsNormConfig(
+        dtype=dtype_of(x),
+        width=static_dim(plan, x, len(shape) - 1, norm, "the normalised dim"),
+        eps=_float(norm, "eps") or 0.0,
+        offset=_float(norm, "offset", 1.0) or 0.0,
+        w_dtype=dtype_of(w),
+        residual=True,
+    )
+    info = plan.kernel(f"rms {cfg}", lambda km: build_rms_norm(km, cfg))
+    plan.launch(
+        info,
+        {
+            "x": plan.ref(x),
+            "r": plan.ref(r),
+            "w": plan.ref(w),
+            "y": plan.ref(norm.results[0]),
+            "s": plan.ref(add.results[0]),
+            "rows": product(shape[:-1]),
+        },
     )
 
 

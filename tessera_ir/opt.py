@@ -1,116 +1,109 @@
-"""tessera-opt: runs tessera and upstream MLIR passes on IR text, following mlir-opt.
+"""tessera-opt: runs tessera and upstream MLIR passes on IR, following mlir-opt.
 
-    tessera-opt input.mlir -p 'builtin.module(tessera-fuse)' -o out.mlir
-    tessera-opt input.mlir --canonicalize --tessera-fuse-attention
-    tessera-opt input.mlir --split-input-file --verify-diagnostics
+    tessera-opt input.mlir -pass-pipeline='builtin.module(tessera-fuse)' -o out.mlir
+    tessera-opt input.mlir -canonicalize --tessera-schedule-async-copies=stages=3
+    tessera-opt input.mlir -split-input-file -verify-diagnostics
 
-Problems are printed as ``file:line:col: error: ...`` and make the exit status non-zero. No
-input, however malformed, ends otherwise: the input must be UTF-8, inputs that crash MLIR's
-parser are refused before parsing (``context.check_text``), and the work runs in a forked
-worker whose death, should MLIR crash all the same, becomes a located error (see "crash
-containment" below).
+The command line is mlir-opt's (``opt_args``): one dash or two, ``-<pass>[=<options>]`` flags,
+the ``--mlir-print-*``, timing, statistics and bytecode options, through the MLIR bindings'
+``PassManager`` and printers. Problems are printed as ``file:line:col: error: ...`` and make the
+exit status 1; a command line that cannot run makes it 2. No input, however malformed, ends
+otherwise: the input must be UTF-8 text or MLIR bytecode, inputs that crash MLIR's parser are
+refused before parsing (``context.check_text``), and the work runs in a forked worker whose
+death, should MLIR crash all the same, becomes a located error (``opt_contain``).
 """
 
 from __future__ import annotations
 
-import argparse
+import io
 import os
-import pickle
-import re
-import signal
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING
 
 from . import knobs
-from .diagnostics import Diagnostic, DiagnosticCollector, MLIRError, from_mlir_error
-from .errors import LocatedError, SourceLocation, TesseraError
+from .diagnostics import Diagnostic
+from .errors import LocatedError, ParseError, SourceLocation, TesseraError
+from .opt_args import (
+    Options,
+    UsageError,
+    help_text,
+    parse_args,
+    version_text,
+)
+from .opt_contain import (
+    Chunk,
+    CrashDiagnostic,
+    InputError,
+    InternalError,
+    first_code_line,
+    run_contained,
+)
+from .opt_passes import (
+    check_bytecode_version,
+    check_pipeline,
+    list_passes,
+    pass_manager,
+    resolve_pass_flags,
+)
 
-SPLIT_MARKER = "// -----"
+if TYPE_CHECKING:
+    from mlir import ir
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tessera-opt",
-        description="Run tessera and upstream MLIR passes on IR. Any other --<pass>[=options] "
-        "flag adds that pass (tessera or upstream) to the pipeline, in order.",
-    )
-    parser.add_argument("input", nargs="?", default="-", help="input file ('-' for stdin)")
-    parser.add_argument("-o", dest="output", default="-", help="output file ('-' for stdout)")
-    parser.add_argument(
-        "-p",
-        "--pass-pipeline",
-        dest="pipeline",
-        default=None,
-        help="a textual pipeline, e.g. 'builtin.module(canonicalize,tessera-fuse)'",
-    )
-    parser.add_argument(
-        "--split-input-file",
-        action="store_true",
-        help=f"process each '{SPLIT_MARKER}'-separated chunk on its own",
-    )
-    parser.add_argument(
-        "--verify-diagnostics",
-        action="store_true",
-        help="check diagnostics against '// expected-error' comments",
-    )
-    parser.add_argument(
-        "--mlir-print-ir-after-all",
-        action="store_true",
-        help="print the IR after every pass to stderr",
-    )
-    parser.add_argument(
-        "--no-verify-each",
-        action="store_true",
-        help="skip the tessera verifier after each tessera pass",
-    )
-    parser.add_argument(
-        "--allow-unregistered-dialect",
-        action="store_true",
-        help="accepted for mlir-opt compatibility (always on)",
-    )
-    parser.add_argument(
-        "--list-passes", action="store_true", help="list tessera passes and pipelines, then exit"
-    )
-    return parser
+# Every MLIR bytecode file starts with these bytes ("ML\xefR"); mlir-opt reads such input as
+# bytecode, whatever its name.
+BYTECODE_MAGIC = b"ML\xefR"
 
 
-def _pass_flags(extra: list[str]) -> tuple[list[str], list[str]]:
-    """Splits unknown arguments into pass elements and leftovers that are errors."""
-    elements, bad = [], []
-    for arg in extra:
-        if not arg.startswith("--") or len(arg) == 2:
-            bad.append(arg)
-            continue
-        name, sep, options = arg[2:].partition("=")
-        options = options.strip().strip("'\"")
-        elements.append(f"{name}{{{options}}}" if sep and options else name)
-    return elements, bad
+class _Job:
+    """One tessera-opt run, done in the worker (``opt_contain.Job``)."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.pipeline = ""
+
+    def prepare(self) -> None:
+        """Turns pass flags into a pipeline and builds it once, so that unknown passes and bad
+        options fail before any input is read."""
+        if self.options.pass_flags:
+            self.pipeline = ",".join(resolve_pass_flags(self.options.pass_flags))
+        else:
+            self.pipeline = self.options.pass_pipeline or ""
+        check_pipeline(self.pipeline)
+        if self.options.emit_bytecode_version is not None:
+            check_bytecode_version(self.options.emit_bytecode_version)
+        if self.options.print_ir_tree_dir is not None:
+            # MLIR reports a folder it cannot create on stderr and goes on without the dumps.
+            try:
+                os.makedirs(self.options.print_ir_tree_dir, exist_ok=True)
+            except OSError as problem:
+                raise UsageError(
+                    f"--mlir-print-ir-tree-dir={self.options.print_ir_tree_dir}: cannot create "
+                    f"the folder: {problem.strerror}"
+                ) from None
+
+    def read(self) -> tuple[str, str, list[Chunk]]:
+        source, data = _read_input(self.options.input)
+        if data.startswith(BYTECODE_MAGIC):
+            return source, "", [data]  # bytecode has no marker lines: one chunk
+        text = _decode(data, source)
+        return source, text, list(_chunks(text, self.options.split_marker))
+
+    def process(
+        self, chunk: Chunk, source: str, stage: Callable[[str], None]
+    ) -> tuple[bytes | None, list[Diagnostic]]:
+        output, diagnostics = _process_chunk(chunk, source, self.pipeline, self.options, stage)
+        return output, [_located(d, chunk, source) for d in diagnostics]
 
 
-def _list_passes() -> str:
-    from .pass_registry import PASSES, PIPELINES, load_all
-
-    load_all()
-    lines = ["Tessera passes:"]
-    for name in sorted(PASSES):
-        doc = PASSES[name].doc.splitlines()[0] if PASSES[name].doc else ""
-        lines.append(f"  --{name:32s} {doc}")
-    lines.append("Tessera pipelines:")
-    for name in sorted(PIPELINES):
-        elements, doc = PIPELINES[name]
-        lines.append(f"  --{name:32s} {doc} ({', '.join(elements)})")
-    lines.append("Any upstream MLIR pass (canonicalize, cse, ...) is accepted too.")
-    return "\n".join(lines)
-
-
-def _chunks(text: str, split: bool) -> list[str]:
-    """The chunks to process, each padded with newlines so line numbers stay the file's."""
-    if not split:
+def _chunks(text: str, marker: str | None) -> list[str]:
+    """The chunks to process, each padded with newlines so line numbers stay the file's: one,
+    or (``marker`` given) those between lines that hold only the marker."""
+    if marker is None:
         return [text]
+    marker = marker.strip()
     chunks: list[str] = []
     current: list[str] = []
     first_line = 0
@@ -118,10 +111,7 @@ def _chunks(text: str, split: bool) -> list[str]:
     lines = [line + "\n" for line in text.split("\n")]
     lines[-1] = lines[-1][:-1]
     for number, line in enumerate(lines):
-        if (
-            line.strip().startswith(SPLIT_MARKER)
-            and line.strip()[len(SPLIT_MARKER) :].strip() == ""
-        ):
+        if line.strip() == marker:
             chunks.append("\n" * first_line + "".join(current))
             current, first_line = [], number + 1
             continue
@@ -130,53 +120,37 @@ def _chunks(text: str, split: bool) -> list[str]:
     return chunks
 
 
-def _process(
-    chunk: str,
-    source: str,
-    pipeline: str,
-    args: argparse.Namespace,
-    stage: Callable[[str], None],
-) -> tuple[str | None, list[Diagnostic]]:
-    """Parses, verifies and runs the pipeline on one chunk: (output IR or None, diagnostics).
-    ``stage`` is told each step before it starts, so that a crash can be put down to one."""
-    output, diagnostics = _process_chunk(chunk, source, pipeline, args, stage)
-    return output, [_located(d, chunk, source) for d in diagnostics]
-
-
-def _located(diag: Diagnostic, chunk: str, source: str) -> Diagnostic:
+def _located(diag: Diagnostic, chunk: Chunk, source: str) -> Diagnostic:
     """``diag``, placed at the start of the chunk's IR when MLIR gave it no location (ops
     built without one, such as the bodies of linalg's named ops): every error has a place."""
     if diag.location is not None:
         return diag
     message = f"{diag.message} (reported without a location; shown at the start of the IR)"
-    return Diagnostic(diag.severity, message, _first_code_line(chunk, source), diag.notes)
+    return Diagnostic(diag.severity, message, first_code_line(chunk, source), diag.notes)
 
 
 def _process_chunk(
-    chunk: str,
+    chunk: Chunk,
     source: str,
     pipeline: str,
-    args: argparse.Namespace,
+    options: Options,
     stage: Callable[[str], None],
-) -> tuple[str | None, list[Diagnostic]]:
+) -> tuple[bytes | None, list[Diagnostic]]:
+    """Parses, verifies and runs the pipeline on one chunk: (output or None, diagnostics)."""
     from tessera.dialects import verify_module
 
-    from .context import make_context, parse_module
-    from .pipeline import build_pass_manager, expand, parse_pipeline
+    from .context import make_context
+    from .diagnostics import DiagnosticCollector, MLIRError, from_mlir_error
 
     context = make_context()
+    if options.disable_threading:
+        context.enable_multithreading(False)
     collector = DiagnosticCollector(context)
     with collector.attached(), context:
         try:
-            elements = expand(parse_pipeline(pipeline)) if pipeline else []
-            manager = build_pass_manager(
-                elements,
-                context,
-                verify_each=not args.no_verify_each,
-                print_ir_after_all=args.mlir_print_ir_after_all,
-            )
+            manager = pass_manager(pipeline, context, options)
             stage("parse")
-            module = parse_module(chunk, context, source)
+            module = _parse(chunk, context, source)
         except LocatedError as problem:
             collector.add([Diagnostic("error", problem.message, problem.location)])
             return None, collector.diagnostics
@@ -190,34 +164,62 @@ def _process_chunk(
             manager.run(module.operation)
         except MLIRError as error:
             collector.add(from_mlir_error(error))
+        # The timing report is printed when the pass manager goes (once per chunk, as in
+        # mlir-opt): now, so that it comes before the chunk's diagnostics, not at exit.
+        del manager
         if collector.errors:
             return None, collector.diagnostics
         stage("print")
-        return str(module), collector.diagnostics
+        return _render(module, options), collector.diagnostics
 
 
-def _check_pipeline(pipeline: str) -> None:
-    """Builds the pipeline once so that unknown passes fail before any input is read."""
-    from .context import make_context
-    from .pipeline import build_pass_manager, expand, parse_pipeline
+def _parse(chunk: Chunk, context: ir.Context, source: str) -> ir.Module:
+    from mlir import ir
 
-    if pipeline:
-        build_pass_manager(expand(parse_pipeline(pipeline)), make_context())
+    from .context import parse_module
+    from .diagnostics import MLIRError, from_mlir_error
 
-
-class InputError(TesseraError):
-    """The input could not be read or is not text; ``str()`` is the whole diagnostic line."""
-
-
-def _read_input(args: argparse.Namespace) -> tuple[str, str]:
-    """(source name, text) of the input, which must be UTF-8 like every MLIR file."""
-    source = "<stdin>" if args.input == "-" else args.input
+    if isinstance(chunk, str):
+        return parse_module(chunk, context, source)
     try:
-        data = sys.stdin.buffer.read() if args.input == "-" else Path(args.input).read_bytes()
+        return ir.Module.parse(chunk, context)
+    except MLIRError as error:
+        # The bytecode reader's errors name no place in the file ("-":0:0).
+        first = from_mlir_error(error)[0]
+        raise ParseError(
+            f"cannot read the bytecode: {first.message}", SourceLocation(source, 1, 1)
+        ) from None
+
+
+def _render(module: ir.Module, options: Options) -> bytes:
+    """The module as bytecode or as text, as the options ask."""
+    if options.emit_bytecode:
+        buffer = io.BytesIO()
+        module.operation.write_bytecode(buffer, desired_version=options.emit_bytecode_version)
+        return buffer.getvalue()
+    text = str(
+        module.operation.get_asm(
+            large_elements_limit=options.elide_elements_if_larger,
+            enable_debug_info=options.print_debuginfo,
+            print_generic_op_form=options.print_op_generic,
+        )
+    )
+    return (text.rstrip("\n") + "\n").encode()
+
+
+def _read_input(path: str) -> tuple[str, bytes]:
+    """(source name, bytes) of the input."""
+    source = "<stdin>" if path == "-" else path
+    try:
+        return source, sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as problem:
         raise InputError(f"{source}: error: cannot read input: {problem.strerror}") from None
+
+
+def _decode(data: bytes, source: str) -> str:
+    """The input as text, which must be UTF-8 like every MLIR file."""
     try:
-        return source, data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as problem:
         line = data.count(b"\n", 0, problem.start) + 1
         column = problem.start - (data.rfind(b"\n", 0, problem.start) + 1) + 1
@@ -230,322 +232,96 @@ def _read_input(args: argparse.Namespace) -> tuple[str, str]:
         ) from None
 
 
-def run(argv: list[str]) -> int:
-    args, extra = _parser().parse_known_args(argv)
-    if args.list_passes:
-        print(_list_passes())
-        return 0
-    flag_elements, bad = _pass_flags(extra)
-    if bad:
-        print(f"tessera-opt: error: unrecognized arguments: {' '.join(bad)}", file=sys.stderr)
-        return 2
-    if args.pipeline and flag_elements:
-        print(
-            "tessera-opt: error: give passes either as -p/--pass-pipeline or as flags, not both",
-            file=sys.stderr,
-        )
-        return 2
-    pipeline = args.pipeline or ",".join(flag_elements)
+def _expected_only(diagnostics: list[Diagnostic], text: str) -> list[Diagnostic]:
+    """``--verify-diagnostics=only-expected``: the diagnostics some comment expects (a note
+    counts on its own), so that no other is reported as unexpected; a crash is always kept."""
+    from .expected_diagnostics import expectations
 
-    outputs: list[str] = []
+    wanted = expectations(text)
+    kept: list[Diagnostic] = []
+    pending = list(diagnostics)
+    while pending:
+        diag = pending.pop(0)
+        pending[:0] = diag.notes
+        line = diag.location.line if diag.location else None
+        if isinstance(diag, CrashDiagnostic) or any(
+            w.severity == diag.severity and w.line == line and w.text in diag.message
+            for w in wanted
+        ):
+            kept.append(Diagnostic(diag.severity, diag.message, diag.location))
+    return kept
+
+
+def _write_output(path: str, data: bytes) -> None:
+    if path != "-":
+        Path(path).write_bytes(data)
+    elif hasattr(sys.stdout, "buffer"):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:  # a replaced stream (a test's capture) takes text only
+        sys.stdout.write(data.decode("utf-8", "replace"))
+
+
+def run(argv: list[str]) -> int:
+    """tessera-opt on ``argv``; the exit status (0, 1 for problems, 2 for usage errors)."""
+    try:
+        options = parse_args(argv)
+        if options.help or options.version or options.list_passes:
+            if options.pass_flags:  # checked as any other run would, before doing nothing
+                resolve_pass_flags(options.pass_flags)
+            if options.help:
+                print(help_text())
+            elif options.version:
+                print(version_text())
+            else:
+                print(list_passes())
+            return 0
+    except UsageError as problem:
+        print(f"tessera-opt: error: {problem}", file=sys.stderr)
+        return 2
+
+    outputs: list[bytes] = []
     failed = False
     all_diagnostics: list[Diagnostic] = []
 
-    def take(output: str | None, diagnostics: list[Diagnostic]) -> None:
+    def take(output: bytes | None, diagnostics: list[Diagnostic]) -> None:
         nonlocal failed
         all_diagnostics.extend(diagnostics)
         if output is None:
             failed = True
         else:
-            outputs.append(output.rstrip("\n") + "\n")
-        if not args.verify_diagnostics:
+            outputs.append(output)
+        if options.verify_diagnostics is None:
             for diag in diagnostics:
                 print(diag.format(), file=sys.stderr)
 
     try:
-        source, text = run_contained(args, pipeline, take)
+        source, text = run_contained(_Job(options), take)
     except InputError as problem:
         print(problem, file=sys.stderr)
         return 1
+    except UsageError as problem:
+        print(f"tessera-opt: error: {problem}", file=sys.stderr)
+        return 2
 
-    if args.verify_diagnostics:
+    if options.verify_diagnostics is not None:
         from .expected_diagnostics import check
 
+        if options.verify_diagnostics == "only-expected":
+            all_diagnostics = _expected_only(all_diagnostics, text)
         problems = check(text, source, all_diagnostics)
         for mismatch in problems:
             print(mismatch, file=sys.stderr)
         failed = bool(problems)
 
-    rendered = f"{SPLIT_MARKER}\n".join(outputs)
-    if args.output == "-":
-        sys.stdout.write(rendered)
-    else:
-        try:
-            Path(args.output).write_text(rendered)
-        except OSError as problem:
-            print(f"{args.output}: error: cannot write output: {problem.strerror}", file=sys.stderr)
-            return 1
+    rendered = f"{options.output_split_marker}\n".encode().join(outputs)
+    try:
+        _write_output(options.output, rendered)
+    except OSError as problem:
+        print(f"{options.output}: error: cannot write output: {problem.strerror}", file=sys.stderr)
+        return 1
     return 1 if failed else 0
-
-
-# ------------------------------------------------------------------------ crash containment
-#
-# Upstream MLIR's parser and passes can die on malformed IR (an assertion, a stack overflow)
-# instead of reporting it, taking the process along. check_text() refuses the known cases
-# before parsing; for the rest, the work runs in a forked worker, and the supervisor (this
-# process) turns the worker's death into a located diagnostic on the chunk it was processing
-# and goes on with the next chunk in a new worker. The supervisor forks before importing the
-# compiler (torch makes a fork cost ~20 ms; before it, under 1 ms), so a run that crashes
-# nothing costs one cheap fork and a pipe. The worker's stderr goes to a file the supervisor
-# copies out after every message, so IR dumps and diagnostics keep their order.
-
-Message = tuple[Any, ...]
-_STAGE_PROBLEM = {
-    "setup": "the pass pipeline could not be set up for this IR (tessera-opt crashed: {})",
-    "parse": "the IR could not be parsed (the parser crashed: {})",
-    "verify": "the IR could not be verified (the verifier crashed: {})",
-    "passes": "the pass pipeline crashed on this IR ({})",
-    "print": "the result could not be printed (the printer crashed: {})",
-}
-_ASSERTION = re.compile(
-    r"^[^\n]*?(?P<file>[^\s:]+):(?P<line>\d+): [^\n]*Assertion `(?P<text>.*)' failed\.$"
-)
-# What a worker sends last when it ends by itself.
-_LAST_MESSAGES = ("done", "input-error", "error", "internal")
-_CRASH_REPORT_START = ("PLEASE submit a bug report", "Stack dump:")
-
-
-class InternalError(Exception):
-    """A bug in tessera-opt itself, raised in the worker and carried to the supervisor."""
-
-    def __init__(self, kind: str, message: str, trace: str) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.trace = trace
-
-
-def _serve(
-    send: Callable[[Message], None],
-    args: argparse.Namespace,
-    pipeline: str,
-    given: tuple[str, list[str]] | None,
-    start: int,
-) -> None:
-    """The worker: checks the pipeline, reads the input (unless ``given``), and processes the
-    chunks from ``start``, sending each step and result."""
-    try:
-        _check_pipeline(pipeline)
-        if given is None:
-            source, text = _read_input(args)
-            chunks = _chunks(text, args.split_input_file)
-            send(("input", source, text, chunks))
-        else:
-            source, chunks = given
-        for index in range(start, len(chunks)):
-
-            def stage(name: str, index: int = index) -> None:
-                send(("stage", index, name))
-
-            send(("result", index, *_process(chunks[index], source, pipeline, args, stage)))
-        send(("done",))
-    except InputError as problem:
-        send(("input-error", str(problem)))
-    except TesseraError as problem:
-        send(("error", str(problem)))
-    except Exception as problem:
-        send(("internal", type(problem).__name__, str(problem), traceback.format_exc()))
-
-
-def run_contained(
-    args: argparse.Namespace,
-    pipeline: str,
-    take: Callable[[str | None, list[Diagnostic]], None],
-) -> tuple[str, str]:
-    """Processes the input chunk by chunk, handing ``take`` each chunk's result as it comes,
-    and returns (source name, text). A chunk that crashed a worker gets one located error."""
-    read: list[tuple[str, str, list[str]]] = []  # (source, text, chunks), once read
-
-    def receive(message: Message) -> None:
-        kind = message[0]
-        if kind == "input":
-            read.append(message[1:])
-        elif kind == "result":
-            take(message[2], message[3])
-        elif kind == "input-error":
-            raise InputError(message[1])
-        elif kind == "error":
-            raise TesseraError(message[1])
-        elif kind == "internal":
-            raise InternalError(*message[1:])
-
-    start = 0
-    while True:
-        given = (read[0][0], read[0][2]) if read else None
-        crash = _one_worker(args, pipeline, given, start, receive)
-        if crash is None:
-            break
-        index, stage, detail = crash
-        if not read:
-            raise InternalError("crash", f"tessera-opt's worker died ({detail})", "")
-        source, _, chunks = read[0]
-        if index >= len(chunks):  # it died after its last result: nothing was lost
-            break
-        where = _first_code_line(chunks[index], source)
-        take(None, [Diagnostic("error", _STAGE_PROBLEM[stage].format(detail), where)])
-        start = index + 1
-        if start >= len(chunks):
-            break
-    return read[0][0], read[0][1]
-
-
-def _one_worker(
-    args: argparse.Namespace,
-    pipeline: str,
-    given: tuple[str, list[str]] | None,
-    start: int,
-    receive: Callable[[Message], None],
-) -> tuple[int, str, str] | None:
-    """Runs ``_serve`` in a forked worker, handing ``receive`` each message as it arrives;
-    returns None when the worker finished, or (chunk, stage, what killed it) when it died."""
-    if not hasattr(os, "fork"):  # no fork (Windows): no containment
-        _serve(receive, args, pipeline, given, start)
-        return None
-    read_end, write_end = os.pipe()
-    with tempfile.TemporaryFile() as errors:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_end)
-            _worker(write_end, errors.fileno(), args, pipeline, given, start)
-        os.close(write_end)
-        relay = _Relay(errors.fileno())
-        chunk, stage, finished = start, "setup", False
-        try:
-            with os.fdopen(read_end, "rb") as channel:
-                while True:
-                    try:
-                        written, message = pickle.load(channel)
-                    except Exception:  # the end, or a message cut short by the worker's death
-                        break
-                    relay.copy(written)
-                    if message[0] == "stage":
-                        chunk, stage = message[1], message[2]
-                        continue
-                    if message[0] == "result":
-                        chunk, stage = message[1] + 1, "setup"
-                    finished = message[0] in _LAST_MESSAGES
-                    receive(message)
-            _, status = os.waitpid(pid, 0)
-        except BaseException:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise
-        if finished and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-            relay.copy(None)
-            return None
-        return chunk, stage, _death(status, relay.copy_until_crash_report())
-
-
-def _worker(
-    channel_fd: int,
-    stderr_fd: int,
-    args: argparse.Namespace,
-    pipeline: str,
-    given: tuple[str, list[str]] | None,
-    start: int,
-) -> NoReturn:
-    """The forked side: runs ``_serve`` with its stderr in the relay file and its messages
-    pickled into the pipe, then exits without running the supervisor's exit handlers."""
-    os.dup2(stderr_fd, 2)
-    channel = os.fdopen(channel_fd, "wb")
-
-    def send(message: Message) -> None:
-        # With each message goes how much stderr the worker had written by then: output
-        # after the last message is the crash report, if the worker goes on to die.
-        sys.stderr.flush()
-        written = os.lseek(2, 0, os.SEEK_CUR)
-        pickle.dump((written, message), channel, pickle.HIGHEST_PROTOCOL)
-        channel.flush()
-
-    try:
-        _serve(send, args, pipeline, given, start)
-    finally:
-        sys.stderr.flush()
-        os._exit(0)
-
-
-class _Relay:
-    """Copies what the worker wrote to its stderr file onto ours, as it grows."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd, self.offset = fd, 0
-
-    def _new(self, end: int | None = None) -> bytes:
-        """The bytes from where the last copy ended to ``end`` (None: to the end)."""
-        data = b""
-        while end is None or self.offset + len(data) < end:
-            wanted = 1 << 16 if end is None else min(1 << 16, end - self.offset - len(data))
-            chunk = os.pread(self.fd, wanted, self.offset + len(data))
-            if not chunk:
-                break
-            data += chunk
-        self.offset += len(data)
-        return data
-
-    def copy(self, end: int | None) -> None:
-        data = self._new(end)
-        if data:
-            _write_stderr(data)
-
-    def copy_until_crash_report(self) -> str:
-        """Copies the worker's last output except the crash report, which it returns."""
-        lines = self._new().decode("utf-8", "replace").splitlines(keepends=True)
-        keep: list[str] = []
-        report: list[str] = []
-        for line in lines:
-            if report or line.startswith(_CRASH_REPORT_START) or _ASSERTION.match(line.rstrip()):
-                report.append(line)
-            else:
-                keep.append(line)
-        if keep:
-            _write_stderr("".join(keep).encode())
-        return "".join(report)
-
-
-def _write_stderr(data: bytes) -> None:
-    """Writes the worker's bytes as they are (they may hold any encoding) after our own text."""
-    sys.stderr.flush()
-    if hasattr(sys.stderr, "buffer"):
-        sys.stderr.buffer.write(data)
-    else:  # a replaced stream (a test's capture) takes text only
-        sys.stderr.write(data.decode("utf-8", "replace"))
-    sys.stderr.flush()
-
-
-def _death(status: int, report: str) -> str:
-    """What ended the worker, in words: the signal and, for an assertion, its text and place."""
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        what = f"{signal.Signals(number).name} ({signal.strsignal(number)})"
-    elif os.WIFEXITED(status):
-        what = f"exit status {os.WEXITSTATUS(status)}"
-    else:
-        what = f"wait status {status}"
-    for line in report.splitlines():
-        found = _ASSERTION.match(line)
-        if found is not None:
-            file = found.group("file")
-            file = file[file.find("mlir/") :] if "mlir/" in file else Path(file).name
-            return f"assertion `{found.group('text')}' failed at {file}:{found.group('line')}"
-    return what
-
-
-def _first_code_line(chunk: str, source: str) -> SourceLocation:
-    """Where a chunk's IR starts: its first line that is neither blank nor a comment."""
-    for number, line in enumerate(chunk.split("\n"), start=1):
-        if line.strip() and not line.lstrip().startswith("//"):
-            return SourceLocation(source, number, 1)
-    return SourceLocation(source, max(1, chunk.count("\n")), 1)
 
 
 def main() -> None:
@@ -561,6 +337,11 @@ def main() -> None:
         code = 1
     except TesseraError as problem:
         print(f"tessera-opt: error: {problem}", file=sys.stderr)
+        code = 1
+    except BrokenPipeError:
+        # Whoever read stdout stopped (`tessera-opt --help | head`): not an error of ours, but
+        # the output is cut short. stdout goes to /dev/null so that the flush at exit is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 1
     except Exception as problem:
         if knobs.debug():

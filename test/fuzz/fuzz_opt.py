@@ -33,7 +33,7 @@ from fuzz_corpus import Seed, seeds
 from fuzz_mutations import mutate
 from fuzz_runner import Outcome, Running, prepare, verdict
 
-# tessera-opt's diagnostic for a worker that MLIR killed (tessera_ir/opt.py).
+# tessera-opt's diagnostic for a worker that MLIR killed (tessera_ir/opt_contain.py).
 _CONTAINED = re.compile(r"error: .*(crashed: |crashed on this IR)")
 
 

@@ -90,7 +90,7 @@ def test_ir_printed_before_a_crash_comes_first(tmp_path: Path) -> None:
     assert dump < crash
 
 
-@pytest.mark.parametrize("flag", ["--verify-diagnostics", ""])
+@pytest.mark.parametrize("flag", ["--verify-diagnostics", "-verify-diagnostics=only-expected", ""])
 def test_a_crash_is_never_an_expected_diagnostic(tmp_path: Path, flag: str) -> None:
     text = ABORTS_PARSER.replace("  %0", "  // expected-error@+1 {{dimensions}}\n  %0")
     done = tessera_opt(tmp_path, text, *([flag] if flag else []))

@@ -5,8 +5,11 @@ The high-level IR multiplies [B, H, X, Y] tensors by collapsing them to [B·H, X
 ``arith.truncf``) and expanding the result back. Keys are transposed (before or after the
 collapse, or through the matmul's indexing maps) and k, v may be GQA-repeated: broadcast over
 a new axis right after the kv-head axis, then collapsed into it (head h reads kv head
-h / repeats, as ``tessera.attention.flash`` does). These helpers undo all of that and return
-plain data, or None when the IR is not of that form.
+h / repeats, as ``tessera.attention.flash`` does). A single kv head may instead be stretched
+over the query heads by a broadcast adding the head axis ([B, T, D] → [B, H, T, D], what
+``expand`` of a [B, 1, T, D] tensor becomes), with the keys' transpose before or after it.
+These helpers undo all of that and return plain data, or None when the IR is not of that
+form.
 """
 
 from __future__ import annotations
@@ -94,6 +97,27 @@ def batch_matmul_of(value: ir.Value) -> BatchMatmul | None:
     return BatchMatmul(op, op.operands[0], op.operands[1], transposed, tuple(ops))
 
 
+def flat_batch_matmul_of(value: ir.Value) -> BatchMatmul | None:
+    """The batch matmul producing ``value`` [B·H, X, Y] itself (scores a model computed on
+    flattened heads, as ``baddbmm`` does), through one optional ``arith.truncf``."""
+    ops: list[ir.Operation] = []
+    truncf = producer_named(value, "arith.truncf")
+    if truncf is not None:
+        ops.append(truncf)
+        value = truncf.operands[0]
+    op = producer_named(value, "linalg.batch_matmul")
+    if op is None or len(op.operands) != 3 or not is_zero_fill(op.operands[2]):
+        return None
+    ops.append(op)
+    if not all(has_one_use(o.results[0]) for o in ops[1:]):
+        return None
+    maps = matmul_maps(op)
+    transposed = maps is not None and _map_text(maps) == _TRANSPOSED_B
+    if maps is not None and not transposed and _map_text(maps) != _NORMAL:
+        return None
+    return BatchMatmul(op, op.operands[0], op.operands[1], transposed, tuple(ops))
+
+
 def heads_of(value: ir.Value) -> tuple[ir.Value, tuple[ir.Operation, ...]] | None:
     """The [B, H, X, Y] tensor that ``value`` [B·H, X, Y] collapses, and the reshapes."""
     found = reshape_source(value, HEADS)
@@ -106,7 +130,8 @@ def key_value(value: ir.Value) -> KeyValue | None:
     origin = producer(through_reshapes(value))
     if origin is not None and origin.name == "linalg.broadcast":
         found = reshape_source(value, GQA_HEADS)
-        return None if found is None else _repeat(found[0], found[1])
+        if found is not None:
+            return _repeat(found[0], found[1])
     views = heads_of(value)
     if views is None:
         return None
@@ -118,7 +143,8 @@ def key_value(value: ir.Value) -> KeyValue | None:
 
 def key_of(matmul: BatchMatmul) -> KeyValue | None:
     """k [B, Hkv, T, D] behind the right operand of q·kᵀ: transposed by the matmul's maps,
-    by a 3-D ``linalg.transpose`` [0, 2, 1] or by a 4-D one [0, 1, 3, 2] before the collapse."""
+    by a 3-D ``linalg.transpose`` [0, 2, 1] or by a 4-D one [0, 1, 3, 2] before the collapse
+    (or, for a single kv head, before the broadcast over the heads)."""
     rhs = matmul.rhs
     if matmul.transposed_rhs:
         return key_value(rhs)
@@ -131,6 +157,9 @@ def key_of(matmul: BatchMatmul) -> KeyValue | None:
     views = heads_of(rhs)
     if views is None:
         return None
+    spread = _one_head_spread(views[0], transposed=True)
+    if spread is not None:
+        return KeyValue(spread.value, spread.repeats, (*views[1], *spread.ops))
     transpose = producer_named(views[0], "linalg.transpose")
     if transpose is None or i64_array_attr(transpose, "permutation") != [0, 1, 3, 2]:
         return None
@@ -142,11 +171,36 @@ def key_of(matmul: BatchMatmul) -> KeyValue | None:
 
 def _repeated_heads(value: ir.Value) -> KeyValue | None:
     """``value`` [B, H, T, D] itself, or the k/v it GQA-repeats."""
+    spread = _one_head_spread(value, transposed=False)
+    if spread is not None:
+        return spread
     origin = producer(through_reshapes(value))
     if origin is None or origin.name != "linalg.broadcast":
         return KeyValue(value, 1, ())
     found = reshape_source(value, GQA)
     return None if found is None else _repeat(found[0], found[1])
+
+
+def _one_head_spread(value: ir.Value, transposed: bool) -> KeyValue | None:
+    """The [B, 1, T, D] k or v that ``value`` [B, H, T, D] broadcasts over H heads: a
+    ``linalg.broadcast`` adding axis 1 to its [B, T, D] view (with ``transposed``, to the
+    [B, D, T] transpose of that view)."""
+    broadcast = producer_named(value, "linalg.broadcast")
+    heads = shaped_dims(value)[1] if len(shaped_dims(value)) == 4 else None
+    if broadcast is None or heads is None or i64_array_attr(broadcast, "dimensions") != [1]:
+        return None
+    ops: list[ir.Operation] = [broadcast]
+    source = broadcast.operands[0]
+    if transposed:
+        transpose = producer_named(source, "linalg.transpose")
+        if transpose is None or i64_array_attr(transpose, "permutation") != [0, 2, 1]:
+            return None
+        ops.append(transpose)
+        source = transpose.operands[0]
+    found = reshape_source(source, HEADS)
+    if found is None or shaped_dims(found[0])[1] != 1:
+        return None
+    return KeyValue(found[0], heads, (*ops, *found[1]))
 
 
 def _repeat(expanded: ir.Value, reshapes: list[ir.Operation]) -> KeyValue | None:

@@ -2,6 +2,8 @@
 the softmax input (optionally through ``arith.extf``).
 
 The scale is the first arithmetic op after q·kᵀ, a multiplication or division by a splat.
+The scores may still be [B·H, S, T] for the first ops (``baddbmm``'s scale, a softcap) and be
+viewed as [B, H, S, T] within the chain: elementwise ops by splats commute with that view.
 Whatever elementwise ops follow up to the mask are read as one function of the scaled scores
 and recognised by its values as a softcap c·tanh(x/c), however it is spelled. The mask is an
 ``arith.addf`` of an additive mask or an ``arith.select`` between the scores and the lowest
@@ -17,7 +19,7 @@ from functools import partial
 
 from mlir import ir
 
-from .attention_operands import BatchMatmul, batch_matmul_of
+from .attention_operands import HEADS, BatchMatmul, batch_matmul_of, flat_batch_matmul_of
 from .constant_values import splat_value, split_splat
 from .mask_eval import (
     BLOCKED,
@@ -26,7 +28,7 @@ from .mask_eval import (
     classify_additive_mask,
     classify_boolean_mask,
 )
-from .match import has_one_use, producer, producer_named
+from .match import has_one_use, producer, producer_named, reassociation
 from .scalar_eval import evaluate_unary, is_float_elementwise
 
 # The longest elementwise chain read between q·kᵀ and the mask.
@@ -156,15 +158,25 @@ def _chain_operand(op: ir.Operation) -> ir.Value | None:
     return None if split is None else split[0]
 
 
+def _heads_view(op: ir.Operation) -> bool:
+    """The view of [B·H, S, T] scores as [B, H, S, T]."""
+    return op.name == "tensor.expand_shape" and reassociation(op) == [list(g) for g in HEADS]
+
+
 def _scaled(value: ir.Value) -> tuple[BatchMatmul, float, float | None, list[ir.Operation]] | None:
     """q·kᵀ behind ``value``, with the scale and softcap of the elementwise ops between."""
     chain: list[ir.Operation] = []  # from ``value`` back towards q·kᵀ
     current = value
+    flat = False  # past the view of [B·H, S, T] scores as [B, H, S, T]
     for _ in range(_MAX_CHAIN):
-        qk = batch_matmul_of(current)
+        qk = flat_batch_matmul_of(current) if flat else batch_matmul_of(current)
         if qk is not None:
             break
         op = producer(current)
+        if op is not None and not flat and _heads_view(op):
+            chain.append(op)
+            current, flat = op.operands[0], True
+            continue
         operand = None if op is None else _chain_operand(op)
         if op is None or operand is None:
             return None
@@ -174,8 +186,9 @@ def _scaled(value: ir.Value) -> tuple[BatchMatmul, float, float | None, list[ir.
         return None
     if not has_one_use(current) or not all(has_one_use(op.results[0]) for op in chain):
         return None
-    # Casts carry no arithmetic (bf16 scores are scaled in f32 between extf and truncf).
-    arithmetic = [op for op in reversed(chain) if op.name not in _CASTS]
+    # Casts and the view carry no arithmetic (bf16 scores are scaled in f32 between extf and
+    # truncf).
+    arithmetic = [op for op in reversed(chain) if op.name not in _CASTS and not _heads_view(op)]
     scale, start = 1.0, current
     if arithmetic:
         found = _scale_of(arithmetic[0])

@@ -20,7 +20,7 @@ def scalar_constant(value: ir.Value) -> float | int | None:
     attr = op.attributes["value"]
     if isinstance(attr, ir.FloatAttr):
         return float(attr.value)
-    if isinstance(attr, ir.IntegerAttr):
+    if isinstance(attr, ir.IntegerAttr | ir.BoolAttr):
         return int(attr.value)
     return None
 
@@ -112,3 +112,25 @@ def dense_elements(attr: ir.Attribute) -> list[float | int]:
         return [decode(int.from_bytes(raw[i : i + 2], "little")) for i in range(0, len(raw), 2)]
     tokens = payload.replace("[", " ").replace("]", " ").replace(",", " ").split()
     return [decode(int(t, 16)) if t.startswith("0x") else float(t) for t in tokens]
+
+
+def dense_element(attr: ir.Attribute, index: list[int]) -> float | int | None:
+    """The element of a static DenseElementsAttr at ``index`` (None when outside it)."""
+    if not isinstance(attr, ir.DenseElementsAttr):
+        return None
+    type_ = ir.ShapedType(attr.type)
+    dims = [type_.get_dim_size(i) for i in range(type_.rank)]
+    if len(index) != len(dims) or any(not 0 <= i < d for i, d in zip(index, dims, strict=True)):
+        return None
+    if attr.is_splat:
+        return splat_element(attr)
+    offset = 0
+    for i, d in zip(index, dims, strict=True):
+        offset = offset * d + i
+    if isinstance(attr, ir.DenseIntElementsAttr | ir.DenseFPElementsAttr) and not isinstance(
+        type_.element_type, ir.BF16Type | ir.F16Type
+    ):
+        # One element: a large table is never decoded whole.
+        value = attr[offset]
+        return int(value) if isinstance(value, bool) else value
+    return dense_elements(attr)[offset]

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from mlir import ir
 
-from .constant_values import scalar_constant, splat_value
-from .match import producer
+from .constant_values import dense_element, scalar_constant, splat_value
+from .match import producer, producer_named
 
 
 class NotEvaluable(Exception):
@@ -42,6 +42,7 @@ _FLOAT_UNARY: dict[str, Callable[[float], float]] = {
     "math.sqrt": lambda a: math.sqrt(a) if a >= 0 else math.nan,
     "math.rsqrt": lambda a: 1 / math.sqrt(a) if a > 0 else math.inf,
     "math.absf": abs,
+    "math.floor": lambda a: float(math.floor(a)),
     "math.log": lambda a: math.log(a) if a > 0 else -math.inf,
     "math.cos": math.cos,
     "math.sin": math.sin,
@@ -52,6 +53,7 @@ _INT_BINARY: dict[str, Callable[[int, int], int]] = {
     "arith.muli": lambda a, b: a * b,
     "arith.divsi": lambda a, b: int(a / b) if b else 0,
     "arith.floordivsi": lambda a, b: a // b if b else 0,
+    "arith.ceildivsi": lambda a, b: -(-a // b) if b else 0,
     "arith.remsi": lambda a, b: int(math.fmod(a, b)) if b else 0,
     "arith.andi": lambda a, b: a & b,
     "arith.ori": lambda a, b: a | b,
@@ -69,6 +71,9 @@ _CASTS = {
     "arith.uitofp",
     "arith.fptosi",
 }
+
+
+_MOVES = ("linalg.broadcast", "tensor.expand_shape", "tensor.collapse_shape", "tensor.cast")
 
 
 def _never(a: float, b: float) -> bool:
@@ -118,16 +123,18 @@ class Evaluator:
             if found is None:
                 raise NotEvaluable("non-splat constant")
             return found
-        if name in (
-            "linalg.fill",
-            "linalg.broadcast",
-            "tensor.expand_shape",
-            "tensor.collapse_shape",
-        ):
+        if name == "linalg.fill":
             found = splat_value(op.results[0])
             if found is None:
                 raise NotEvaluable(f"{name} of a non-constant")
             return found
+        if name in _MOVES:
+            # Moving elements keeps their values: an element of the result is one of the
+            # source's (an elementwise chain may cross a reshape of the heads, say).
+            found = splat_value(op.results[0])
+            return found if found is not None else self(args[0])
+        if name == "tensor.extract":
+            return self._extract(op)
         if name == "linalg.index":
             dim = ir.IntegerAttr(op.attributes["dim"]).value
             if dim >= len(self.indices):
@@ -153,6 +160,18 @@ class Evaluator:
         if name == "math.fma":
             return float(self(args[0])) * float(self(args[1])) + float(self(args[2]))
         raise NotEvaluable(f"cannot evaluate '{name}'")
+
+    def _extract(self, op: ir.Operation) -> float | int | bool:
+        """An element of a dense constant at evaluated indices (a table a front end reads
+        inside a generic body)."""
+        table = producer_named(op.operands[0], "arith.constant")
+        if table is None:
+            raise NotEvaluable("tensor.extract from a tensor that is not a constant")
+        index = [int(self(i)) for i in list(op.operands)[1:]]
+        found = dense_element(table.attributes["value"], index)
+        if found is None:
+            raise NotEvaluable(f"tensor.extract at {index} outside its constant")
+        return found
 
 
 def evaluate_unary(root: ir.Value, leaf: ir.Value, x: float) -> float | None:

@@ -1,14 +1,10 @@
 """What the translator needs to know about an exported graph before writing IR.
 
-Every node is classified by what it reads:
-  * ``foldable``: no sizes and no data but constant buffers and literals; torch computes them
-    once and they become constants.
-  * ``shape_only``: symbolic sizes and literals (masks, positions, sizes; nodes reading
-    nothing at all are included so that probing can evaluate what they feed). Of those that
-    read sizes, only the ``boundaries``, tensors that a data-dependent node consumes, are
-    written, in a canonical form (see ``shape_only.py``).
-  * everything else is translated op by op; ``stream`` marks what depends on the user input
-    (the residual stream that enters a decoder block as the region's operand).
+Every node is classified by what it reads (``reads``): the user input, weights (parameters
+and persistent buffers), constants (non-persistent buffers and constants the graph lifted),
+sizes. What reads neither the input nor a weight is folded (``folder.py``); the rest is
+translated op by op, and ``stream`` marks what depends on the user input (the residual stream
+that enters a decoder block as the region's operand).
 Decoder blocks are the children of an ``nn.ModuleList`` whose children all share one class;
 their nodes are found through ``nn_module_stack`` and emitted as one region each.
 """
@@ -66,9 +62,6 @@ class Block:
 class GraphInfo:
     order: list[fx.Node | Block]
     reads: dict[fx.Node, Reads]
-    shape_only: set[fx.Node]
-    foldable: set[fx.Node]
-    boundaries: list[fx.Node]
     block_of: dict[fx.Node, Block]
     module_path: dict[fx.Node, str]
     input_kinds: dict[str, InputKind]
@@ -130,25 +123,11 @@ def analyze(exported: ExportedProgram, model: torch.nn.Module, prefix: str) -> G
                     found |= Reads.SIZES
             reads[node] = found
     calls = [n for n in nodes if n.op == "call_function"]
-    data = Reads.INPUT | Reads.WEIGHT | Reads.CONSTANT
-    shape_only = {n for n in calls if not reads[n] & data}
-    foldable = {n for n in calls if not reads[n] & (Reads.INPUT | Reads.WEIGHT | Reads.SIZES)}
-    boundaries = [
-        n
-        for n in calls
-        if n in shape_only
-        and reads[n] & Reads.SIZES
-        and isinstance(n.meta.get("val"), torch.Tensor)
-        and any(user not in shape_only for user in n.users)
-    ]
     paths = {n: module_path(n, prefix) for n in nodes}
     block_of = _assign_blocks(calls, paths, block_lists(model))
     return GraphInfo(
         order=_order(nodes, block_of),
         reads=reads,
-        shape_only=shape_only,
-        foldable=foldable,
-        boundaries=boundaries,
         block_of=block_of,
         module_path=paths,
         input_kinds={name: spec.kind for name, spec in specs.items()},

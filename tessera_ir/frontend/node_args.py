@@ -87,3 +87,31 @@ def node_list(em: Emitter, value: Argument, name: str) -> list[fx.Node]:
     if len(nodes) != len(value):
         em.unsupported(f"argument '{name}' must be a list of tensors, found {value!r}")
     return nodes
+
+
+def _is_operand_type(kind: torch._C.JitType) -> bool:
+    if isinstance(kind, torch._C.OptionalType):
+        kind = kind.getElementType()
+    return isinstance(kind, torch._C.TensorType | torch._C.NumberType)
+
+
+def split_arguments(node: fx.Node) -> tuple[list[Argument], dict[str, Argument]]:
+    """An elementwise op's operands (the positional tensors and numbers of its schema, in
+    order) and its options (every other argument it was given, by name)."""
+    schema = getattr(node.target, "_schema", None)
+    if schema is None:
+        raise TypeError(f"{node.target} has no schema")
+    operands: list[Argument] = []
+    options: dict[str, Argument] = {}
+    for position, entry in enumerate(schema.arguments):
+        if position < len(node.args):
+            value = node.args[position]
+        elif entry.name in node.kwargs:
+            value = node.kwargs[entry.name]
+        else:
+            continue
+        if not entry.kwarg_only and _is_operand_type(entry.type):
+            operands.append(value)
+        else:
+            options[entry.name] = value
+    return operands, options

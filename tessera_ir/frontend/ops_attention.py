@@ -19,12 +19,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import fx
 
-from . import canonical, layout
+from . import layout
+from . import sym_algebra as alg
 from .emitter import Emitter
 from .node_args import argument, optional_number_arg
 from .ops_elementwise import arithmetic
 from .ops_linalg import batched_matmul, softmax_in
 from .registry import translates
+from .term_writer import TermWriter
+from .terms import Sym, index_symbol
 from .types import lowest
 from .values import Scalar, TVal
 
@@ -78,7 +81,9 @@ def scaled_dot_product_attention(t: Translator, node: fx.Node) -> TVal:
         else:
             scores = em.binary("arith.addf", scores, em.tensor(allowed, shape, compute))
     if is_causal:
-        causal = canonical.emit_mask(em, shape[-2:], None, None)
+        # torch's is_causal keeps key ≤ query, counted from the start of both.
+        allowed = alg.relation("le", index_symbol(1), index_symbol(0))
+        causal = TermWriter(em).term(Sym(allowed, torch.bool), shape[-2:])
         scores = em.select(
             em.tensor(causal, shape, torch.bool), scores, em.splat(lowest(compute), shape, compute)
         )

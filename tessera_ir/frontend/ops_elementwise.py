@@ -10,15 +10,16 @@ Multiplying by 1, adding 0 and dividing by 1 are dropped.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeAlias
 
 import sympy
 import torch
 from torch import fx
 
+from . import layout
 from .emitter import Emitter
-from .node_args import number_arg, str_arg
+from .node_args import split_arguments
 from .registry import translates
 from .types import REDUCED_FLOATS, Shape, exactly_representable
 from .values import Scalar, TVal
@@ -27,6 +28,35 @@ if TYPE_CHECKING:
     from .translator import Translator
 
 aten = torch.ops.aten
+
+Operand: TypeAlias = TVal | Scalar
+Elementwise: TypeAlias = Callable[
+    [Emitter, Sequence[Operand], Mapping[str, object], Shape, torch.dtype], TVal
+]
+
+# Each elementwise op's IR, from its operands (tensors at any broadcastable shape, or
+# scalars), its other arguments by name, the result's shape and dtype. The translator and
+# the writer of folded values (``term_writer``) both write elementwise ops through it.
+ELEMENTWISE: dict[object, Elementwise] = {}
+
+
+def elementwise(*ops: object) -> Callable[[Elementwise], Elementwise]:
+    """Registers ``function`` as the IR of each of ``ops`` and as their translation."""
+
+    def register(function: Elementwise) -> Elementwise:
+        for op in ops:
+            ELEMENTWISE[op] = function
+
+        def translate(t: Translator, node: fx.Node) -> TVal:
+            arguments, options = split_arguments(node)
+            operands = [t.operand(a) for a in arguments]
+            return function(t.em, operands, options, t.shape(node), t.dtype(node))
+
+        translates(*ops)(translate)
+        return function
+
+    return register
+
 
 # kind -> (float op, integer op, bool op)
 _ARITHMETIC: dict[str, tuple[str, str | None, str | None]] = {
@@ -41,7 +71,7 @@ _IDENTITY = {"add": 0, "sub": 0, "mul": 1, "div": 1}
 
 
 def arithmetic(
-    em: Emitter, kind: str, a: TVal | Scalar, b: TVal | Scalar, shape: Shape, dtype: torch.dtype
+    em: Emitter, kind: str, a: Operand, b: Operand, shape: Shape, dtype: torch.dtype
 ) -> TVal:
     """``a <kind> b`` with a result of ``shape`` and ``dtype``, as torch computes it."""
     neutral = _IDENTITY.get(kind)
@@ -63,33 +93,87 @@ def arithmetic(
     return em.cast(result, dtype)
 
 
-def _binary(kind: str) -> Callable[[Translator, fx.Node], TVal]:
-    def translate(t: Translator, node: fx.Node) -> TVal:
-        a, b = t.operand(node.args[0]), t.operand(node.args[1])
-        alpha = node.kwargs.get("alpha", 1)
+def _binary(kind: str) -> Elementwise:
+    def emit(
+        em: Emitter,
+        operands: Sequence[Operand],
+        options: Mapping[str, object],
+        shape: Shape,
+        dtype: torch.dtype,
+    ) -> TVal:
+        a, b = operands
+        alpha = options.get("alpha", 1)
         if alpha != 1:
-            b = arithmetic(t.em, "mul", b, Scalar(alpha), t.shape(node), t.dtype(node))
-        if node.kwargs.get("rounding_mode") is not None:
-            t.em.unsupported(f"rounding_mode={node.kwargs['rounding_mode']!r} is not supported")
-        return arithmetic(t.em, kind, a, b, t.shape(node), t.dtype(node))
+            assert isinstance(alpha, bool | int | float)
+            b = arithmetic(em, "mul", b, Scalar(alpha), shape, dtype)
+        if options.get("rounding_mode") is not None:
+            em.unsupported(f"rounding_mode={options['rounding_mode']!r} is not supported")
+        return arithmetic(em, kind, a, b, shape, dtype)
 
-    return translate
-
-
-translates(aten.add.Tensor, aten.add.Scalar)(_binary("add"))
-translates(aten.sub.Tensor, aten.sub.Scalar)(_binary("sub"))
-translates(aten.mul.Tensor, aten.mul.Scalar)(_binary("mul"))
-translates(aten.div.Tensor, aten.div.Scalar, aten.div.Tensor_mode)(_binary("div"))
-translates(aten.maximum.default)(_binary("maximum"))
-translates(aten.minimum.default)(_binary("minimum"))
+    return emit
 
 
-@translates(aten.rsub.Scalar, aten.rsub.Tensor)
-def rsub(t: Translator, node: fx.Node) -> TVal:
-    a, b = t.operand(node.args[0]), t.operand(node.args[1])
-    if node.kwargs.get("alpha", 1) != 1:
-        a = arithmetic(t.em, "mul", a, Scalar(node.kwargs["alpha"]), t.shape(node), t.dtype(node))
-    return arithmetic(t.em, "sub", b, a, t.shape(node), t.dtype(node))
+elementwise(aten.add.Tensor, aten.add.Scalar)(_binary("add"))
+elementwise(aten.sub.Tensor, aten.sub.Scalar)(_binary("sub"))
+elementwise(aten.mul.Tensor, aten.mul.Scalar)(_binary("mul"))
+elementwise(aten.div.Tensor, aten.div.Scalar, aten.div.Tensor_mode)(_binary("div"))
+elementwise(aten.maximum.default)(_binary("maximum"))
+elementwise(aten.minimum.default)(_binary("minimum"))
+
+
+def _floor_quotient(em: Emitter, a: TVal, b: TVal) -> TVal:
+    """floor(a / b) in a's dtype: ``floordivsi`` for integers, ``floor(a / b)`` for floats."""
+    if a.dtype.is_floating_point:
+        return em.unary("math.floor", em.binary("arith.divf", a, b))
+    return em.binary("arith.floordivsi", a, b)
+
+
+@elementwise(aten.floor_divide.default, aten.floor_divide.Scalar)
+def floor_divide(
+    em: Emitter,
+    operands: Sequence[Operand],
+    options: Mapping[str, object],
+    shape: Shape,
+    dtype: torch.dtype,
+) -> TVal:
+    a, b = (em.tensor(o, shape, dtype) for o in operands)
+    if dtype == torch.bool:
+        em.unsupported("floor division of bools")
+    return _floor_quotient(em, a, b)
+
+
+@elementwise(aten.remainder.Scalar, aten.remainder.Tensor)
+def remainder(
+    em: Emitter,
+    operands: Sequence[Operand],
+    options: Mapping[str, object],
+    shape: Shape,
+    dtype: torch.dtype,
+) -> TVal:
+    """a − floor(a / b)·b: the remainder with the divisor's sign, as Python and torch take it."""
+    a, b = (em.tensor(o, shape, dtype) for o in operands)
+    if dtype == torch.bool:
+        em.unsupported("the remainder of bools")
+    product = em.binary(
+        "arith.mulf" if dtype.is_floating_point else "arith.muli", _floor_quotient(em, a, b), b
+    )
+    return em.binary("arith.subf" if dtype.is_floating_point else "arith.subi", a, product)
+
+
+@elementwise(aten.rsub.Scalar, aten.rsub.Tensor)
+def rsub(
+    em: Emitter,
+    operands: Sequence[Operand],
+    options: Mapping[str, object],
+    shape: Shape,
+    dtype: torch.dtype,
+) -> TVal:
+    a, b = operands
+    alpha = options.get("alpha", 1)
+    if alpha != 1:
+        assert isinstance(alpha, bool | int | float)
+        a = arithmetic(em, "mul", a, Scalar(alpha), shape, dtype)
+    return arithmetic(em, "sub", b, a, shape, dtype)
 
 
 # -- math functions and activations ---------------------------------------------------------
@@ -148,47 +232,119 @@ _MATH: dict[object, Callable[[Emitter, TVal], TVal]] = {
 }
 
 
-@translates(*_MATH)
-def math_function(t: Translator, node: fx.Node) -> TVal:
-    dtype = t.dtype(node)
-    return in_float(t.em, t.arg(node.args[0]), dtype, lambda x: _MATH[node.target](t.em, x))
+def _tensor_operand(em: Emitter, operand: Operand, shape: Shape) -> TVal:
+    """An operand as a tensor of ``shape`` in its own dtype (a Scalar becomes a splat)."""
+    if isinstance(operand, Scalar):
+        return em.splat(operand.value, shape, operand.dtype or _python_dtype(operand.value))
+    return layout.broadcast_to(em, operand, shape)
 
 
-@translates(aten.gelu.default)
-def gelu(t: Translator, node: fx.Node) -> TVal:
-    approximate = str_arg(t.em, node, 1, "approximate", "none")
-    formula = {"tanh": _gelu_tanh, "none": _gelu_erf}.get(approximate)
+def _python_dtype(value: object) -> torch.dtype:
+    if isinstance(value, bool):
+        return torch.bool
+    if isinstance(value, int) or isinstance(value, sympy.Expr):
+        return torch.int64
+    return torch.float32
+
+
+def _unary(function: Callable[[Emitter, TVal], TVal]) -> Elementwise:
+    """A math function, in f32 for bf16/f16 (torch's kernels compute so and round once)."""
+
+    def emit(
+        em: Emitter,
+        operands: Sequence[Operand],
+        options: Mapping[str, object],
+        shape: Shape,
+        dtype: torch.dtype,
+    ) -> TVal:
+        x = _tensor_operand(em, operands[0], shape)
+        return in_float(em, x, dtype, lambda v: function(em, v))
+
+    return emit
+
+
+for _op, _function in _MATH.items():
+    elementwise(_op)(_unary(_function))
+
+
+@elementwise(aten.gelu.default)
+def gelu(
+    em: Emitter,
+    operands: Sequence[Operand],
+    options: Mapping[str, object],
+    shape: Shape,
+    dtype: torch.dtype,
+) -> TVal:
+    approximate = options.get("approximate", "none")
+    formula = {"tanh": _gelu_tanh, "none": _gelu_erf}.get(str(approximate))
     if formula is None:
-        t.em.unsupported(f"gelu approximate={approximate!r} is not supported")
-    return in_float(t.em, t.arg(node.args[0]), t.dtype(node), lambda x: formula(t.em, x))
+        em.unsupported(f"gelu approximate={approximate!r} is not supported")
+    return _unary(formula)(em, operands, options, shape, dtype)
 
 
-@translates(aten.relu.default)
-def relu(t: Translator, node: fx.Node) -> TVal:
-    x = t.arg(node.args[0])
+@elementwise(aten.relu.default)
+def relu(
+    em: Emitter,
+    operands: Sequence[Operand],
+    options: Mapping[str, object],
+    shape: Shape,
+    dtype: torch.dtype,
+) -> TVal:
+    x = em.cast(_tensor_operand(em, operands[0], shape), dtype)
     op = "arith.maximumf" if x.dtype.is_floating_point else "arith.maxsi"
-    return t.em.binary(op, x, t.em.splat(0, x.shape, x.dtype))
+    return em.binary(op, x, em.splat(0, x.shape, x.dtype))
 
 
-@translates(aten.neg.default)
-def neg(t: Translator, node: fx.Node) -> TVal:
-    x = t.arg(node.args[0])
+@elementwise(aten.neg.default)
+def neg(
+    em: Emitter,
+    operands: Sequence[Operand],
+    options: Mapping[str, object],
+    shape: Shape,
+    dtype: torch.dtype,
+) -> TVal:
+    x = em.cast(_tensor_operand(em, operands[0], shape), dtype)
     if x.dtype.is_floating_point:
-        return t.em.unary("arith.negf", x)
-    return t.em.binary("arith.subi", t.em.splat(0, x.shape, x.dtype), x)
+        return em.unary("arith.negf", x)
+    return em.binary("arith.subi", em.splat(0, x.shape, x.dtype), x)
 
 
-@translates(aten.abs.default)
-def absolute(t: Translator, node: fx.Node) -> TVal:
-    x = t.arg(node.args[0])
-    return t.em.unary("math.absf" if x.dtype.is_floating_point else "math.absi", x)
+@elementwise(aten.abs.default)
+def absolute(
+    em: Emitter,
+    operands: Sequence[Operand],
+    options: Mapping[str, object],
+    shape: Shape,
+    dtype: torch.dtype,
+) -> TVal:
+    x = em.cast(_tensor_operand(em, operands[0], shape), dtype)
+    return em.unary("math.absf" if x.dtype.is_floating_point else "math.absi", x)
 
 
-@translates(aten.pow.Tensor_Scalar)
-def power(t: Translator, node: fx.Node) -> TVal:
-    """Small exponents become products and roots (torch squares exactly too)."""
-    em, dtype = t.em, t.dtype(node)
-    x, exponent = em.cast(t.arg(node.args[0]), dtype), number_arg(em, node, 1, "exponent")
+@elementwise(aten.pow.Tensor_Scalar, aten.pow.Tensor_Tensor, aten.pow.Scalar)
+def power(
+    em: Emitter,
+    operands: Sequence[Operand],
+    options: Mapping[str, object],
+    shape: Shape,
+    dtype: torch.dtype,
+) -> TVal:
+    """``base ** exponent``. A constant exponent of 1, 2, 3, ±0.5 or -1 becomes products and
+    roots (torch squares exactly too); any other is ``math.powf`` in f32 for bf16/f16."""
+    base, exponent = operands
+    if isinstance(exponent, Scalar) and not isinstance(exponent.value, sympy.Expr):
+        x = em.cast(_tensor_operand(em, base, shape), dtype)
+        return _constant_power(em, x, float(exponent.value), dtype)
+    if not dtype.is_floating_point:
+        em.unsupported("an integer power with a tensor exponent is not supported")
+    left = em.cast(_tensor_operand(em, base, shape), dtype)
+    right = em.cast(_tensor_operand(em, exponent, shape), dtype)
+    compute = torch.float32 if dtype in REDUCED_FLOATS else dtype
+    powered = em.binary("math.powf", em.cast(left, compute), em.cast(right, compute))
+    return em.cast(powered, dtype)
+
+
+def _constant_power(em: Emitter, x: TVal, exponent: float, dtype: torch.dtype) -> TVal:
     if exponent == 1:
         return x
     if exponent == 2:
@@ -202,14 +358,14 @@ def power(t: Translator, node: fx.Node) -> TVal:
         -1: lambda v: em.binary("arith.divf", _splat(em, 1.0, v), v),
         3: lambda v: em.binary("arith.mulf", em.binary("arith.mulf", v, v), v),
     }
-    general = lambda v: em.binary("math.powf", v, _splat(em, float(exponent), v))  # noqa: E731
+    general = lambda v: em.binary("math.powf", v, _splat(em, exponent, v))  # noqa: E731
     return in_float(em, x, dtype, forms.get(exponent, general))
 
 
 # -- casts ----------------------------------------------------------------------------------
 
 
-@translates(
+@elementwise(
     aten.to.dtype,
     aten.to.dtype_layout,
     aten.to.device,
@@ -217,8 +373,14 @@ def power(t: Translator, node: fx.Node) -> TVal:
     aten.type_as.default,
     aten.to.other,
 )
-def to(t: Translator, node: fx.Node) -> TVal:
-    return t.em.cast(t.arg(node.args[0]), t.dtype(node))
+def to(
+    em: Emitter,
+    operands: Sequence[Operand],
+    options: Mapping[str, object],
+    shape: Shape,
+    dtype: torch.dtype,
+) -> TVal:
+    return em.tensor(operands[0], shape, dtype)
 
 
 # -- comparisons, logic, select -------------------------------------------------------------
@@ -226,51 +388,101 @@ def to(t: Translator, node: fx.Node) -> TVal:
 _PREDICATES = {"eq": "oeq", "ne": "une", "lt": "olt", "le": "ole", "gt": "ogt", "ge": "oge"}
 
 
-def _comparison(predicate: str) -> Callable[[Translator, fx.Node], TVal]:
-    def translate(t: Translator, node: fx.Node) -> TVal:
-        a, b = t.operand(node.args[0]), t.operand(node.args[1])
-        compute = torch.result_type(t.example(node.args[0]), t.example(node.args[1]))
-        shape = t.shape(node)
-        return t.em.compare(
-            predicate, t.em.tensor(a, shape, compute), t.em.tensor(b, shape, compute)
-        )
+def _example(operand: Operand) -> torch.Tensor | int | float | bool:
+    """A stand-in with the operand's dtype and kind, for ``torch.result_type``: a tensor
+    keeps its rank (a 0-d tensor promotes unlike a dimensioned one), a Python number or a
+    size stays a number."""
+    if isinstance(operand, TVal):
+        return torch.empty((1,) * len(operand.shape), dtype=operand.dtype)
+    if operand.dtype is not None:
+        return torch.empty((), dtype=operand.dtype)
+    value = operand.value
+    return 1 if isinstance(value, sympy.Expr) else value
 
-    return translate
+
+def _comparison(predicate: str) -> Elementwise:
+    def emit(
+        em: Emitter,
+        operands: Sequence[Operand],
+        options: Mapping[str, object],
+        shape: Shape,
+        dtype: torch.dtype,
+    ) -> TVal:
+        a, b = operands
+        compute = torch.result_type(_example(a), _example(b))
+        return em.compare(predicate, em.tensor(a, shape, compute), em.tensor(b, shape, compute))
+
+    return emit
 
 
 for _name, _predicate in _PREDICATES.items():
-    _op = getattr(aten, _name)
-    translates(_op.Tensor, _op.Scalar)(_comparison(_predicate))
+    _packet = getattr(aten, _name)
+    elementwise(_packet.Tensor, _packet.Scalar)(_comparison(_predicate))
 
 
-def _logical(op: str) -> Callable[[Translator, fx.Node], TVal]:
-    def translate(t: Translator, node: fx.Node) -> TVal:
-        shape = t.shape(node)
-        a = t.em.tensor(t.operand(node.args[0]), shape, torch.bool)
-        b = t.em.tensor(t.operand(node.args[1]), shape, torch.bool)
-        return t.em.binary(op, a, b)
+def _logical(op: str) -> Elementwise:
+    def emit(
+        em: Emitter,
+        operands: Sequence[Operand],
+        options: Mapping[str, object],
+        shape: Shape,
+        dtype: torch.dtype,
+    ) -> TVal:
+        a = em.tensor(operands[0], shape, torch.bool)
+        b = em.tensor(operands[1], shape, torch.bool)
+        return em.binary(op, a, b)
 
-    return translate
+    return emit
 
 
-translates(aten.logical_and.default, aten.__and__.Tensor, aten.bitwise_and.Tensor)(
+elementwise(aten.logical_and.default, aten.__and__.Tensor, aten.bitwise_and.Tensor)(
     _logical("arith.andi")
 )
-translates(aten.logical_or.default, aten.__or__.Tensor, aten.bitwise_or.Tensor)(
+elementwise(aten.logical_or.default, aten.__or__.Tensor, aten.bitwise_or.Tensor)(
     _logical("arith.ori")
+)
+elementwise(aten.logical_xor.default, aten.__xor__.Tensor, aten.bitwise_xor.Tensor)(
+    _logical("arith.xori")
 )
 
 
-@translates(aten.logical_not.default)
-def logical_not(t: Translator, node: fx.Node) -> TVal:
-    x = t.em.cast(t.arg(node.args[0]), torch.bool)
-    return t.em.binary("arith.xori", x, t.em.splat(True, x.shape, torch.bool))
+@elementwise(aten.logical_not.default, aten.bitwise_not.default)
+def logical_not(
+    em: Emitter,
+    operands: Sequence[Operand],
+    options: Mapping[str, object],
+    shape: Shape,
+    dtype: torch.dtype,
+) -> TVal:
+    if dtype != torch.bool:
+        em.unsupported(f"bitwise not of {dtype} values is not supported")
+    x = em.tensor(operands[0], shape, torch.bool)
+    return em.binary("arith.xori", x, em.splat(True, x.shape, torch.bool))
 
 
-@translates(aten.where.self, aten.where.ScalarOther, aten.where.ScalarSelf, aten.where.Scalar)
-def where(t: Translator, node: fx.Node) -> TVal:
-    shape, dtype = t.shape(node), t.dtype(node)
-    condition = t.em.tensor(t.operand(node.args[0]), shape, torch.bool)
-    a = t.em.tensor(t.operand(node.args[1]), shape, dtype)
-    b = t.em.tensor(t.operand(node.args[2]), shape, dtype)
-    return t.em.select(condition, a, b)
+@elementwise(aten.where.self, aten.where.ScalarOther, aten.where.ScalarSelf, aten.where.Scalar)
+def where(
+    em: Emitter,
+    operands: Sequence[Operand],
+    options: Mapping[str, object],
+    shape: Shape,
+    dtype: torch.dtype,
+) -> TVal:
+    condition, a, b = operands
+    return em.select(
+        em.tensor(condition, shape, torch.bool),
+        em.tensor(a, shape, dtype),
+        em.tensor(b, shape, dtype),
+    )
+
+
+@elementwise(aten.masked_fill.Scalar, aten.masked_fill.Tensor)
+def masked_fill(
+    em: Emitter,
+    operands: Sequence[Operand],
+    options: Mapping[str, object],
+    shape: Shape,
+    dtype: torch.dtype,
+) -> TVal:
+    x, mask, value = operands
+    return where(em, [mask, value, x], options, shape, dtype)

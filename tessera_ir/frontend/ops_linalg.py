@@ -13,10 +13,11 @@ from torch import fx
 
 from . import layout
 from .emitter import Emitter
-from .node_args import argument, dtype_arg, int_arg
+from .node_args import argument, dtype_arg, int_arg, node_list
+from .ops_elementwise import arithmetic
 from .registry import translates
-from .types import REDUCED_FLOATS, accumulator_dtype, product
-from .values import TVal
+from .types import REDUCED_FLOATS, Shape, accumulator_dtype, product
+from .values import Scalar, TVal
 
 if TYPE_CHECKING:
     from .translator import Translator
@@ -93,7 +94,14 @@ def matmul(t: Translator, node: fx.Node) -> TVal:
         em.unsupported("matmul with a 1-D operand is not supported")
     if len(b.shape) == 2:
         flat = layout.reshape(em, a, (product(a.shape[:-1]), a.shape[-1]))
-        y = em.cast(matmul_2d(em, flat, b, transpose_b=False), dtype)
+        # x @ W.t() is a Linear (a tied LM head written by hand): read W through the
+        # matmul's transposed-B map, the form the projection fusion recognises.
+        transposed = _transposed_matrix(t, node.args[1])
+        if transposed is not None:
+            b, flip = t.arg(transposed), True
+        else:
+            flip = False
+        y = em.cast(matmul_2d(em, flat, b, transpose_b=flip), dtype)
         return layout.reshape(em, y, shape)
     batch = shape[:-2]
     a = layout.broadcast_to(em, a, (*batch, *a.shape[-2:]))
@@ -144,3 +152,112 @@ def softmax(t: Translator, node: fx.Node) -> TVal:
         requested = dtype_arg(t.em, node, 2, "dtype")
     compute = requested or (torch.float32 if x.dtype in REDUCED_FLOATS else x.dtype)
     return t.em.cast(softmax_in(t.em, x, dim, compute), t.dtype(node))
+
+
+@translates(aten.einsum.default)
+def einsum(t: Translator, node: fx.Node) -> TVal:
+    """A two-operand einsum without ellipsis as a (batched) matmul: each operand permuted to
+    [batch, free, contracted] / [batch, contracted, free] letters, the free and contracted
+    runs reshaped to one axis each, multiplied, and the result reshaped and permuted to the
+    output's order. Without contracted letters it is a broadcast product."""
+    em = t.em
+    equation, operands = node.args[0], node.args[1]
+    if not isinstance(equation, str) or "..." in equation or "->" not in equation:
+        em.unsupported(f"einsum '{equation}' (an ellipsis or an implicit output)")
+    inputs, output = equation.replace(" ", "").split("->")
+    specs = inputs.split(",")
+    tensors = node_list(em, operands, "operands")
+    if len(specs) != 2 or len(tensors) != 2:
+        em.unsupported(f"einsum '{equation}' with other than two operands")
+    left, right = specs
+    a, b = t.arg(tensors[0]), t.arg(tensors[1])
+    shape, dtype = t.shape(node), t.dtype(node)
+    for letters, other in ((left, right), (right, left)):
+        if any(c not in output and c not in other for c in letters):
+            em.unsupported(f"einsum '{equation}' sums a letter of one operand only")
+    sizes = {c: d for c, d in zip(left + right, (*a.shape, *b.shape), strict=True)}
+    batch = [c for c in output if c in left and c in right]
+    free_left = [c for c in output if c in left and c not in right]
+    free_right = [c for c in output if c in right and c not in left]
+    summed = [c for c in left if c in right and c not in output]
+    if not summed:
+        return _broadcast_product(em, a, left, b, right, output, shape, dtype)
+    a = layout.transpose(em, a, [left.index(c) for c in (*batch, *free_left, *summed)])
+    b = layout.transpose(em, b, [right.index(c) for c in (*batch, *summed, *free_right)])
+    batch_shape = tuple(sizes[c] for c in batch)
+    rows = product(tuple(sizes[c] for c in free_left))
+    inner = product(tuple(sizes[c] for c in summed))
+    columns = product(tuple(sizes[c] for c in free_right))
+    a = layout.reshape(em, a, (*batch_shape, rows, inner))
+    b = layout.reshape(em, b, (*batch_shape, inner, columns))
+    result = em.cast(batched_matmul(em, a, b), dtype)
+    grouped = (*batch, *free_left, *free_right)
+    result = layout.reshape(em, result, tuple(sizes[c] for c in grouped))
+    return layout.transpose(em, result, [grouped.index(c) for c in output])
+
+
+def _broadcast_product(
+    em: Emitter,
+    a: TVal,
+    left: str,
+    b: TVal,
+    right: str,
+    output: str,
+    shape: Shape,
+    dtype: torch.dtype,
+) -> TVal:
+    """``a`` and ``b`` laid out along the output's letters (unit axes for the letters they
+    lack) and multiplied."""
+    factors = []
+    for value, letters in ((a, left), (b, right)):
+        order = [c for c in output if c in letters]
+        value = layout.transpose(em, value, [letters.index(c) for c in order])
+        view = tuple(shape[k] if c in letters else 1 for k, c in enumerate(output))
+        factors.append(
+            layout.broadcast_to(em, em.cast(layout.reshape(em, value, view), dtype), shape)
+        )
+    return em.binary("arith.mulf" if dtype.is_floating_point else "arith.muli", *factors)
+
+
+@translates(aten.outer.default)
+def outer(t: Translator, node: fx.Node) -> TVal:
+    a, b = t.arg(node.args[0]), t.arg(node.args[1])
+    return _broadcast_product(t.em, a, "i", b, "j", "ij", t.shape(node), t.dtype(node))
+
+
+@translates(aten.baddbmm.default)
+def baddbmm(t: Translator, node: fx.Node) -> TVal:
+    """β·input + α·(batch1 @ batch2), the product in the accumulator dtype and rounded once;
+    β = 0 leaves input unread, as torch does."""
+    em = t.em
+    shape, dtype = t.shape(node), t.dtype(node)
+    beta = argument(node, 3, "beta", 1)
+    alpha = argument(node, 4, "alpha", 1)
+    if not isinstance(beta, int | float) or not isinstance(alpha, int | float):
+        em.unsupported("baddbmm with non-constant beta or alpha")
+    product_ = em.cast(batched_matmul(em, t.arg(node.args[1]), t.arg(node.args[2])), dtype)
+    scaled = arithmetic(em, "mul", product_, Scalar(alpha), shape, dtype)
+    if beta == 0:
+        return scaled
+    base = arithmetic(em, "mul", t.operand(node.args[0]), Scalar(beta), shape, dtype)
+    return arithmetic(em, "add", base, scaled, shape, dtype)
+
+
+def _transposed_matrix(t: Translator, arg: object) -> fx.Node | None:
+    """The 2-D tensor whose transpose ``arg`` is (``t()``, ``transpose(0, 1)``, ``.T``,
+    ``permute(1, 0)``), when it has a value here; else None."""
+    if not isinstance(arg, fx.Node) or arg.op != "call_function" or not arg.args:
+        return None
+    source = arg.args[0]
+    if not isinstance(source, fx.Node) or source not in t.env:
+        return None
+    if len(source.meta["val"].shape) != 2:
+        return None
+    rest = list(arg.args[1:])
+    if arg.target in (aten.t.default, aten.numpy_T.default):
+        return source
+    if arg.target == aten.transpose.int and all(isinstance(d, int) for d in rest):
+        return source if {d % 2 for d in rest if isinstance(d, int)} == {0, 1} else None
+    if arg.target == aten.permute.default and rest and rest[0] in ([1, 0], (1, 0)):
+        return source
+    return None

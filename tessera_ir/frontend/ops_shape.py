@@ -180,3 +180,34 @@ def dropout(t: Translator, node: fx.Node) -> TVal:
 )
 def assertion(t: Translator, node: fx.Node) -> None:
     return None
+
+
+@translates(aten.stack.default)
+def stack(t: Translator, node: fx.Node) -> TVal:
+    """Each piece given a unit axis at ``dim``, then joined along it."""
+    em, shape, dtype = t.em, t.shape(node), t.dtype(node)
+    dim = int_arg(em, node, 1, "dim", default=0) % len(shape)
+    parts = []
+    for piece in node_list(em, node.args[0], "tensors"):
+        value = em.cast(t.arg(piece), dtype)
+        parts.append(layout.reshape_now(em, value, (*value.shape[:dim], 1, *value.shape[dim:])))
+    if len(parts) == 1:
+        return parts[0]
+    names = ", ".join(em.value(p) for p in parts)
+    types = ", ".join(em.type_of(p) for p in parts)
+    text = f"tensor.concat dim({dim}) {names} : ({types}) -> {em.type(shape, dtype)}"
+    return TVal(em.assign(text), shape, dtype)
+
+
+@translates(aten.repeat_interleave.self_int)
+def repeat_interleave(t: Translator, node: fx.Node) -> TVal:
+    """Each slice along ``dim`` repeated in a row: a unit axis after ``dim`` broadcast to the
+    repeat count and collapsed into it (the form grouped-query attention's k/v take)."""
+    x = t.arg(node.args[0])
+    repeats = argument(node, 1, "repeats")
+    if argument(node, 2, "dim") is None or not isinstance(repeats, int):
+        t.em.unsupported("repeat_interleave needs a dim and an integer repeat count")
+    dim = int_arg(t.em, node, 2, "dim") % len(x.shape)
+    spread = (*x.shape[: dim + 1], repeats, *x.shape[dim + 1 :])
+    with_axis = layout.reshape(t.em, x, (*x.shape[: dim + 1], 1, *x.shape[dim + 1 :]))
+    return layout.reshape(t.em, layout.broadcast_to(t.em, with_axis, spread), t.shape(node))

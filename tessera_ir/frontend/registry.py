@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING
 
 from torch import fx
 
-from tessera.errors import UnsupportedOpError
-
 if TYPE_CHECKING:
     from .translator import Translator
     from .values import TVal
@@ -35,14 +33,6 @@ def translates(*ops: object) -> Callable[[Translation], Translation]:
         return function
 
     return register
-
-
-def translation_for(node: fx.Node, module_path: str) -> Translation:
-    """The translation of ``node``'s op; ``UnsupportedOpError`` names the op and module."""
-    found = TRANSLATIONS.get(node.target)
-    if found is None:
-        raise UnsupportedOpError(str(node.target), module_path, "no translation for this op")
-    return found
 
 
 def supported_ops() -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
-import sympy
 import torch
 from mlir import ir
 from torch.export import Dim, ExportedProgram
@@ -14,10 +13,9 @@ from tessera.context import parse_module
 from tessera.diagnostics import MLIRError, from_mlir_error
 from tessera.errors import ParseError, TesseraError, VerifyError
 
+from .folder import fold
 from .graph import analyze
-from .shape_only import Prober
 from .translator import Translator
-from .types import shape_of
 
 # The attribute holding the user's model in the traced wrapper; stripped from names and paths.
 _PREFIX = "model"
@@ -101,19 +99,10 @@ def trace(model: torch.nn.Module, context: ir.Context) -> TracedProgram:
     module that ran it) and ``TesseraError`` when export or verification fails."""
     exported, dynamic_batch = export(model)
     info = analyze(exported, model, _PREFIX)
-    user_input = next(n for n in exported.graph.nodes if n.op == "placeholder" and info.stream(n))
-    batch_dim = shape_of(user_input.meta["val"])[0]
-    batch_symbols: set[sympy.Symbol] = set() if isinstance(batch_dim, int) else {batch_dim}
-    forms = Prober(
-        list(exported.graph.nodes),
-        info.shape_only,
-        info.boundaries,
-        batch_symbols,
-        lambda node: info.module_path[node],
-    ).classify()
+    folding = fold(exported, info)
     config = getattr(model, "config", None)
     model_kind = str(getattr(config, "model_type", None) or "custom")
-    translator = Translator(exported, info, forms, model_kind, _PREFIX)
+    translator = Translator(exported, info, folding, model_kind, _PREFIX)
     text = translator.translate()
     module = _parse(text, context)
     _verify(module)

@@ -2,7 +2,9 @@
 
 Placeholders become the function's arguments (the user input, then one argument per weight
 actually used) or inlined constants; nodes are written in ``GraphInfo.order``, each decoder
-block inside one ``tessera.region``; the translations come from the registry.
+block inside one ``tessera.region``; the translations come from the registry. Folded nodes
+(``folder.py``) are not translated: the folded values translated nodes read are written by
+``term_writer.py`` in the function body, before the region that first reads them.
 """
 
 from __future__ import annotations
@@ -20,16 +22,18 @@ from torch.export.graph_signature import InputKind
 from tessera.errors import TesseraError, UnsupportedOpError
 from tessera.mlir_text import quote, tensor_type
 
-from . import canonical
 from . import ops_attention as _ops_attention  # noqa: F401  (fill the registry)
 from . import ops_elementwise as _ops_elementwise  # noqa: F401
 from . import ops_linalg as _ops_linalg  # noqa: F401
 from . import ops_reduce as _ops_reduce  # noqa: F401
 from . import ops_shape as _ops_shape  # noqa: F401
-from .canonical import Canonical, Mask
 from .emitter import Emitter
+from .folded import Folded
+from .folder import Folding
 from .graph import Block, GraphInfo, Reads
-from .registry import translation_for
+from .mask_window import mask_window
+from .registry import TRANSLATIONS
+from .term_writer import TermWriter
 from .types import Shape, shape_of, to_dim
 from .values import Scalar, TVal
 
@@ -60,19 +64,23 @@ class Translator:
         self,
         exported: ExportedProgram,
         info: GraphInfo,
-        forms: dict[fx.Node, Canonical],
+        folding: Folding,
         model_kind: str,
         prefix: str,
     ) -> None:
         self.exported = exported
         self.prefix = prefix
         self.info = info
-        self.forms = forms
+        self.folding = folding
+        self.boundaries = set(folding.boundaries)
         self.model_kind = model_kind
         self.env: dict[fx.Node, TVal] = {}
         self.results: dict[fx.Node, tuple[TVal, ...]] = {}  # of ops with several results
         self.weights: list[tuple[str, fx.Node]] = []
         self.em = Emitter({})
+        # Folded values are written at the function's top level only, so what this writer
+        # remembers is visible everywhere after it.
+        self.writer = TermWriter(self.em)
 
     # -- helpers for translations ----------------------------------------------------------
 
@@ -90,21 +98,15 @@ class Translator:
             return Scalar(arg)
         if isinstance(arg, fx.Node) and isinstance(arg.meta.get("val"), torch.SymInt):
             return Scalar(to_dim(arg.meta["val"]))
+        folded = self.folding.values.get(arg) if isinstance(arg, fx.Node) else None
+        if isinstance(folded, Folded):
+            scalar = self.writer.scalar(folded)
+            if scalar is not None:
+                return scalar
         value = self.arg(arg)
         if value.const is not None and value.const.dim() == 0:
             return Scalar(value.const.item(), value.const.dtype)
         return value
-
-    def example(self, arg: object) -> torch.Tensor | int | float | bool:
-        """A stand-in with ``arg``'s dtype and rank, for ``torch.result_type``."""
-        if isinstance(arg, (bool, int, float)):
-            return arg
-        if not isinstance(arg, fx.Node):
-            self.em.unsupported(f"expected a tensor or a number, found {arg!r}")
-        meta = arg.meta["val"]
-        if isinstance(meta, torch.SymInt):
-            return 1
-        return torch.empty((1,) * meta.dim(), dtype=meta.dtype)
 
     def shape(self, node: fx.Node) -> Shape:
         return shape_of(node.meta["val"])
@@ -192,13 +194,9 @@ class Translator:
         if node.op != "call_function":
             return
         path = self._enter(node)
-        if node in self.info.foldable:
-            self._store(node, self._fold(node))
-            return
-        if node in self.info.shape_only:
-            form = self.forms.get(node)
-            if form is not None:
-                self.env[node] = canonical.emit(self.em, form, self.shape(node), self.dtype(node))
+        if self.folding.folded(node):
+            if node in self.boundaries and node not in self.env:
+                self._write_folded(node)
             return
         if node.target is operator.getitem:
             source, index = node.args
@@ -206,7 +204,24 @@ class Translator:
                 raise TesseraError(f"internal error: '{node.name}' is not a getitem of a result")
             self.env[node] = self.results[source][index]
             return
-        self._store(node, translation_for(node, path)(self, node))
+        translation = TRANSLATIONS.get(node.target)
+        if translation is None:
+            detail = "no translation for this op"
+            reason = self.folding.reasons.get(node)
+            if reason is not None:
+                detail = (
+                    f"it computes from sizes and constants alone, but {reason}, and it has "
+                    "no translation"
+                )
+            raise UnsupportedOpError(str(node.target), path, detail)
+        self._store(node, translation(self, node))
+
+    def _write_folded(self, node: fx.Node) -> None:
+        """Writes the folded value of ``node`` (at the function's top level)."""
+        value = self.folding.values[node]
+        assert isinstance(value, Folded), "boundaries are folded tensors"
+        self._enter(node)
+        self.env[node] = self.writer.folded(value)
 
     def _store(self, node: fx.Node, result: TVal | tuple[TVal, ...] | None) -> None:
         if isinstance(result, tuple):
@@ -214,38 +229,14 @@ class Translator:
         elif result is not None:
             self.env[node] = result
 
-    def _fold(self, node: fx.Node) -> TVal | tuple[TVal, ...] | None:
-        """Computes a node that reads only constants with torch; None for an assertion."""
-
-        def concrete(arg: fx.Node) -> fx.node.Argument:
-            if arg in self.results:
-                return tuple(v.const for v in self.results[arg])
-            const = self.arg(arg).const
-            assert const is not None, arg.name
-            return const
-
-        args = fx.node.map_arg(node.args, concrete)
-        kwargs = fx.node.map_arg(node.kwargs, concrete)
-        assert callable(node.target), "a call_function node calls a function"
-        with torch.no_grad():
-            value = node.target(*args, **kwargs)
-        if value is None and node.meta.get("val") is None:
-            return None
-        if isinstance(value, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in value):
-            return tuple(self.em.dense(v) for v in value)
-        if not isinstance(value, torch.Tensor):
-            raise UnsupportedOpError(
-                str(node.target),
-                self.em.module_path,
-                "a constant computation that does not give a tensor",
-            )
-        return self.em.dense(value)
-
     def _block(self, block: Block) -> None:
         """Writes ``block`` as a ``tessera.region``: its operands are the stream values it
         reads from outside, its results the values used after it."""
         em = self.em
         members = set(block.nodes)
+        for member in block.nodes:
+            if member in self.boundaries and member not in self.env:
+                self._write_folded(member)
         operands: list[TVal] = []
         for member in block.nodes:
             for source in member.all_input_nodes:
@@ -257,8 +248,8 @@ class Translator:
             m
             for m in block.nodes
             if isinstance(m.meta.get("val"), torch.Tensor)
-            and (m not in self.info.shape_only or m in self.forms or m in self.info.foldable)
-            and any(u not in members and u not in self.info.shape_only for u in m.users)
+            and not self.folding.folded(m)
+            and any(u not in members for u in m.users)
         ]
         in_types = [em.type_of(v) for v in operands]
         out_types = [em.type(self.shape(m), self.dtype(m)) for m in outputs]
@@ -288,16 +279,17 @@ class Translator:
         )
         self.env.update(outside)
         for member in members:
-            self.env.pop(member, None)
+            if member not in self.boundaries:  # folded values live outside the region
+                self.env.pop(member, None)
         for index, member in enumerate(outputs):
             result = f"{name}#{index}" if count else name
             self.env[member] = TVal(result, self.shape(member), self.dtype(member))
 
     def _kind(self, block: Block) -> str | None:
-        """'sliding' when a windowed mask reaches the block, 'global' for any other mask or an
-        attention op, None for a block without attention."""
+        """'sliding' when a mask with a window reaches the block, 'global' for any other mask
+        or an attention op, None for a block without attention."""
         members = set(block.nodes)
-        masks: list[Mask] = []
+        windows: list[int | None] = []
         seen: set[fx.Node] = set()
         pending = list(block.nodes)
         while pending:
@@ -305,15 +297,17 @@ class Translator:
             if node in seen:
                 continue
             seen.add(node)
-            form = self.forms.get(node)
-            if isinstance(form, Mask):
-                masks.append(form)
+            value = self.folding.values.get(node)
+            if node in self.boundaries and isinstance(value, Folded):
+                found = mask_window(value)
+                if found is not None:
+                    windows.append(found.window)
             for source in node.all_input_nodes:
                 if source in members or not self.info.stream(source):
                     pending.append(source)
-        if any(m.window is not None for m in masks):
+        if any(w is not None for w in windows):
             return "sliding"
         attention = any(
             n.target == torch.ops.aten.scaled_dot_product_attention.default for n in block.nodes
         )
-        return "global" if masks or attention else None
+        return "global" if windows or attention else None

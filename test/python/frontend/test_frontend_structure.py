@@ -103,16 +103,19 @@ def test_buffers_are_inlined_constants_and_shared_values_precede_their_regions()
     function = forward_of(program)
     body = [op.operation for op in function.regions[0].blocks[0].operations]
     first_region = next(i for i, op in enumerate(body) if op.name == "tessera.region")
+    # The rotary buffer is folded into the tables: the frequencies of each lane, the halves
+    # repeating it (concat(f, f)), are one inlined constant.
     inv_freq = model.model.rotary_emb.sliding_attention_inv_freq
+    lanes = 2 * inv_freq.numel()
     constants = [
         op
         for op in body
         if op.name == "arith.constant"
         and isinstance(op.attributes["value"], ir.DenseFPElementsAttr)
-        and op.attributes["value"].type.shape == [inv_freq.numel()]
+        and op.attributes["value"].type.shape == [lanes]
     ]
-    values = [[float(c.attributes["value"][i]) for i in range(inv_freq.numel())] for c in constants]
-    assert inv_freq.tolist() in values
+    values = [[float(c.attributes["value"][i]) for i in range(lanes)] for c in constants]
+    assert torch.cat([inv_freq, inv_freq]).tolist() in values
     # Masks and positions: no-input linalg.generic ops reading linalg.index in the function
     # body, each before the first region that uses it (the global mask before the global layer).
     index_generics = [

@@ -1,14 +1,14 @@
-"""Read a Hugging Face checkpoint's config.json and decide which model to build from it.
+"""Read a checkpoint's config.json through transformers' AutoConfig and decide which model to build.
 
-The config is parsed by transformers' own config classes (so defaults and renamed fields follow
-transformers), but only after it has been read and checked here, so that a missing file, bad JSON
-or an unsupported model type is reported naming config.json rather than as a transformers
-traceback.
+AutoConfig parses the file and picks the config class from its ``model_type`` (so defaults, renamed
+fields and validation follow transformers). What stays here is what AutoConfig does not do: its
+errors are rewrapped to name config.json (a missing file would otherwise be reported as a missing
+``model_type``), only the Gemma families are accepted, a multimodal Gemma 3 becomes its text model,
+and the model dtype and attention implementation are chosen.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,17 +19,20 @@ from tessera.errors import CheckpointError
 
 CONFIG_NAME = "config.json"
 
-# model_type -> (config class, model class), by name in transformers. A multimodal Gemma 3
-# ("gemma3") is built as its text model alone.
-MODEL_TYPES: dict[str, tuple[str, str]] = {
-    "gemma": ("GemmaConfig", "GemmaForCausalLM"),
-    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM"),
-    "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM"),
-    "gemma3": ("Gemma3Config", "Gemma3ForCausalLM"),
+# model_type -> the transformers class that is built. A multimodal Gemma 3 ("gemma3") is built as
+# its text model alone.
+MODEL_CLASSES: dict[str, str] = {
+    "gemma": "GemmaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
 }
 MULTIMODAL_MODEL_TYPES = frozenset({"gemma3"})
 
-# The dtypes a model may be built in, by the names config.json uses.
+# The dtype argument that keeps the checkpoint's own (transformers' spelling).
+AUTO = "auto"
+# The dtypes a model may be built in, by the names config.json, callers and the command line
+# use (torch's names).
 MODEL_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -59,100 +62,97 @@ class ModelSpec:
 
 def read_model_spec(directory: Path, dtype: torch.dtype | str | None) -> ModelSpec:
     """The model that ``directory``'s config.json describes, built in ``dtype`` (default: the
-    config's ``dtype``/``torch_dtype``, float32 when it names none)."""
+    config's ``dtype``, float32 when it names none)."""
     path = directory / CONFIG_NAME
-    raw = _read_config_json(path)
     where = str(path)
+    if not path.is_file():
+        raise CheckpointError(
+            "missing: a checkpoint folder holds config.json next to its weights", path=where
+        )
+    # A bad argument is the caller's error, reported before the file is looked at.
+    requested = model_dtype_from_argument(dtype) if dtype is not None else None
+    loaded = _auto_config(directory, where)
 
-    if "quantization_config" in raw:
+    model_type = loaded.model_type
+    if model_type not in MODEL_CLASSES:
+        raise CheckpointError(
+            f"model_type '{model_type}' is not supported (supported: "
+            f"{', '.join(sorted(MODEL_CLASSES))})",
+            path=where,
+        )
+    if getattr(loaded, "quantization_config", None) is not None:
         raise CheckpointError(
             "quantized checkpoints are not supported (config.json has a quantization_config)",
             path=where,
         )
-    model_type = raw.get("model_type")
-    if not isinstance(model_type, str):
-        raise CheckpointError("has no model_type (a string such as 'gemma2')", path=where)
-    if model_type not in MODEL_TYPES:
-        raise CheckpointError(
-            f"model_type '{model_type}' is not supported (supported: "
-            f"{', '.join(sorted(MODEL_TYPES))})",
-            path=where,
-        )
-
-    text_raw = raw
+    config = loaded
     if model_type in MULTIMODAL_MODEL_TYPES:
-        section = raw.get("text_config")
-        if not isinstance(section, dict):
-            raise CheckpointError(
-                f"model_type '{model_type}' is a multimodal model, but config.json has no "
-                "text_config object to build its text model from",
-                path=where,
-            )
-        text_raw = section
+        # (A config.json without text_config gets transformers' default text config, whose
+        # shapes the weights then fail to match, naming the first tensor that differs.)
+        config = loaded.text_config
+        # The multimodal model ties its head to the text model's embedding by the top-level flag.
+        config.tie_word_embeddings = loaded.tie_word_embeddings
 
-    model_dtype = _resolve_dtype(dtype, raw, text_raw, where)
-    config = _build_config(model_type, raw, where)
-    attention = "eager" if model_type == "gemma2" else _attention_choice(raw, text_raw)
+    model_dtype = requested or _config_dtype(loaded, config, where)
+    attention = "eager" if model_type == "gemma2" else _attention_choice(loaded, config)
     import transformers
 
-    model_class = getattr(transformers, MODEL_TYPES[model_type][1])
+    model_class = getattr(transformers, MODEL_CLASSES[model_type])
     return ModelSpec(model_type, model_class, config, model_dtype, attention)
 
 
-def _read_config_json(path: Path) -> dict[str, Any]:
-    """config.json as a JSON object."""
-    where = str(path)
-    if not path.is_file():
-        raise CheckpointError(
-            "missing: a Hugging Face checkpoint directory holds config.json next to its "
-            "safetensors weights",
-            path=where,
-        )
+def _auto_config(directory: Path, where: str) -> Any:
+    """AutoConfig's reading of config.json, its errors naming the file."""
+    from transformers import AutoConfig
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"cannot read the file: {error}", path=where) from error
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as error:
+        return AutoConfig.from_pretrained(directory, local_files_only=True)
+    # AutoConfig raises OSError for unreadable or invalid JSON, ValueError for an unknown or
+    # absent model_type, and its strict-dataclass validation errors derive from Exception
+    # directly, so the boundary is broad.
+    except Exception as error:
         raise CheckpointError(
-            f"not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})", path=where
+            f"transformers' AutoConfig cannot read it: {_first_line(error)}", path=where
         ) from error
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"holds a JSON {type(raw).__name__}, expected an object", path=where)
-    return raw
 
 
-def _resolve_dtype(
-    requested: torch.dtype | str | None,
-    raw: dict[str, Any],
-    text_raw: dict[str, Any],
-    where: str,
-) -> torch.dtype:
-    """The requested dtype, else the config's (top level first, then a multimodal text_config's,
-    under the current name ``dtype`` or the older ``torch_dtype``), else float32."""
-    if requested is not None:
-        return model_dtype_from_argument(requested)
-    for source in (raw, text_raw):
-        for field in ("dtype", "torch_dtype"):
-            name = source.get(field)
-            if name is None:
-                continue
-            if name not in MODEL_DTYPES:
-                raise CheckpointError(
-                    f"{field} {name!r} is not a dtype a model can be built in (one of "
-                    f"{', '.join(MODEL_DTYPES)})",
-                    path=where,
-                )
-            return MODEL_DTYPES[name]
+def _first_line(error: BaseException) -> str:
+    """An exception's message up to its first blank line (transformers appends advice)."""
+    return str(error).strip().split("\n\n")[0]
+
+
+def _config_dtype(loaded: Any, text: Any, where: str) -> torch.dtype:
+    """The config's dtype (top level first, then a multimodal text config's), else float32."""
+    for source in (loaded, text):
+        # transformers 5 reads config.json's "dtype" and the older "torch_dtype" into ``dtype``
+        # (its ``torch_dtype`` is a deprecated alias that warns); older versions keep
+        # ``torch_dtype`` alone.
+        field = "dtype" if hasattr(source, "dtype") else "torch_dtype"
+        value = getattr(source, field, None)
+        if value is None:
+            continue
+        dtype = MODEL_DTYPES.get(value) if isinstance(value, str) else value
+        if not isinstance(dtype, torch.dtype) or dtype not in MODEL_DTYPES.values():
+            name = str(value).removeprefix("torch.")
+            raise CheckpointError(
+                f"dtype '{name}' is not a dtype a model can be built in (one of "
+                f"{', '.join(MODEL_DTYPES)})",
+                path=where,
+            )
+        return dtype
     return torch.float32
 
 
-def model_dtype_from_argument(requested: torch.dtype | str) -> torch.dtype:
-    """Check a caller's ``dtype`` argument: a floating torch.dtype or its name."""
+def model_dtype_from_argument(requested: torch.dtype | str) -> torch.dtype | None:
+    """Check a caller's ``dtype`` argument: a floating torch.dtype, its name, or ``"auto"``
+    (None: the checkpoint's own, as ``from_pretrained(dtype="auto")``)."""
+    if requested == AUTO:
+        return None
     if isinstance(requested, str):
         if requested not in MODEL_DTYPES:
-            raise ValueError(f"dtype '{requested}' is not one of {', '.join(MODEL_DTYPES)}")
+            raise ValueError(
+                f"dtype '{requested}' is not one of {', '.join((AUTO, *MODEL_DTYPES))}"
+            )
         return MODEL_DTYPES[requested]
     if not isinstance(requested, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype or its name, not {type(requested).__name__}")
@@ -161,38 +161,10 @@ def model_dtype_from_argument(requested: torch.dtype | str) -> torch.dtype:
     return requested
 
 
-def _build_config(model_type: str, raw: dict[str, Any], where: str) -> Any:
-    """The transformers config of the model to build: for a multimodal Gemma 3, its text config,
-    tied as the multimodal config says (the multimodal model ties its head to the text model's
-    embedding by the top-level ``tie_word_embeddings``)."""
-    import transformers
-
-    config_class = getattr(transformers, MODEL_TYPES[model_type][0])
-    source = raw
-    if model_type in MULTIMODAL_MODEL_TYPES:
-        # The vision tower is never built; leaving its config out keeps a config that only
-        # the vision side would reject from failing a text-only load.
-        source = {key: value for key, value in raw.items() if key != "vision_config"}
-    try:
-        config = config_class.from_dict(source)
-    # transformers' config validation raises many types (its strict-dataclass errors derive
-    # from Exception directly, derived fields can divide by zero), so the boundary is broad.
-    except Exception as error:
-        raise CheckpointError(
-            f"does not describe a valid {config_class.__name__}: {error}", path=where
-        ) from error
-    if model_type in MULTIMODAL_MODEL_TYPES:
-        text_config = config.text_config
-        text_config.tie_word_embeddings = config.tie_word_embeddings
-        return text_config
-    return config
-
-
-def _attention_choice(raw: dict[str, Any], text_raw: dict[str, Any]) -> str:
+def _attention_choice(loaded: Any, text: Any) -> str:
     """The config's attention implementation when the tracer handles it, else eager."""
-    for source in (raw, text_raw):
-        for field in ("attn_implementation", "_attn_implementation"):
-            choice = source.get(field)
-            if choice is not None:
-                return choice if choice in TRACEABLE_ATTENTION else "eager"
+    for source in (loaded, text):
+        choice = getattr(source, "_attn_implementation", None)
+        if isinstance(choice, str):
+            return choice if choice in TRACEABLE_ATTENTION else "eager"
     return "eager"

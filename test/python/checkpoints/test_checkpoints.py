@@ -13,6 +13,7 @@ import torch
 import transformers
 from safetensors.torch import load_file
 from test_checkpoints_support import (
+    TINY,
     assert_same_model,
     edit_json,
     load_unchanged,
@@ -26,7 +27,7 @@ from test_checkpoints_support import (
     snapshot as snapshot_of,
 )
 
-from tessera.checkpoints import load_hf_checkpoint
+from tessera.checkpoints import load_hf_checkpoint, open_checkpoint
 from tessera.models.tiny import CONFIGS, tiny_gemma
 
 MULTIMODAL_B = [
@@ -34,24 +35,6 @@ MULTIMODAL_B = [
     ("vision_tower.", "model.vision_tower."),
     ("multi_modal_projector.", "model.multi_modal_projector."),
 ]
-
-
-def parameters(config: dict) -> int:
-    """About how many weights a configuration has (embedding, attention, MLP)."""
-    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
-    heads, kv_heads, head_dim = (
-        config["num_attention_heads"],
-        config["num_key_value_heads"],
-        config["head_dim"],
-    )
-    attention = hidden * head_dim * (2 * heads + 2 * kv_heads)
-    return config["vocab_size"] * hidden + layers * (
-        attention + 3 * hidden * config["intermediate_size"]
-    )
-
-
-# The tiny configurations; the real-shape ones (for GPU benchmarks) hold gigabytes.
-TINY = sorted(name for name, config in CONFIGS.items() if parameters(config) < 10**7)
 
 
 def test_every_family_has_a_tiny_configuration() -> None:
@@ -81,7 +64,7 @@ def test_bf16_checkpoint_matches_transformers_from_pretrained(name: str, tmp_pat
     original = save_tiny(name, tmp_path, dtype=torch.bfloat16)
     model = load_unchanged(tmp_path)
     assert model.dtype == torch.bfloat16
-    reference = type(original).from_pretrained(tmp_path, attn_implementation="eager")
+    reference = type(original).from_pretrained(tmp_path, dtype="auto", attn_implementation="eager")
     assert reference.dtype == torch.bfloat16
     assert_same_model(model, reference)
 
@@ -266,3 +249,14 @@ def test_loaded_model_is_a_transformers_model(tmp_path: Path) -> None:
     model = load_unchanged(tmp_path)
     assert isinstance(model, transformers.Gemma3ForCausalLM)
     assert all(parameter.device.type == "cpu" for parameter in model.parameters())
+
+
+def test_generation_config_of_the_folder(tmp_path: Path) -> None:
+    # Gemma's generation_config.json ends generation at <end_of_turn> (107) too.
+    save_tiny("gemma2-gqa", tmp_path)
+    edit_json(tmp_path / "generation_config.json", lambda c: c.update(eos_token_id=[1, 107]))
+    checkpoint = open_checkpoint(tmp_path)
+    assert load_unchanged(tmp_path).generation_config.eos_token_id == [1, 107]
+    assert checkpoint.model_for_tracing().generation_config.eos_token_id == [1, 107]
+    (tmp_path / "generation_config.json").unlink()
+    assert load_unchanged(tmp_path).generation_config.eos_token_id == 1

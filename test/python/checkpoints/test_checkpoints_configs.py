@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tessera.checkpoints.hf_config import read_model_spec
-from tessera.checkpoints.hf_loader import build_model
+from tessera.checkpoints.hf_loader import build_skeleton
 
 GEMMA_2B = {
     "architectures": ["GemmaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
@@ -64,7 +64,7 @@ def write(directory: Path, config: dict[str, Any]) -> Path:
 
 
 def build(directory: Path, config: dict[str, Any], dtype: torch.dtype | None = None) -> Any:
-    return build_model(read_model_spec(write(directory, config), dtype), torch.device("meta"))
+    return build_skeleton(read_model_spec(write(directory, config), dtype))
 
 
 def shapes(model: Any) -> dict[str, list[int]]:

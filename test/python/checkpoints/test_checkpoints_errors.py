@@ -22,8 +22,8 @@ from test_checkpoints_support import (
 
 from tessera import CheckpointError
 from tessera.checkpoints import load_hf_checkpoint
-from tessera.checkpoints.hf_loader import TensorSource, _check_tensor
-from tessera.checkpoints.safetensors_header import TensorEntry
+from tessera.checkpoints.hf_loader import Part, _check_tensor
+from tessera.checkpoints.stored import StoredTensor
 from tessera.models.tiny import tiny_gemma
 
 
@@ -51,12 +51,12 @@ def test_missing_config(checkpoint: Path) -> None:
 
 def test_config_is_not_json(checkpoint: Path) -> None:
     (checkpoint / "config.json").write_text('{"model_type": "gemma2",')
-    load_fails(checkpoint, "config.json", "not valid JSON", "line 1")
+    load_fails(checkpoint, "config.json", "AutoConfig", "not a valid JSON file")
 
 
 def test_config_is_not_an_object(checkpoint: Path) -> None:
     (checkpoint / "config.json").write_text("[1, 2]")
-    load_fails(checkpoint, "config.json", "list")
+    load_fails(checkpoint, "config.json", "model_type")
 
 
 def test_unknown_model_type(checkpoint: Path) -> None:
@@ -71,7 +71,7 @@ def test_missing_model_type(checkpoint: Path) -> None:
 
 def test_invalid_config_value(checkpoint: Path) -> None:
     edit_json(checkpoint / "config.json", lambda c: c.update(hidden_size="wide"))
-    load_fails(checkpoint, "config.json", "Gemma2Config", "hidden_size")
+    load_fails(checkpoint, "config.json", "hidden_size", "'wide'")
 
 
 def test_config_dtype_that_is_not_a_float(checkpoint: Path) -> None:
@@ -87,9 +87,21 @@ def test_quantized_checkpoint(checkpoint: Path) -> None:
 
 
 def test_multimodal_without_text_config(tmp_path: Path) -> None:
+    # transformers' default text config (Gemma 3 4B's sizes) does not fit the tiny weights.
     tiny_multimodal(tiny_gemma("gemma3-gqa")).save_pretrained(tmp_path)
     edit_json(tmp_path / "config.json", lambda c: c.pop("text_config"))
-    load_fails(tmp_path, "config.json", "text_config")
+    load_fails(
+        tmp_path,
+        "model.safetensors",
+        "key 'language_model.model.embed_tokens.weight'",
+        "found shape [192, 64]",
+        "expects [262208,",
+    )
+
+
+def test_generation_config_is_not_json(checkpoint: Path) -> None:
+    (checkpoint / "generation_config.json").write_text('{"eos_token_id": ')
+    load_fails(checkpoint, "generation_config.json", "GenerationConfig cannot read it")
 
 
 def test_bad_dtype_argument(checkpoint: Path) -> None:
@@ -102,7 +114,7 @@ def test_bad_dtype_argument(checkpoint: Path) -> None:
 
 
 def test_path_is_not_a_directory(checkpoint: Path) -> None:
-    load_fails(checkpoint / "config.json", "config.json", "not a directory")
+    load_fails(checkpoint / "config.json", "config.json", "is a file", "checkpoint folder")
 
 
 # --- which files -------------------------------------------------------------------------------
@@ -171,6 +183,17 @@ def test_shard_holds_a_tensor_the_index_lacks(sharded: Path) -> None:
     load_fails(sharded, "model.safetensors.index.json", key, "does not list it")
 
 
+def test_tensor_stored_in_two_shards(sharded: Path) -> None:
+    home = shard_of(sharded, KEY)
+    other = next(path for path in sorted(sharded.glob("model-*.safetensors")) if path != home)
+    copy = load_file(home)[KEY]
+    rewrite_safetensors(other, lambda tensors: tensors.update({KEY: copy}))
+    first, second = sorted([home.name, other.name])
+    load_fails(
+        sharded, "model.safetensors.index.json", f"key '{KEY}'", f"both {first} and {second}"
+    )
+
+
 # --- tensors against the model ----------------------------------------------------------------
 
 
@@ -217,6 +240,16 @@ def test_wrong_shape(checkpoint: Path) -> None:
     load_fails(checkpoint, "model.safetensors", f"key '{KEY}'", "[100, 64]", "expects [112, 64]")
 
 
+def test_wrong_shape_in_a_shard(sharded: Path) -> None:
+    shard = shard_of(sharded, KEY)
+
+    def reshape(tensors: dict[str, torch.Tensor]) -> None:
+        tensors[KEY] = tensors[KEY][:, :60].clone()
+
+    rewrite_safetensors(shard, reshape)
+    load_fails(sharded, shard.name, f"key '{KEY}'", "[112, 60]", "expects [112, 64]")
+
+
 @pytest.mark.parametrize(("dtype", "name"), [(torch.int32, "I32"), (torch.bool, "BOOL")])
 def test_integer_or_bool_where_float_expected(
     checkpoint: Path, dtype: torch.dtype, name: str
@@ -232,10 +265,8 @@ def test_non_float_model_tensor_needs_the_same_dtype() -> None:
     # No Gemma keeps an integer tensor in its state dict; the rule is checked on its own.
     buffer = torch.empty(3, dtype=torch.int32, device="meta")
 
-    def source(dtype: str) -> TensorSource:
-        return TensorSource(
-            "counts", Path("model.safetensors"), TensorEntry("counts", dtype, (3,), 0, 12)
-        )
+    def source(dtype: str) -> Part:
+        return Part(StoredTensor("counts", Path("model.safetensors"), dtype, (3,)))
 
     _check_tensor(source("I32"), "counts", buffer, "Model")
     for stored in ("I64", "F32"):

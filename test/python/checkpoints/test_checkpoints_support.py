@@ -1,5 +1,6 @@
-"""Helpers shared by the checkpoint tests: writing tiny checkpoints, corrupting them, and proving
-the loader left the directory untouched."""
+"""Helpers shared by the checkpoint tests: writing tiny checkpoints (Hugging Face safetensors,
+gemma_pytorch .ckpt, a Hugging Face cache), corrupting them, and proving the loader left the
+directory untouched."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from tessera import CheckpointError
 from tessera.checkpoints import load_hf_checkpoint
-from tessera.models.tiny import tiny_gemma
+from tessera.models.tiny import CONFIGS, tiny_gemma
 
 # A SigLIP vision tower small enough to build in milliseconds; its weights are never loaded.
 TINY_VISION = dict(
@@ -30,6 +31,24 @@ TINY_VISION = dict(
     image_size=16,
     patch_size=8,
 )
+
+
+def parameters(config: dict) -> int:
+    """About how many weights a configuration has (embedding, attention, MLP)."""
+    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+    heads, kv_heads, head_dim = (
+        config["num_attention_heads"],
+        config["num_key_value_heads"],
+        config["head_dim"],
+    )
+    attention = hidden * head_dim * (2 * heads + 2 * kv_heads)
+    return config["vocab_size"] * hidden + layers * (
+        attention + 3 * hidden * config["intermediate_size"]
+    )
+
+
+# The tiny configurations; the real-shape ones (for GPU benchmarks) hold gigabytes.
+TINY = sorted(name for name, config in CONFIGS.items() if parameters(config) < 10**7)
 
 
 # A tensor of the tiny "gemma2-gqa" model, [112, 64], large enough to get a shard of its own.
@@ -150,3 +169,62 @@ def assert_same_model(loaded: Any, reference: Any) -> None:
     ids = token_ids(reference.config.vocab_size)
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, reference(ids).logits)
+
+
+def to_gemma_pytorch(model: Any) -> dict[str, torch.Tensor]:
+    """``model``'s weights under gemma_pytorch's names: the embedding as ``embedder.weight``, q,
+    k and v stacked into ``qkv_proj``, the QK norms as ``query_norm``/``key_norm``, and a
+    precomputed rotary table (complex, like gemma_pytorch's ``freqs_cis``)."""
+    state = model.state_dict()
+    converted: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if key == "lm_head.weight" or ".self_attn.k_proj." in key or ".self_attn.v_proj." in key:
+            continue  # the head is the embedding; k and v go into qkv_proj with q
+        if key == "model.embed_tokens.weight":
+            converted["embedder.weight"] = tensor.clone()
+        elif ".self_attn.q_proj." in key:
+            parts = [state[key.replace("q_proj", name)] for name in ("q_proj", "k_proj", "v_proj")]
+            converted[key.replace("q_proj", "qkv_proj")] = torch.cat(parts)
+        else:
+            renamed = key.replace(".q_norm.", ".query_norm.").replace(".k_norm.", ".key_norm.")
+            converted[renamed] = tensor.clone()
+    angles = torch.outer(torch.arange(8.0), torch.arange(4.0))
+    converted["freqs_cis"] = torch.polar(torch.ones_like(angles), angles)
+    return converted
+
+
+def write_ckpt(model: Any, folder: Path, name: str = "model.ckpt", **save: Any) -> Path:
+    """A gemma_pytorch checkpoint folder: config.json (the file carries no config) and
+    ``name``, a torch zip-format pickle ``{"model_state_dict": ...}``. Returns the .ckpt."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(folder)
+    path = folder / name
+    torch.save({"model_state_dict": to_gemma_pytorch(model)}, path, **save)
+    return path
+
+
+def edit_ckpt(path: Path, change: Callable[[dict[str, torch.Tensor]], None]) -> None:
+    """Rewrite a .ckpt after ``change`` edits its state dict in place (test setup)."""
+    state = torch.load(path, weights_only=True)["model_state_dict"]
+    change(state)
+    torch.save({"model_state_dict": state}, path)
+
+
+HUB_ID = "tessera-tests/tiny-gemma"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fake_hub_cache(cache: Path, saved: Path, repo_id: str = HUB_ID) -> Path:
+    """A Hugging Face cache holding ``saved``'s files as ``repo_id``'s main revision, laid out as
+    huggingface_hub lays it out (blobs linked from a snapshot folder). Returns the snapshot."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / COMMIT
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    for file in sorted(saved.iterdir()):
+        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        blob.write_bytes(file.read_bytes())
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    return snapshot

@@ -57,7 +57,9 @@ def module_fingerprint(model: torch.nn.Module) -> dict[str, Any] | None:
     ]
     buffers = []
     for name, tensor in model.named_buffers(remove_duplicate=False):
-        values = hashlib.sha256(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy())
+        values = hashlib.sha256(
+            tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
         buffers.append([name, list(tensor.shape), str(tensor.dtype), values.hexdigest()])
     return {
         "classes": sorted(sources.items()),

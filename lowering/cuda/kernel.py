@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from mlir import ir
 from mlir.dialects import gpu
 
+from .device import Device, nvidia
+
 # Element types of buffers by their MLIR spelling.
 SCALAR_KINDS = ("i32", "i64", "f32")
 
@@ -68,16 +70,17 @@ def param_type(param: Param) -> ir.Type:
 
 
 class KernelModule:
-    """A module holding one ``gpu.module`` of kernels for ``arch`` (``sm_80``, ``sm_90a``).
+    """A module holding one ``gpu.module`` of kernels for ``arch`` (``sm_80``, ``sm_90a``) of
+    ``device`` (default: the NVIDIA GPU of that arch; ``device.py`` says what it decides).
 
     Use inside ``with context, ir.Location.unknown():``."""
 
-    def __init__(self, arch: str, name: str = "kernels") -> None:
+    def __init__(self, arch: str, name: str = "kernels", device: Device | None = None) -> None:
         self.arch = arch
+        self.device: Device = device if device is not None else nvidia(arch)
         self.module = ir.Module.create()
         self.module.operation.attributes["gpu.container_module"] = ir.UnitAttr.get()
-        features = "+ptx80" if arch.startswith("sm_9") else "+ptx70"
-        target = ir.Attribute.parse(f'#nvvm.target<chip = "{arch}", features = "{features}">')
+        target = self.device.target_attribute()
         with ir.InsertionPoint(self.module.body):
             self.gpu_module = gpu.GPUModuleOp(name, targets=ir.ArrayAttr.get([target]))
         self.body = self.gpu_module.bodyRegion.blocks.append()

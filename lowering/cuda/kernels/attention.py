@@ -140,8 +140,9 @@ def stage_bytes(cfg: AttentionConfig, block_n: int | None = None) -> int:
     return tile_bytes(keys, cfg.head_dim) + tile_bytes(keys, cfg.dv)
 
 
-def resolve(cfg: AttentionConfig, arch: str) -> AttentionConfig:
-    """``cfg`` with every tile field chosen for ``arch``.
+def resolve(cfg: AttentionConfig, arch: str, simt: bool = False) -> AttentionConfig:
+    """``cfg`` with every tile field chosen for ``arch`` (for the SIMT kernel when ``simt``,
+    as f32 always is).
 
     Tensor cores: 8 warps of 16 queries (128 per block) and 64 keys per step for D >= 64 (a
     D=256 accumulator leaves registers for one 16-row tile per warp), 4 warps for small D;
@@ -150,7 +151,7 @@ def resolve(cfg: AttentionConfig, arch: str) -> AttentionConfig:
     at most 32 registers (D <= 128). Stages: as many as fit, at most 2 (one tile computing
     while the next arrives). f32 (SIMT): 4 warps, one query each."""
     cfg.validate()
-    if cfg.dtype == "f32":
+    if cfg.dtype == "f32" or simt:
         warps = cfg.warps or 4
         return replace(cfg, block_m=warps, block_n=1, warps=warps, stages=1)
     limit = smem_limit(arch)
@@ -217,10 +218,11 @@ def build_flash_attention(km: KernelModule, cfg: AttentionConfig) -> KernelInfo:
     from .attention_mma import emit_mma_kernel
     from .attention_simt import emit_simt_kernel
 
-    resolved = resolve(cfg, km.arch)
+    simt = cfg.dtype == "f32" or not km.device.mma_attention
+    resolved = resolve(cfg, km.arch, simt)
     name = kernel_name(resolved)
-    if resolved.dtype == "f32":
+    if simt:
         block = emit_simt_kernel(km, resolved, name)
-        return KernelInfo(name, typed_params("f32"), grid(resolved), (block, 1, 1), 0)
+        return KernelInfo(name, typed_params(resolved.dtype), grid(resolved), (block, 1, 1), 0)
     threads, smem = emit_mma_kernel(km, resolved, name)
     return KernelInfo(name, typed_params(resolved.dtype), grid(resolved), (threads, 1, 1), smem)

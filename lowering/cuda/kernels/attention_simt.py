@@ -1,4 +1,7 @@
-"""The f32 flash-attention kernel: plain SIMT, one warp per query, correct before fast.
+"""The SIMT flash-attention kernel: one warp per query, correct before fast. It runs f32 on
+NVIDIA (bf16/f16 there take the tensor-core kernel) and every dtype on devices without a
+matrix-core attention kernel (``device.py``): 16-bit elements are widened to f32 as they are
+loaded and the output rounded once.
 
 A warp holds its query's row spread over the lanes (lane l holds elements l, l + 32, ...), and
 walks exactly the keys its query may see (the causal and window bounds are computed per row,
@@ -15,7 +18,7 @@ from __future__ import annotations
 import math
 
 from mlir import ir
-from mlir.dialects import gpu, memref, scf
+from mlir.dialects import arith, gpu, memref, scf
 
 from ..kernel import KernelModule
 from . import attention_ir as a
@@ -26,32 +29,43 @@ WARP = 32
 
 def emit_simt_kernel(km: KernelModule, cfg: AttentionConfig, name: str) -> int:
     """Adds the kernel; returns its threads per block (``cfg.warps`` warps, one query each)."""
-    params = typed_params("f32")
+    params = typed_params(cfg.dtype)
     fn, block = km.add_kernel(name, params)
     threads = cfg.warps * WARP
     fn.attributes["known_block_size"] = ir.DenseI32ArrayAttr.get([threads, 1, 1])
     args = {p.name: v for p, v in zip(params, block.arguments, strict=True)}
     with ir.InsertionPoint(block):
-        _emit(cfg, args)
+        _emit(km, cfg, args)
         gpu.ReturnOp([])
     return threads
 
 
 def _load_row(buffer: ir.Value, start: ir.Value, lane: ir.Value, dim: int) -> list[ir.Value]:
-    """Elements lane, lane + 32, ... of a row (0 past ``dim``; the index stays in the row)."""
+    """Elements lane, lane + 32, ... of a row as f32 (0 past ``dim``; the index stays in the
+    row)."""
     values = []
     for i in range(-(-dim // WARP)):
         d = a.add(lane, WARP * i)
         if WARP * (i + 1) <= dim:
-            values.append(memref.load(buffer, [a.add(start, d)]))
+            values.append(_widen(memref.load(buffer, [a.add(start, d)])))
             continue
         inside = a.cmp("slt", d, dim)
-        value = memref.load(buffer, [a.add(start, a.select(inside, d, 0))])
+        value = _widen(memref.load(buffer, [a.add(start, a.select(inside, d, 0))]))
         values.append(a.select(inside, value, 0.0))
     return values
 
 
-def _emit(cfg: AttentionConfig, args: dict[str, ir.Value]) -> None:
+def _widen(value: ir.Value) -> ir.Value:
+    return value if isinstance(value.type, ir.F32Type) else arith.extf(a.f32_type(), value)
+
+
+def _narrow(value: ir.Value, buffer: ir.Value) -> ir.Value:
+    """An f32 value rounded (to nearest even) to ``buffer``'s element type."""
+    element = ir.MemRefType(buffer.type).element_type
+    return value if isinstance(element, ir.F32Type) else arith.truncf(element, value)
+
+
+def _emit(km: KernelModule, cfg: AttentionConfig, args: dict[str, ir.Value]) -> None:
     tid = gpu.thread_id(gpu.Dimension.x)
     lane = a.rem(tid, WARP)
     bh = gpu.block_id(gpu.Dimension.x)
@@ -86,7 +100,7 @@ def _emit(cfg: AttentionConfig, args: dict[str, ir.Value]) -> None:
             for x, y in zip(q[1:], k[1:], strict=True):
                 dot = a.fma(x, y, dot)
             for mask in (16, 8, 4, 2, 1):
-                dot = a.fadd(dot, a.shuffle_xor(dot, mask))
+                dot = a.fadd(dot, km.device.shuffle_xor(dot, mask))
             score = a.fmul(dot, cfg.scale)
             if cfg.softcap is not None:
                 score = a.fmul(a.tanh(a.fmul(score, 1.0 / cfg.softcap)), cfg.softcap)
@@ -102,7 +116,7 @@ def _emit(cfg: AttentionConfig, args: dict[str, ir.Value]) -> None:
         o_start = a.add(at("o", head), a.mul(row, a.to_index(args["o_ss"])))
         for i, value in enumerate(acc):
             d = a.add(lane, WARP * i)
-            out = a.fmul(value, inverse)
+            out = _narrow(a.fmul(value, inverse), args["o"])
             if WARP * (i + 1) <= cfg.dv:
                 memref.store(out, args["o"], [a.add(o_start, d)])
                 continue

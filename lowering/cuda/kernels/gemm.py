@@ -216,8 +216,12 @@ def build_gemm(km: KernelModule, cfg: GemmConfig) -> KernelInfo:
         raise LoweringError("the mma gemm takes bf16 or f16; f32 uses the simt kernel")
     if family == "simt" and cfg.dtype != "f32":
         raise LoweringError(f"the simt gemm takes f32; {cfg.dtype} uses the mma kernel")
-    # imported here: the family modules import this one for GemmConfig
-    module = importlib.import_module(f".gemm_{family}", __package__)
+    # imported here: the family modules import this one for GemmConfig; the device names the
+    # module of each family (its own tensor-core kernel, say)
+    module = importlib.import_module(km.device.gemm_module(family))
+    if cfg.tile is None and family != "gemv":
+        # A device whose registers cannot hold the default tile names its own.
+        cfg = dataclasses.replace(cfg, tile=km.device.gemm_tile(cfg))
     name = kernel_name(cfg)
     if km.has_kernel(name):
         smem = _recorded_smem(km, name)

@@ -7,21 +7,21 @@ stores are 64 contiguous bytes and its shared reads are broadcasts or conflict-f
 tiles keep K contiguous with 4 floats of padding per row: a thread reads 4 consecutive k of
 a row with one 16-byte load, and rows 20 words apart fall in distinct banks. w as [K, N]
 is stored k-major instead and read one float per column, consecutive across the warp.
-Copies are cp.async (16 bytes where K allows), pipelined by
-``tessera-schedule-async-copies``.
+Tiles are staged as the kernel module's device does it (``device.py``: cp.async copies of 16
+bytes where K allows, pipelined by ``tessera-schedule-async-copies`` on NVIDIA; loads into
+registers and stores into LDS, double-buffered by ``tessera-schedule-lds-copies`` on AMD).
 """
 
 from __future__ import annotations
 
 from mlir import ir
-from mlir.dialects import arith, gpu, math, memref, nvgpu, scf
+from mlir.dialects import arith, gpu, math, memref, scf
 
 from tessera.errors import LoweringError
 
 from ..kernel import KernelInfo, KernelModule
 from ..pipeline_match import PIPELINE_ATTR
 from ..pipeline_smem import SMEM_ATTR
-from ..schedule_async_copies import Options, schedule_async_copies
 from .gemm import GemmConfig, GemmTile, default_tile, params
 from .gemm_epilogue import finish, load_f32, store_values
 from .gemm_ir import Ix, SharedBuffer, f32_const, for_op, if_op, index, shared_views
@@ -63,16 +63,16 @@ def emit(km: KernelModule, cfg: GemmConfig, name: str) -> int:
     check_tile(t)
     function, block = km.add_kernel(name, params(cfg))
     with ir.InsertionPoint(block):
-        smem = _body(cfg, t, list(block.arguments))
+        smem = _body(km, cfg, t, list(block.arguments))
         gpu.ReturnOp([])
     i64 = ir.IntegerType.get_signless(64)
     function.attributes[SMEM_ATTR] = ir.IntegerAttr.get(i64, smem)
     function.attributes["known_block_size"] = ir.DenseI32ArrayAttr.get([t.threads, 1, 1])
-    schedule_async_copies(function.operation, Options(stages=t.stages))
+    km.device.pipeline(function.operation, t.stages)
     return ir.IntegerAttr(function.attributes[SMEM_ATTR]).value
 
 
-def _body(cfg: GemmConfig, t: GemmTile, args: list[ir.Value]) -> int:
+def _body(km: KernelModule, cfg: GemmConfig, t: GemmTile, args: list[ir.Value]) -> int:
     ix = Ix.at_top()
     x, y, m_arg = args[0], args[-2], args[-1]
     weights = args[1 : 1 + len(cfg.weights)]
@@ -108,10 +108,9 @@ def _body(cfg: GemmConfig, t: GemmTile, args: list[ir.Value]) -> int:
     loop.operation.attributes[PIPELINE_ATTR] = ir.UnitAttr.get()
     with ir.InsertionPoint(loop.body):
         kt = loop.induction_variable
-        tokens = a_copies.issue(ix, kt, x, views["a"])
-        for i, w in enumerate(weights):
-            tokens += b_copies.issue(ix, kt, w, views[f"b{i}"])
-        nvgpu.device_async_wait(nvgpu.device_async_create_group(tokens))
+        staged = [(a_copies, x, views["a"])]
+        staged += [(b_copies, w, views[f"b{i}"]) for i, w in enumerate(weights)]
+        km.device.stage_tiles(ix, kt, staged)
         gpu.barrier()
         carried = list(loop.inner_iter_args)
         acc = [carried[s * per_set : (s + 1) * per_set] for s in range(sets)]

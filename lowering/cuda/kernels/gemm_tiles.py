@@ -105,16 +105,8 @@ class TileCopies:
     ) -> list[ir.Value]:
         """The copies of k tile ``kt`` (inside the main loop); returns their tokens."""
         tokens = []
-        check_k = self.K % self.block_k != 0
-        k0 = ix.mul(kt, self.block_k)
         for unit in self.units:
-            at = ix.add(unit.base, ix.mul(kt, self.step))
-            conditions = [unit.valid] if unit.valid is not None else []
-            if check_k:
-                inside = ix.lt(ix.add(k0, unit.k_offset), self.K)
-                at = ix.select(inside, at, 0)
-                conditions.append(inside)
-            valid = all_of(conditions)
+            at, valid = self.source(ix, kt, unit)
             count = ix.select(valid, self.vec, 0) if valid is not None else None
             tokens.append(
                 nvgpu.device_async_copy(
@@ -128,6 +120,17 @@ class TileCopies:
                 )
             )
         return tokens
+
+    def source(self, ix: Ix, kt: ir.Value, unit: CopyUnit) -> tuple[ir.Value, ir.Value | None]:
+        """Where ``unit`` reads in k tile ``kt`` (an in-bounds element index even when the
+        copy falls outside the matrix) and whether it reads anything (None: always)."""
+        at = ix.add(unit.base, ix.mul(kt, self.step))
+        conditions = [unit.valid] if unit.valid is not None else []
+        if self.K % self.block_k != 0:
+            inside = ix.lt(ix.add(ix.mul(kt, self.block_k), unit.k_offset), self.K)
+            at = ix.select(inside, at, 0)
+            conditions.append(inside)
+        return at, all_of(conditions)
 
 
 def _units_of(tile: SharedTile, vec: int, threads: int) -> int:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlir import ir
-from mlir.dialects import arith, gpu, llvm, math, memref, scf, vector
+from mlir.dialects import arith, gpu, math, memref, scf, vector
 
 from ..kernel import KernelInfo, KernelModule, Param, element_type
 
@@ -214,27 +214,10 @@ def all_of(*conditions: ir.Value | None) -> ir.Value | None:
     return result
 
 
-def libdevice_call(km: KernelModule, function: str, args: list[ir.Value]) -> ir.Value:
-    """A call of libdevice's f32 ``function`` (declared in the module once; linked by the
-    serializer)."""
-    f32_type = ir.F32Type.get()
-    declared = any(
-        "sym_name" in op.attributes and ir.StringAttr(op.attributes["sym_name"]).value == function
-        for op in km.body.operations
-    )
-    if not declared:
-        signature = ir.Type.parse(f"!llvm.func<f32 ({', '.join(['f32'] * len(args))})>")
-        with ir.InsertionPoint.at_block_begin(km.body):
-            llvm.LLVMFuncOp(function, ir.TypeAttr.get(signature), sym_visibility="private")
-    return llvm.call(f32_type, args, [], [], callee=ir.FlatSymbolRefAttr.get(function))
-
-
 def sqrt(km: KernelModule, value: ir.Value) -> ir.Value:
-    """Correctly rounded f32 square root (``sqrt.rn.f32``, as torch's). ``math.sqrt`` becomes
-    libdevice's ``__nv_sqrtf``, which nvvm-reflect turns into the approximate instruction
-    unless the module asks for precise square roots (and 1/approx-sqrt then folds into
-    ``rsqrt.approx``); ``__nv_fsqrt_rn`` is the rounded one whatever the flags."""
-    return libdevice_call(km, "__nv_fsqrt_rn", [value])
+    """Correctly rounded f32 square root (``sqrt.rn.f32``, as torch's), spelled as the kernel
+    module's device needs it (``device.py``: libdevice's ``__nv_fsqrt_rn`` on NVIDIA)."""
+    return km.device.sqrt(km, value)
 
 
 def kernel_name(family: str, readable: str, config: object) -> str:

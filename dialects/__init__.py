@@ -4,8 +4,24 @@ from __future__ import annotations
 
 from tessera.schema import SCHEMAS, OpDef
 
-from . import attention_flash, lookup, mlp_swi_glu, mma_proj, norm_rms, region, rope
+from . import (
+    attention_flash,
+    attention_paged,
+    collective_all_gather,
+    collective_all_reduce,
+    kv_append,
+    lookup,
+    mlp_swi_glu,
+    mma_proj,
+    norm_rms,
+    region,
+    rope,
+)
 from .attention_flash import FlashAttention
+from .attention_paged import PagedAttention
+from .collective_all_gather import AllGather
+from .collective_all_reduce import AllReduce
+from .kv_append import KvAppend
 from .lookup import Lookup
 from .mlp_swi_glu import GatedMlp
 from .mma_proj import Projection
@@ -16,17 +32,25 @@ from .verifier import verify_module, verify_op
 
 __all__ = [
     "SCHEMAS",
+    "AllGather",
+    "AllReduce",
     "FlashAttention",
     "GatedMlp",
+    "KvAppend",
     "Lookup",
     "OpDef",
+    "PagedAttention",
     "Projection",
     "Region",
     "RmsNorm",
     "RopeApply",
     "Yield",
     "attention_flash",
+    "attention_paged",
+    "collective_all_gather",
+    "collective_all_reduce",
     "is_pure",
+    "kv_append",
     "lookup",
     "mlp_swi_glu",
     "mma_proj",

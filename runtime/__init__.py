@@ -10,20 +10,55 @@ library only), so an artifact built on one machine runs on another that has only
 
 from __future__ import annotations
 
-from .loader import Artifact, load, read_manifest
-from .manifest import (
-    ArgRef,
-    ArtifactError,
-    BinarySpec,
-    HostCall,
-    Manifest,
-    ProgramSpec,
-    SymbolSpec,
-    TargetSpec,
-    TensorSpec,
-)
-from .manifest_parse import parse_manifest
-from .program import Program, Resolver
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .loader import Artifact, load, read_manifest
+    from .manifest import (
+        ArgRef,
+        ArtifactError,
+        BinarySpec,
+        HostCall,
+        Manifest,
+        ProgramSpec,
+        SymbolSpec,
+        TargetSpec,
+        TensorSpec,
+    )
+    from .manifest_parse import parse_manifest
+    from .program import Program, Resolver
+
+# Where each public name lives. They are imported on first use, so that the compiler's passes,
+# which read a few plain modules of this package (``expr``, ``kv_layout``), do not pay for
+# importing torch: tessera-opt starts in a fraction of the time.
+_HOMES = {
+    "Artifact": "loader",
+    "load": "loader",
+    "read_manifest": "loader",
+    "ArgRef": "manifest",
+    "ArtifactError": "manifest",
+    "BinarySpec": "manifest",
+    "HostCall": "manifest",
+    "Manifest": "manifest",
+    "ProgramSpec": "manifest",
+    "SymbolSpec": "manifest",
+    "TargetSpec": "manifest",
+    "TensorSpec": "manifest",
+    "parse_manifest": "manifest_parse",
+    "Program": "program",
+    "Resolver": "program",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'tessera.runtime' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ArgRef",

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy
 import torch
 
 from tessera.errors import RuntimeInputError
 
-from .manifest import Dim, SymbolSpec, TensorSpec
+from .manifest import BufferSpec, Dim, SymbolSpec, TensorSpec
 from .memref import DTYPES
 
 _NAMES = {dtype: name for name, dtype in DTYPES.items()}
@@ -174,6 +175,154 @@ class InputCheck:
         raise RuntimeInputError(
             f"input '{self.name}' holds {bad} at index {where}, outside [{low}, {high})"
         )
+
+
+_INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def _describe_value(value: object) -> str:
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _nested_integers(value: object, name: str, where: str = "") -> object:
+    """``value`` (nested lists or tuples) checked to hold Python ints only, as they are."""
+    if isinstance(value, list | tuple):
+        return [_nested_integers(item, name, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = repr(value) if isinstance(value, float | int | str) else _describe_value(value)
+        raise RuntimeInputError(
+            f"{name} holds {shown} at {where or 'its top level'}; it must hold integers"
+        )
+    return value
+
+
+def as_integer_tensor(value: object, name: str) -> torch.Tensor:
+    """``value`` (a torch tensor or numpy array of an integer dtype, or nested lists of
+    ints, as tokenizers return them) as an int64 tensor; anything else (text, None, floats,
+    bools, ragged lists) is a ``RuntimeInputError`` naming ``name`` and what it holds."""
+    if isinstance(value, str | bytes):
+        raise RuntimeInputError(
+            f"{name} must be token ids, found {_describe_value(value)}; tokenize the text "
+            "first (tokenizer(texts, return_tensors='pt'))"
+        )
+    if value is None:
+        raise RuntimeInputError(f"{name} must be token ids (a tensor or lists of ints), found None")
+    if not isinstance(value, torch.Tensor):
+        if isinstance(value, numpy.ndarray):
+            if value.dtype.kind not in "iu":
+                raise RuntimeInputError(
+                    f"{name} has dtype {value.dtype}; token ids and masks are integers"
+                )
+            value = torch.from_numpy(value)
+        elif isinstance(value, list | tuple):
+            nested = _nested_integers(value, name)
+            try:
+                value = torch.tensor(nested, dtype=torch.int64)
+            except (ValueError, TypeError, RuntimeError, OverflowError) as problem:
+                raise RuntimeInputError(
+                    f"{name} is not a rectangular array of integers ({problem}); pad the rows "
+                    "to one length (tokenizer(..., padding=True))"
+                ) from None
+        else:
+            raise RuntimeInputError(
+                f"{name} must be a tensor, a numpy array or lists of ints, found "
+                f"{_describe_value(value)}"
+            )
+    assert isinstance(value, torch.Tensor)
+    if value.dtype not in _INTEGER_DTYPES:
+        raise RuntimeInputError(
+            f"{name} has dtype {dtype_name(value.dtype)}; token ids and masks are integers "
+            "(int64, as tokenizers return them)"
+        )
+    return value.to(torch.int64)
+
+
+def token_ids(value: object) -> torch.Tensor:
+    """The ``input_ids`` of a call as the compiled programs take them: int64 [B, S]."""
+    ids = as_integer_tensor(value, "input_ids")
+    if ids.dim() != 2:
+        raise RuntimeInputError(
+            f"input_ids has rank {ids.dim()} {list(ids.shape)}; expected rank 2 [batch, "
+            "sequence] (one sequence: ids[None])"
+        )
+    return ids
+
+
+def gather_state(
+    program: str,
+    specs: Sequence[BufferSpec],
+    symbols: Mapping[str, SymbolSpec],
+    tensors: Mapping[str, torch.Tensor],
+    device: str = "cpu",
+) -> list[torch.Tensor]:
+    """The tensors for a program's ``state`` buffers (memory the code reads and writes in
+    place across calls, such as a KV cache), in the specs' order. Each must have the spec's
+    dtype and static dims, a symbolic dim must agree across buffers and lie within its
+    symbol's bounds, and each must be contiguous and on ``device``: the code writes into it,
+    so a copy made here would lose the writes."""
+    if not isinstance(tensors, Mapping):
+        raise RuntimeInputError(
+            f"state of program '{program}' must be a mapping from buffer names to tensors, "
+            f"found {type(tensors).__name__}"
+        )
+    missing = [s.name for s in specs if s.name not in tensors]
+    if missing:
+        raise RuntimeInputError(
+            f"program '{program}' is missing state buffers: {', '.join(missing)}"
+        )
+    unknown = sorted(set(tensors) - {s.name for s in specs})
+    if unknown:
+        raise RuntimeInputError(
+            f"program '{program}' has no state buffers {', '.join(unknown)} (state: "
+            f"{', '.join(s.name for s in specs)})"
+        )
+    bound: dict[str, tuple[int, str]] = {}
+    out = []
+    for spec in specs:
+        tensor = tensors[spec.name]
+        where = f"state '{spec.name}' of program '{program}'"
+        if not isinstance(tensor, torch.Tensor):
+            raise RuntimeInputError(
+                f"{where} must be a torch.Tensor, found {type(tensor).__name__}"
+            )
+        if tensor.device.type != device:
+            raise RuntimeInputError(f"{where} is on {tensor.device}; this program runs on {device}")
+        if tensor.dtype != DTYPES[spec.dtype] or tensor.dim() != len(spec.shape):
+            raise RuntimeInputError(
+                f"{where}: expected {describe(spec.dtype, spec.shape)}, found "
+                f"{_describe_tensor(tensor)}"
+            )
+        if not tensor.is_contiguous():
+            raise RuntimeInputError(f"{where} must be contiguous (the code writes into it)")
+        for axis, dim in enumerate(spec.shape):
+            size = int(tensor.shape[axis])
+            if isinstance(dim, int):
+                if size != dim:
+                    raise RuntimeInputError(
+                        f"{where} dim {axis} is {size}, expected {dim} "
+                        f"({describe(spec.dtype, spec.shape)})"
+                    )
+                continue
+            symbol = symbols.get(dim)
+            if symbol is None:
+                raise RuntimeInputError(f"{where} dim {axis} is '{dim}', which is not a symbol")
+            seen = bound.get(dim)
+            if seen is not None and seen[0] != size:
+                raise RuntimeInputError(
+                    f"{where} dim {axis} ({dim}) is {size}, but {seen[1]} gave {dim} = {seen[0]}"
+                )
+            if size < symbol.min or (symbol.max is not None and size > symbol.max):
+                limits = (
+                    f"[{symbol.min}, {symbol.max}]"
+                    if symbol.max is not None
+                    else (f"at least {symbol.min}")
+                )
+                raise RuntimeInputError(
+                    f"{where} dim {axis} ({dim}) is {size}; it must be {limits}"
+                )
+            bound[dim] = (size, f"state '{spec.name}' dim {axis}")
+        out.append(tensor)
+    return out
 
 
 def resolve_shape(spec: TensorSpec, bound: Mapping[str, tuple[int, str]]) -> list[int]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import cpu, cuda
+from . import cpu, cuda, hip
 from .checks import gather_weights
 from .manifest import MANIFEST_FILE, ArtifactError, Manifest, TensorSpec
 from .manifest_parse import parse_manifest
@@ -64,7 +64,8 @@ class Artifact:
         """Binds the weights of every program: a state dict, or tensors in ``self.weights``'s
         order. Programs share the tensors (no copy unless a tensor is not contiguous)."""
         specs = self.weights
-        device = "cuda" if self.manifest.target.kind == cuda.KIND else "cpu"
+        # A ROCm build of torch names the AMD GPU "cuda" too.
+        device = "cuda" if self.manifest.target.kind in (cuda.KIND, hip.KIND) else "cpu"
         tensors = gather_weights(specs, weights, device=device)
         by_name = {spec.name: tensor for spec, tensor in zip(specs, tensors, strict=True)}
         uploaded: dict[str, torch.Tensor] = {}
@@ -87,17 +88,29 @@ def load(directory: str | Path) -> Artifact:
     manifest = read_manifest(directory)
     where = str(directory / MANIFEST_FILE)
     kind = manifest.target.kind
-    if kind not in (cpu.KIND, cuda.KIND):
+    backends = {
+        cpu.KIND: cpu.check_target,
+        cuda.KIND: cuda.check_target,
+        hip.KIND: hip.check_target,
+    }
+    if kind not in backends:
         raise ArtifactError(
-            f"target '{kind}' is not supported by this runtime (supported: {cpu.KIND}, "
-            f"{cuda.KIND})",
+            f"target '{kind}' is not supported by this runtime (supported: {', '.join(backends)})",
             f"{where}: target.kind",
         )
     try:
-        (cpu if kind == cpu.KIND else cuda).check_target(manifest.target)
+        backends[kind](manifest.target)
     except ArtifactError as error:
         raise ArtifactError(str(error), where) from None
     images = _read_binaries(directory, manifest)
+    if kind == hip.KIND:
+        used = {step.binary for p in manifest.programs for step in p.steps}
+        kinds = {b.name: b.kind for b in manifest.binaries}
+        hip_modules = hip.load_modules({n: (kinds[n], images[n]) for n in sorted(used)})
+        hip_programs: dict[str, Program | cuda.CudaProgram] = {
+            p.name: hip.HipProgram(p, hip_modules) for p in manifest.programs
+        }
+        return Artifact(directory, manifest, hip_programs)
     if kind == cuda.KIND:
         used = {step.binary for p in manifest.programs for step in p.steps}
         kinds = {b.name: b.kind for b in manifest.binaries}

@@ -1,8 +1,9 @@
 """The artifact manifest: what a compiled model holds and how to run it, as versioned JSON.
 
 One format serves every target. An artifact has binaries (files with their sha256) and
-programs; a program ("prefill" now, "decode" later) declares its symbolic dims, inputs,
-weights and outputs, and a list of steps that reference those tensors by name. The CPU target
+programs; a program ("prefill"; with a KV cache also "prefill_kv" and "decode", whose cache
+is ``state`` buffers) declares its symbolic dims, inputs, weights and outputs, and a list of
+steps that reference those tensors by name. The CPU target
 emits one step, a ``host_call`` of the entry function's packed C interface; GPU targets add
 kernel-launch steps over named buffers as new step kinds (docs/architecture.md, "The
 manifest").
@@ -20,14 +21,15 @@ from typing import Any
 
 from tessera.errors import TesseraError
 
-from .memref import DTYPES
-
 FORMAT = "tessera.artifact"
 VERSION = 2
 # Version 1 (CPU artifacts before kernel launches and buffers existed) reads the same way.
 READABLE_VERSIONS = (1, 2)
 MANIFEST_FILE = "manifest.json"
 
+# Element types by their MLIR spelling (``memref.DTYPES`` maps each to its torch dtype; this
+# module stays free of torch so that the compiler can read manifests cheaply).
+DTYPES = ("f32", "f64", "bf16", "f16", "i64", "i32", "i8", "i1")
 INTEGER_DTYPES = frozenset({"i8", "i32", "i64"})
 ARG_KINDS = ("input", "weight", "output", "buffer", "scalar")
 BUFFER_KINDS = ("arena", "constant", "state")

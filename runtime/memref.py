@@ -12,6 +12,8 @@ from functools import cache
 
 import torch
 
+from . import manifest
+
 DTYPES: dict[str, torch.dtype] = {
     "f32": torch.float32,
     "f64": torch.float64,
@@ -22,6 +24,7 @@ DTYPES: dict[str, torch.dtype] = {
     "i8": torch.int8,
     "i1": torch.bool,
 }
+assert tuple(DTYPES) == manifest.DTYPES, "memref.DTYPES and manifest.DTYPES must agree"
 
 
 @cache
@@ -37,12 +40,15 @@ def descriptor_type(rank: int) -> type[ctypes.Structure]:
 
 
 def descriptor(tensor: torch.Tensor) -> ctypes.Structure:
-    """A descriptor viewing ``tensor``'s storage (the tensor must outlive the call)."""
+    """A descriptor viewing ``tensor``'s storage (the tensor must outlive the call).
+
+    ``aligned`` points at the tensor's first element and the offset is 0: code compiled for
+    an identity-layout memref takes its offset to be 0 and never reads the field, so a view
+    into a larger storage (``ids[1:]``) must not be described by its storage and an offset."""
     desc = descriptor_type(tensor.dim())()
-    pointer = tensor.data_ptr() - tensor.storage_offset() * tensor.element_size()
-    desc.allocated = pointer
-    desc.aligned = pointer
-    desc.offset = tensor.storage_offset()
+    desc.allocated = tensor.data_ptr() - tensor.storage_offset() * tensor.element_size()
+    desc.aligned = tensor.data_ptr()
+    desc.offset = 0
     for axis in range(tensor.dim()):
         desc.sizes[axis] = tensor.shape[axis]
         desc.strides[axis] = tensor.stride(axis)

@@ -20,7 +20,7 @@ import torch
 
 from tessera.errors import RuntimeInputError
 
-from .checks import InputCheck, gather_inputs, gather_weights, resolve_shape
+from .checks import InputCheck, gather_inputs, gather_state, gather_weights, resolve_shape
 from .manifest import ArtifactError, HostCall, ProgramSpec
 from .memref import DTYPES, descriptor
 
@@ -30,8 +30,10 @@ Resolver = Callable[[str], int]
 PackedFunction = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 _POINTER = ctypes.sizeof(ctypes.c_void_p)
-_INPUT, _WEIGHT, _OUTPUT = 0, 1, 2
-_KIND = {"input": _INPUT, "weight": _WEIGHT, "output": _OUTPUT}
+_INPUT, _WEIGHT, _OUTPUT, _STATE = 0, 1, 2, 3
+# A host call's "buffer" arguments are the program's state buffers (the CPU code allocates
+# its own scratch, so it has no arena).
+_KIND = {"input": _INPUT, "weight": _WEIGHT, "output": _OUTPUT, "buffer": _STATE}
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,10 @@ class _Call:
 
 
 class Program:
-    """One program (``prefill``, ``decode``) ready to run; ``bind`` the weights, then call it
-    with the inputs (positionally in the manifest's order, or by name). Returns the outputs
-    as a tuple of torch tensors in the manifest's order."""
+    """One program (``prefill``, ``decode``) ready to run; ``bind`` the weights (and, for a
+    program with ``state`` buffers such as a KV cache, ``bind_state`` the tensors that hold
+    them), then call it with the inputs (positionally in the manifest's order, or by name).
+    Returns the outputs as a tuple of torch tensors in the manifest's order."""
 
     def __init__(
         self, spec: ProgramSpec, resolvers: Mapping[str, Resolver], keepalive: object = None
@@ -55,6 +58,15 @@ class Program:
         # The library or JIT engine that owns the code must live as long as the program.
         self._keepalive = keepalive
         symbols = {s.name: s for s in spec.symbols}
+        self._symbols = symbols
+        for i, buffer in enumerate(spec.buffers):
+            if buffer.kind != "state":
+                raise ArtifactError(
+                    f"buffer kind '{buffer.kind}' is planned for GPU programs; a CPU program "
+                    "takes state buffers only",
+                    f"programs.{spec.name}.buffers[{i}]",
+                )
+        self._state_specs = spec.buffers
         self._inputs = tuple(InputCheck.of(s, symbols) for s in spec.inputs)
         self._input_index = {s.name: i for i, s in enumerate(spec.inputs)}
         self._outputs = tuple((s, DTYPES[s.dtype]) for s in spec.outputs)
@@ -62,6 +74,7 @@ class Program:
             "input": self._input_index,
             "weight": {s.name: i for i, s in enumerate(spec.weights)},
             "output": {s.name: i for i, s in enumerate(spec.outputs)},
+            "buffer": {s.name: i for i, s in enumerate(spec.buffers)},
         }
         calls = []
         for i, step in enumerate(spec.steps):
@@ -82,6 +95,10 @@ class Program:
         self._weights: list[torch.Tensor] | None = None if spec.weights else []
         self._weight_descriptors: list[ctypes.Structure] = []
         self._weight_addresses: list[int] = []
+        self._state: list[torch.Tensor] | None = None if spec.buffers else []
+        self._state_source: Mapping[str, torch.Tensor] | None = None
+        self._state_descriptors: list[ctypes.Structure] = []
+        self._state_addresses: list[int] = []
 
     @property
     def name(self) -> str:
@@ -100,10 +117,39 @@ class Program:
         self._weight_descriptors = descriptors
         self._weight_addresses = [ctypes.addressof(d) for d in descriptors]
 
+    def bind_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Keeps ``tensors`` (by name, one per state buffer of the manifest) by reference as
+        the memory every later call reads and writes in place, until ``unbind_state``."""
+        state = gather_state(self.spec.name, self._state_specs, self._symbols, tensors)
+        descriptors = [descriptor(t) for t in state]
+        self._state = state
+        self._state_source = tensors
+        self._state_descriptors = descriptors
+        self._state_addresses = [ctypes.addressof(d) for d in descriptors]
+
+    @property
+    def bound_state(self) -> Mapping[str, torch.Tensor] | None:
+        """The mapping last given to ``bind_state`` (None when unbound): a caller that shares
+        the program with others checks it before a call and binds its own if it changed."""
+        return self._state_source
+
+    def unbind_state(self) -> None:
+        """Drops the state tensors (a program with state buffers then refuses calls)."""
+        if self.spec.buffers:
+            self._state = None
+            self._state_source = None
+            self._state_descriptors = []
+            self._state_addresses = []
+
     def __call__(self, *inputs: torch.Tensor, **named: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self._weights is None:
             raise RuntimeInputError(
                 f"program '{self.spec.name}' has no weights bound; call bind(weights) first"
+            )
+        if self._state is None:
+            raise RuntimeInputError(
+                f"program '{self.spec.name}' reads and writes state buffers "
+                f"({', '.join(b.name for b in self._state_specs)}); call bind_state first"
             )
         tensors = gather_inputs(self.spec.name, self._inputs, inputs, named) if named else inputs
         if len(tensors) != len(self._inputs):
@@ -121,6 +167,7 @@ class Program:
             [ctypes.addressof(d) for d in input_descriptors],
             self._weight_addresses,
             [ctypes.addressof(d) for d in output_descriptors],
+            self._state_addresses,
         )
         for call in self._calls:
             cells = call.cells(*[addresses[kind][i] for kind, i in call.slots])

@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import inspect
 import shlex
+import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,9 @@ def _convert(pass_name: str, key: str, raw: str, type_: Any) -> Any:
 
 PASSES: dict[str, PassInfo] = {}
 PIPELINES: dict[str, tuple[tuple[str, ...], str]] = {}
+# A pipeline's options (``name{chip=gfx942}``): each ``$field`` of its elements is replaced by
+# the option's value.
+PIPELINE_OPTIONS: dict[str, type] = {}
 
 
 def register_pass(name: str, options: type = NoOptions) -> Callable[[PassFn], PassFn]:
@@ -81,10 +85,31 @@ def register_pass(name: str, options: type = NoOptions) -> Callable[[PassFn], Pa
     return register
 
 
-def register_pipeline(name: str, elements: list[str], doc: str) -> None:
+def register_pipeline(name: str, elements: list[str], doc: str, options: type = NoOptions) -> None:
     if name in PIPELINES or name in PASSES:
         raise ValueError(f"pipeline {name} is registered twice")
     PIPELINES[name] = (tuple(elements), doc)
+    PIPELINE_OPTIONS[name] = options
+
+
+def pipeline_has_options(name: str) -> bool:
+    """Whether pipeline ``name`` declares options (``register_pipeline(options=...)``)."""
+    return PIPELINE_OPTIONS.get(name, NoOptions) is not NoOptions
+
+
+def pipeline_elements(name: str, options: str) -> tuple[str, ...]:
+    """The elements of pipeline ``name`` with its ``{options}`` text (braces removed) filled
+    in; a ``PassError`` names an option it does not have."""
+    elements, doc = PIPELINES[name]
+    info = PassInfo(name, _pipeline_run, PIPELINE_OPTIONS.get(name, NoOptions), doc)
+    values = {
+        key: str(value) for key, value in dataclasses.asdict(info.parse_options(options)).items()
+    }
+    return tuple(string.Template(element).substitute(values) for element in elements)
+
+
+def _pipeline_run(module: ir.Operation, options: Any) -> None:
+    raise PassError("a pipeline runs its elements, never itself")
 
 
 def load_all() -> None:

@@ -18,7 +18,7 @@ from mlir import ir, passmanager
 
 from . import knobs
 from .errors import LocatedError, PassError
-from .pass_registry import PASSES, PIPELINES, PassInfo, load_all
+from .pass_registry import PASSES, PIPELINES, PassInfo, load_all, pipeline_elements
 
 CLEANUP_AFTER = {"canonicalize": "tessera-dce", "cse": "tessera-cse"}
 
@@ -99,7 +99,7 @@ def expand(elements: list[Element], seen: tuple[str, ...] = ()) -> list[Element]
         if element.name in PIPELINES and element.nested is None:
             if element.name in seen:
                 raise PassError(f"pipeline '{element.name}' includes itself")
-            inner = [_parse_element(e) for e in PIPELINES[element.name][0]]
+            inner = [_parse_element(e) for e in pipeline_elements(element.name, element.options)]
             out += expand(inner, (*seen, element.name))
             continue
         if element.nested is not None and _mentions_tessera(element.nested):

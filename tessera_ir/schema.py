@@ -69,6 +69,35 @@ def tensor(
     return TensorType(rank, min_rank, tuple(elements) if elements is not None else None)
 
 
+@dataclass(frozen=True)
+class MemRefType:
+    """A ranked memref with an optional exact rank and element types: memory that an op reads
+    or writes in place (state that lives across calls, such as a KV cache), where a tensor
+    would be a value."""
+
+    rank: int | None = None
+    elements: tuple[str, ...] | None = None
+
+    def describe(self) -> str:
+        parts = ["ranked memref"]
+        if self.rank is not None:
+            parts.append(f"of rank {self.rank}")
+        if self.elements is not None:
+            parts.append("of " + "/".join(self.elements))
+        return " ".join(parts)
+
+    def check(self, type_: ir.Type) -> bool:
+        if not isinstance(type_, ir.MemRefType):
+            return False
+        if self.rank is not None and type_.rank != self.rank:
+            return False
+        return self.elements is None or str(type_.element_type) in self.elements
+
+
+def memref(rank: int | None = None, elements: Sequence[str] | None = None) -> MemRefType:
+    return MemRefType(rank, tuple(elements) if elements is not None else None)
+
+
 # --------------------------------------------------------------------------- attribute kinds
 
 
@@ -174,7 +203,9 @@ class _Field:
 
 
 class Operand(_Field):
-    def __init__(self, type_: TensorType | None, optional: bool, variadic: bool) -> None:
+    def __init__(
+        self, type_: TensorType | MemRefType | None, optional: bool, variadic: bool
+    ) -> None:
         self.type = type_
         self.optional = optional
         self.variadic = variadic
@@ -220,7 +251,9 @@ class Attr(_Field):
         return self.kind.read(attributes[self.name])
 
 
-def operand(type_: TensorType | None = None, optional: bool = False, variadic: bool = False) -> Any:
+def operand(
+    type_: TensorType | MemRefType | None = None, optional: bool = False, variadic: bool = False
+) -> Any:
     return Operand(type_, optional, variadic)
 
 

@@ -7,8 +7,9 @@ of every target; a target's ``finish`` writes the artifact.
 
 Target names: ``cpu`` (this machine's CPU), ``cpu:<isa>`` (a portable instruction-set level such
 as ``cpu:avx2``); ``cuda`` (the arch of this machine's GPU, else sm_90a), ``cuda:sm_80``,
-``cuda:sm_90`` (sm_90a code where Hopper-only instructions are used); ``auto`` picks cuda when a
-CUDA device and ptxas are found, else cpu.
+``cuda:sm_90`` (sm_90a code where Hopper-only instructions are used); ``rocm`` (gfx942),
+``rocm:gfx90a``, ``rocm:gfx942``, ``rocm:gfx1100`` (AMD GPUs, compiled without one); ``auto``
+picks cuda when a CUDA device and ptxas are found, else cpu.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class Stage:
 
 
 class Target(Protocol):
-    kind: str  # "cpu", "cuda"
-    arch: str  # "x86_64", "sm_80", "sm_90a"
+    kind: str  # "cpu", "cuda", "rocm"
+    arch: str  # "x86_64", "sm_80", "sm_90a", "gfx942"
 
     @property
     def name(self) -> str: ...
@@ -60,8 +61,24 @@ class Target(Protocol):
         ...
 
 
-_MODULES = {"cpu": "tessera.lowering.cpu.target", "cuda": "tessera.lowering.cuda.target"}
-NAMES = ("auto", "cpu", "cpu:<isa>", "cuda", "cuda:sm_80", "cuda:sm_90", "cuda:sm_90a")
+_MODULES = {
+    "cpu": "tessera.lowering.cpu.target",
+    "cuda": "tessera.lowering.cuda.target",
+    "rocm": "tessera.lowering.rocm.target",
+}
+NAMES = (
+    "auto",
+    "cpu",
+    "cpu:<isa>",
+    "cuda",
+    "cuda:sm_80",
+    "cuda:sm_90",
+    "cuda:sm_90a",
+    "rocm",
+    "rocm:gfx90a",
+    "rocm:gfx942",
+    "rocm:gfx1100",
+)
 
 
 def resolve(name: str) -> Target:

@@ -1,10 +1,12 @@
 """The runtime's plan for an entry function rewritten by ``tessera-cpu-entry-abi``.
 
-The runtime needs to know which argument is an input, a weight or an output, each one's dtype
-and symbolic shape, and the range of integer inputs that index memory. The function's
-attributes name the arguments (``tessera.input``, ``tessera.weight``, ``tessera.output``;
-``tessera.dims`` optionally names dims); the rest is derived from the IR: output dims by
-MLIR's shape reification, index ranges by ``index_bounds``.
+The runtime needs to know which argument is an input, a weight, an output or state (memory
+that lives across calls, such as a KV cache: a memref the code reads and writes in place),
+each one's dtype and symbolic shape, and the range of integer inputs that index memory. The
+function's attributes name the arguments (``tessera.input``, ``tessera.weight``,
+``tessera.output``, ``tessera.state``; ``tessera.dims`` optionally names dims, and must for
+state); the rest is derived from the IR: output dims by MLIR's shape reification, index ranges
+by ``index_bounds``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tessera.pipeline import run_pipeline
 from tessera.runtime.manifest import (
     ArgRef,
     ArtifactError,
+    BufferSpec,
     HostCall,
     ProgramSpec,
     SymbolSpec,
@@ -33,6 +36,10 @@ from .index_bounds import derived_range, is_wide_integer
 INPUT_ATTR = "tessera.input"
 WEIGHT_ATTR = "tessera.weight"
 DIMS_ATTR = "tessera.dims"
+RANGE_ATTR = "tessera.range"
+# Memory that lives across calls (a KV cache): a memref argument the caller binds once and the
+# code reads and writes in place; the manifest lists it as a `state` buffer.
+STATE_ATTR = "tessera.state"
 
 # Reifies each output dim in terms of the function's arguments: tessera ops are lowered to
 # upstream ones first, since only those implement MLIR's shape reification.
@@ -53,7 +60,7 @@ def packed_symbol(entry: str) -> str:
 @dataclass(frozen=True)
 class _Arg:
     index: int
-    kind: str  # input / weight / output
+    kind: str  # input / weight / output / state
     name: str
     type: ir.ShapedType
     dims: tuple[Dim, ...] | None  # from a `tessera.dims` attribute
@@ -98,16 +105,19 @@ def _classify(function: ir.Operation, entry: str) -> list[_Arg]:
         attrs = ir.DictAttr(raw)
         if OUTPUT_ATTR in attrs:
             kind, key = "output", OUTPUT_ATTR
+        elif STATE_ATTR in attrs:
+            kind, key = "state", STATE_ATTR
         elif WEIGHT_ATTR in attrs:
             kind, key = "weight", WEIGHT_ATTR
         else:
             kind, key = "input", INPUT_ATTR
         name = str(ir.StringAttr(attrs[key]).value) if key in attrs else f"arg{i}"
-        expected = ir.MemRefType if kind == "output" else ir.RankedTensorType
+        memory = kind in ("output", "state")
+        expected = ir.MemRefType if memory else ir.RankedTensorType
         if not isinstance(type_, expected):
             raise located_error(
                 f"argument #{i} ('{name}') of @{entry} is {type_}; a cpu entry's {kind}s are "
-                f"{'memrefs' if kind == 'output' else 'ranked tensors'}",
+                f"{'memrefs' if memory else 'ranked tensors'}",
                 function,
             )
         if kind == "weight" and not type_.has_static_shape:
@@ -116,6 +126,17 @@ def _classify(function: ir.Operation, entry: str) -> list[_Arg]:
             )
         args.append(_Arg(i, kind, name, type_, _attr_dims(attrs, f"argument #{i} of @{entry}")))
     return args
+
+
+def _attr_range(function: ir.Operation, index: int) -> tuple[int, int] | None:
+    """An input's ``tessera.range = array<i64: low, high>``: a pass that computes indices
+    from the input (a vocabulary shard's lookup) records the bound it can no longer show."""
+    count = len(function.regions[0].blocks[0].arguments)
+    attrs = ir.DictAttr(dict_attrs(function, "arg_attrs", count)[index])
+    if RANGE_ATTR not in attrs:
+        return None
+    low, high = (int(v) for v in ir.DenseI64ArrayAttr(attrs[RANGE_ATTR]))
+    return low, high
 
 
 def _checked_dims(arg: _Arg, given: Sequence[Dim], entry: str) -> tuple[Dim, ...]:
@@ -278,6 +299,11 @@ def describe_entry(
         given = (dims or {}).get(arg.name, arg.dims)
         if given is not None:
             shapes[arg.index] = _checked_dims(arg, given, entry)
+        elif arg.kind == "state" and not arg.type.has_static_shape:
+            raise LoweringError(
+                f"state '{arg.name}' of @{entry} has a dynamic shape {arg.type}; name its "
+                f"dims with a {DIMS_ATTR} attribute"
+            )
         elif arg.kind == "output" and not arg.type.has_static_shape:
             pending.append(arg)
         else:
@@ -294,6 +320,14 @@ def describe_entry(
             if isinstance(dim, str) and dim not in symbols:
                 low, high = limits.pop(dim, (1, None))
                 symbols[dim] = SymbolSpec(dim, low, high)
+    # State symbols (a cache's block count) are bound when the state is bound, not per call.
+    for arg in args:
+        if arg.kind != "state":
+            continue
+        for dim in shapes[arg.index]:
+            if isinstance(dim, str) and dim not in symbols:
+                low, high = limits.pop(dim, (1, None))
+                symbols[dim] = SymbolSpec(dim, low, high)
     if limits:
         raise LoweringError(
             f"bounds name {', '.join(sorted(limits))}, which are not symbols of @{entry}'s "
@@ -301,13 +335,22 @@ def describe_entry(
         )
     entry_block = function.regions[0].blocks[0]
     specs: dict[str, list[TensorSpec]] = {"input": [], "weight": [], "output": []}
+    buffers: list[BufferSpec] = []
     for arg in args:
-        range_ = (ranges or {}).get(arg.name)
+        if arg.kind == "state":
+            dtype = str(arg.type.element_type)
+            buffers.append(BufferSpec(arg.name, "state", dtype, shapes[arg.index]))
+            continue
+        range_ = (ranges or {}).get(arg.name) or _attr_range(function, arg.index)
         if range_ is None and arg.kind == "input" and is_wide_integer(arg.type):
             range_ = derived_range(arg.name, entry_block.arguments[arg.index], entry)
         dtype = str(arg.type.element_type)
         specs[arg.kind].append(TensorSpec(arg.name, dtype, shapes[arg.index], range_))
-    step = HostCall(binary, packed_symbol(entry), tuple(ArgRef(a.kind, a.name) for a in args))
+    step = HostCall(
+        binary,
+        packed_symbol(entry),
+        tuple(ArgRef("buffer" if a.kind == "state" else a.kind, a.name) for a in args),
+    )
     try:
         return ProgramSpec(
             program,
@@ -316,6 +359,7 @@ def describe_entry(
             tuple(specs["weight"]),
             tuple(specs["output"]),
             (step,),
+            tuple(buffers),
         )
     except ArtifactError as error:
         raise LoweringError(f"the plan of @{entry} is invalid: {error}") from None

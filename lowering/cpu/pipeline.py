@@ -23,9 +23,13 @@ from ..inline_regions import inline_region
 # Importing the rule modules registers their rules.
 from . import (  # noqa: F401
     attention_flash,
+    attention_paged,
     bool_buffers,
+    collectives,
     dynamic_expand,
     expand_math,
+    kv_append,
+    kv_entries,
     lookup,
     proj,
     rms_norm,

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-import torch
 from mlir import ir
 
 from tessera.dialects import RopeApply
@@ -58,7 +57,11 @@ class RopeSpec:
 
 
 def inverse_frequencies(theta: float, rotary_dim: int, scaling: float) -> list[float]:
-    """transformers' ``inv_freq`` (default rope, then linear scaling), in f32."""
+    """transformers' ``inv_freq`` (default rope, then linear scaling), in f32: computed with
+    torch itself for bit-identical tables (imported here, so that loading the passes stays
+    free of torch)."""
+    import torch
+
     exponents = torch.arange(0, rotary_dim, 2, dtype=torch.int64).to(torch.float32) / rotary_dim
     inv_freq = 1.0 / (torch.tensor(theta, dtype=torch.float32) ** exponents)
     if scaling != 1.0:

@@ -8,7 +8,10 @@ from typing import Any
 from mlir import ir
 
 from tessera.errors import LoweringError, PassError
+from tessera.passes.insert_kv_cache import kv_cache_problem
+from tessera.passes.kv_signature import kv_layout_of
 from tessera.pipeline import run_pipeline
+from tessera.runtime import kv_layout
 from tessera.target import Build, Stage
 
 from .artifact import build_artifact, build_target
@@ -22,6 +25,8 @@ ENTRY = "forward"
 TOKENS = "input_ids"
 # The manifest's names of the token input's dims.
 _SYMBOLS = ("B", "S")
+# Tokens per KV-cache block: the paged attention kernel walks a block's keys in one loop.
+KV_BLOCK_SIZE = 16
 
 
 class CpuTarget:
@@ -58,9 +63,9 @@ class CpuTarget:
     def finish(self, build: Build) -> None:
         build_artifact(
             build.module,
-            [build.scratch["spec"]],
+            build.scratch["specs"],
             build.directory,
-            metadata=build.metadata,
+            metadata={**build.metadata, **build.scratch["metadata"]},
             machine=self.machine,
         )
 
@@ -113,18 +118,69 @@ def token_dims(module: ir.Module) -> list[Dim]:
     raise LoweringError(f'@{ENTRY} has no argument marked {INPUT_ATTR} = "{TOKENS}"')
 
 
+def _vocabulary(module: ir.Module) -> int:
+    """The vocabulary size: the last dim of the forward function's logits."""
+    for view in module.body.operations:
+        op = view.operation
+        if op.name == "func.func" and symbol_name(op) == ENTRY:
+            arguments = op.regions[0].blocks[0].arguments
+            attrs = dict_attrs(op, "arg_attrs", len(arguments))
+            for argument, raw in zip(arguments, attrs, strict=True):
+                if "tessera.output" in ir.DictAttr(raw):
+                    return int(ir.MemRefType(argument.type).shape[-1])
+    raise LoweringError(f"@{ENTRY} has no output whose last dim gives the vocabulary")
+
+
 def _abi(build: Build) -> str:
-    """Outputs become caller-allocated arguments; the entry is described for the manifest."""
+    """The generation functions derived (``tessera-insert-kv-cache``) where the model allows;
+    outputs become caller-allocated arguments; each entry is described for the manifest."""
+    problem = kv_cache_problem(build.module.operation)
+    whole: ir.Module | None = None
+    if problem is None:
+        run_pipeline(
+            build.module,
+            f"builtin.module(tessera-insert-kv-cache{{block-size={KV_BLOCK_SIZE}}}, "
+            "canonicalize, cse)",
+        )
+        # The generation entries are described on a copy that keeps their bodies: once they
+        # share one (tessera-cpu-share-kv-body), their inputs reach the IR that bounds them
+        # (the ids' embedding table) only through a call, which the analysis cannot follow.
+        whole = ir.Module.parse(str(build.module), context=build.module.context)
+        run_pipeline(whole, "builtin.module(tessera-cpu-entry-abi)")
+        run_pipeline(build.module, "builtin.module(tessera-cpu-share-kv-body)")
     run_pipeline(build.module, "builtin.module(tessera-cpu-entry-abi)")
     dims = token_dims(build.module)
     limits = {"B": (1, build.options["max_batch"]), "S": (1, build.options["max_seq_len"])}
-    build.scratch["spec"] = describe_entry(
-        build.module,
-        ENTRY,
-        "prefill",
-        dims={TOKENS: dims},
-        bounds={d: limits[d] for d in dims if isinstance(d, str)},
-    )
+    specs = [
+        describe_entry(
+            build.module,
+            ENTRY,
+            "prefill",
+            dims={TOKENS: dims},
+            bounds={d: limits[d] for d in dims if isinstance(d, str)},
+        )
+    ]
+    if whole is not None:
+        vocab = _vocabulary(build.module)
+        for program, tokens in ((kv_layout.PREFILL_PROGRAM, "S"), (kv_layout.DECODE_PROGRAM, 1)):
+            # @decode takes one token per sequence: no S. The logits' dims are given, which
+            # spares describing the shape of every output by lowering a copy of the module.
+            symbols = [d for d in dims if isinstance(d, str) and (d != "S" or tokens == "S")]
+            specs.append(
+                describe_entry(
+                    whole,
+                    program,
+                    program,
+                    dims={kv_layout.LOGITS: [dims[0], tokens, vocab]},
+                    bounds={d: limits[d] for d in symbols},
+                )
+            )
+        cache: dict[str, Any] = kv_layout_of(build.module.operation).to_json()
+    else:
+        # A model the cache cannot serve still compiles for plain calls; generation says why.
+        cache = {"unavailable": problem}
+    build.scratch["specs"] = specs
+    build.scratch["metadata"] = {kv_layout.METADATA_KEY: cache}
     return str(build.module)
 
 

@@ -50,7 +50,7 @@ def test_f32_logits_and_greedy_tokens_match_transformers(name: str, attn: str, l
     ids = token_ids(model, length)
     with torch.no_grad():
         reference = model(ids, use_cache=False).logits
-    logits = compiled(ids)
+    logits = compiled(ids).logits
     assert logits.shape == reference.shape and logits.dtype == reference.dtype
     assert relative_error(logits, reference) <= 1e-4
     assert torch.equal(logits.argmax(-1), reference.argmax(-1))
@@ -65,7 +65,7 @@ def test_bf16_logits_are_within_bf16_error_of_float64(name: str, attn: str, leng
     exact.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
     with torch.no_grad():
         reference = exact(ids, use_cache=False).logits
-    logits = compiled(ids)
+    logits = compiled(ids).logits
     assert logits.dtype == torch.bfloat16
     assert not torch.isnan(logits).any()
     assert 1e-3 <= relative_error(logits, reference) <= 1e-2

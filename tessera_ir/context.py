@@ -340,8 +340,9 @@ def parse_module(text: str, context: ir.Context, source_name: str = "<string>") 
         if parsed.name != "builtin.module":
             module.body.append(parsed)
             return module
-        for attr in parsed.attributes:
-            module.operation.attributes[attr.name] = attr.attr
+        # Iterating an op's attributes gives their names (in these bindings).
+        for name in list(parsed.attributes):
+            module.operation.attributes[name] = parsed.attributes[name]
         for op in list(parsed.regions[0].blocks[0].operations):
             module.body.append(op)
         parsed.erase()

@@ -90,10 +90,10 @@ def torch_dtype(name: str) -> torch.dtype:
     return dtype
 
 
-def load_model(spec: str, dtype: str | None) -> torch.nn.Module | Path:
+def load_model(spec: str, dtype: str | None) -> torch.nn.Module | Path | str:
     """MODEL as given on the command line: a built-in tiny model (built here, in ``dtype``,
-    default f32) or a checkpoint folder (returned as a path, for ``tessera.compile`` to load
-    in ``dtype``, default the checkpoint's)."""
+    float32 for auto), a checkpoint folder (returned as a path) or a Hub id (returned as is),
+    for ``tessera.compile`` to load in ``dtype`` (auto: the checkpoint's)."""
     from .models.tiny import CONFIGS, tiny_gemma
 
     if spec.startswith(TINY_PREFIX):
@@ -105,12 +105,21 @@ def load_model(spec: str, dtype: str | None) -> torch.nn.Module | Path:
             )
         return tiny_gemma(name, dtype=torch_dtype(dtype or "auto"))
     path = Path(spec)
-    if not path.exists():
-        raise TesseraError(
-            f"MODEL '{spec}' is neither a checkpoint folder (no such path) nor "
-            f"{TINY_PREFIX}<name> for a built-in tiny model"
-        )
-    return path
+    if path.exists():
+        return path
+    if _looks_like_hub_id(spec):
+        # Resolved from the local Hugging Face cache by tessera.compile, whose error names the
+        # id and the cache folder when it is not there.
+        return spec
+    raise TesseraError(
+        f"MODEL '{spec}' is neither a checkpoint folder (no such path), a Hub id "
+        f"(owner/name) nor {TINY_PREFIX}<name> for a built-in tiny model"
+    )
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise TesseraError(f"-o {output}: exists and is not an empty folder; choose a new folder")
     model = load_model(args.model, args.dtype)
-    dtype = args.dtype if isinstance(model, Path) else None
+    dtype = args.dtype if isinstance(model, Path | str) else None
     compiled = tessera.compile(
         model,
         args.target,

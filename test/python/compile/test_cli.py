@@ -90,6 +90,12 @@ def test_a_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) 
             r"tessera: error: MODEL '.*nowhere' is neither a checkpoint folder",
         ),
         (["compile", "{tmp}", "-t", "cpu", "-o", "{out}"], 1, r"tessera: error: .*config\.json"),
+        # A Hub id goes to tessera.compile, which looks in the local cache only.
+        (
+            ["compile", "someone/absent-model", "-t", "cpu", "-o", "{out}"],
+            1,
+            r"absent-model.*cache",
+        ),
         (["compile", f"tiny:{NAME}", "-o", "{tmp}"], 1, r"-o .*: exists and is not an empty"),
         (
             ["compile", f"tiny:{NAME}", "-t", "tpu", "-o", "{out}"],

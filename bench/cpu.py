@@ -29,6 +29,34 @@ from tessera.models.tiny import tiny_gemma
 DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
 
 
+def result_rows(rows: list[dict], peer: str) -> list[dict]:
+    """The figures in the results format (bench/results/*.json): a row per case with
+    ``bench``, ``case``, ``tessera_ms`` and the peers measured in the same run."""
+    out = []
+    for row in rows:
+        case = f"{row['model']} B1 S{row['seq']} {row['dtype']}"
+        out.append(
+            {
+                "bench": "prefill",
+                "case": case,
+                "tessera_ms": row["tessera_prefill_ms"],
+                "peers": [{"name": peer, "ms": row["eager_prefill_ms"]}],
+            }
+        )
+        out.append(
+            {
+                "bench": "decode",
+                "case": case,
+                "tessera_ms": row["tessera_decode_step_ms"],
+                "peers": [
+                    {"name": f"{peer}, KV cache", "ms": row["eager_decode_step_kv_cache_ms"]},
+                    {"name": f"{peer}, recomputing", "ms": row["eager_decode_step_recompute_ms"]},
+                ],
+            }
+        )
+    return out
+
+
 def median_seconds(run, repeats: int) -> float:
     run()
     samples = []
@@ -137,12 +165,12 @@ def main() -> None:
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
         ).stdout.strip()
         record = {
+            "device": machine(),
             "date": datetime.date.today().isoformat(),
             "commit": commit,
-            "machine": machine(),
             "torch_threads": torch.get_num_threads(),
-            "peer": f"PyTorch {torch.__version__} eager (transformers), same process",
-            "results": rows,
+            "rows": result_rows(rows, f"PyTorch {torch.__version__} eager"),
+            "detail": rows,
         }
         with open(args.json, "w") as stream:
             json.dump(record, stream, indent=2)

@@ -8,12 +8,13 @@ libdevice calls: accurate to a few f32 ulp, so f32 outputs stay within 1e-6 rela
 from __future__ import annotations
 
 import math as pymath
+from collections.abc import Callable
 
 from mlir import ir
-from mlir.dialects import arith, math, memref, vector
+from mlir.dialects import arith, math, memref, scf, vector
 
-from .gemm import GemmConfig
-from .gemm_ir import element, f32, f32_const
+from .gemm import GemmConfig, GemmTile
+from .gemm_ir import Ix, element, f32, f32_const, if_op
 
 SQRT_2_OVER_PI = pymath.sqrt(2.0 / pymath.pi)
 GELU_TANH_CUBIC = 0.044715
@@ -83,3 +84,26 @@ def store_values(buffer: ir.Value, at: ir.Value, values: list[ir.Value], dtype: 
     rounded = to_dtype(packed, dtype)
     width = len(values) * (4 if dtype == "f32" else 2)
     vector.store(rounded, buffer, [at], alignment=width)
+
+
+def store_tile(
+    ix: Ix,
+    origin: tuple[ir.Value, ir.Value],
+    rows: ir.Value,
+    cfg: GemmConfig,
+    tile: GemmTile,
+    stores: Callable[[bool], None],
+) -> None:
+    """A block's stores of its output tile: unguarded where the whole tile (origin m0, n0)
+    lies inside the M x N output, each store guarded otherwise (``stores(guarded)``)."""
+    m0, n0 = origin
+    inside = ix.lt(ix.add(m0, tile.block_m - 1), rows)
+    if cfg.N % tile.block_n:
+        inside = arith.andi(inside, ix.lt(ix.add(n0, tile.block_n - 1), cfg.N))
+    branch = if_op(inside, has_else=True)
+    with ir.InsertionPoint(branch.then_block):
+        stores(False)
+        scf.YieldOp([])
+    with ir.InsertionPoint(branch.else_block):
+        stores(True)
+        scf.YieldOp([])

@@ -36,7 +36,7 @@ from ..pipeline_match import PIPELINE_ATTR
 from ..pipeline_smem import SMEM_ATTR
 from ..schedule_async_copies import Options, schedule_async_copies
 from .gemm import GemmConfig, GemmTile, default_tile, params
-from .gemm_epilogue import finish, load_f32, store_values
+from .gemm_epilogue import finish, load_f32, store_tile, store_values
 from .gemm_ir import (
     Ix,
     SharedBuffer,
@@ -255,17 +255,14 @@ class _MmaKernel:
 
     # -- epilogue --------------------------------------------------------------------------
     def _epilogue(self, acc: list[list[ir.Value]]) -> None:
-        ix, cfg, t = self.ix, self.cfg, self.t
-        inside = ix.lt(ix.add(self.m0, t.block_m - 1), self.M)
-        if cfg.N % t.block_n:
-            inside = arith.andi(inside, ix.lt(ix.add(self.n0, t.block_n - 1), cfg.N))
-        branch = if_op(inside, has_else=True)
-        with ir.InsertionPoint(branch.then_block):
-            self._stores(acc, guarded=False)
-            scf.YieldOp([])
-        with ir.InsertionPoint(branch.else_block):
-            self._stores(acc, guarded=True)
-            scf.YieldOp([])
+        store_tile(
+            self.ix,
+            (self.m0, self.n0),
+            self.M,
+            self.cfg,
+            self.t,
+            lambda guarded: self._stores(acc, guarded=guarded),
+        )
 
     def _stores(self, acc: list[list[ir.Value]], guarded: bool) -> None:
         ix, cfg, t, lane = self.ix, self.cfg, self.t, self.lane

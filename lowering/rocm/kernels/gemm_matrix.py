@@ -29,7 +29,12 @@ from mlir.dialects import amdgpu, arith, gpu, memref, scf, vector
 from tessera.errors import LoweringError
 from tessera.lowering.cuda.kernel import KernelInfo, KernelModule
 from tessera.lowering.cuda.kernels.gemm import GemmConfig, GemmTile, default_tile, params
-from tessera.lowering.cuda.kernels.gemm_epilogue import finish, load_f32, store_values
+from tessera.lowering.cuda.kernels.gemm_epilogue import (
+    finish,
+    load_f32,
+    store_tile,
+    store_values,
+)
 from tessera.lowering.cuda.kernels.gemm_ir import (
     Ix,
     SharedBuffer,
@@ -249,17 +254,14 @@ class _Kernel:
 
     # -- epilogue --------------------------------------------------------------------------
     def _epilogue(self, acc: list[list[ir.Value]]) -> None:
-        ix, cfg, t = self.ix, self.cfg, self.t
-        inside = ix.lt(ix.add(self.m0, t.block_m - 1), self.M)
-        if cfg.N % t.block_n:
-            inside = arith.andi(inside, ix.lt(ix.add(self.n0, t.block_n - 1), cfg.N))
-        branch = if_op(inside, has_else=True)
-        with ir.InsertionPoint(branch.then_block):
-            self._stores(acc, guarded=False)
-            scf.YieldOp([])
-        with ir.InsertionPoint(branch.else_block):
-            self._stores(acc, guarded=True)
-            scf.YieldOp([])
+        store_tile(
+            self.ix,
+            (self.m0, self.n0),
+            self.M,
+            self.cfg,
+            self.t,
+            lambda guarded: self._stores(acc, guarded=guarded),
+        )
 
     def _stores(self, acc: list[list[ir.Value]], guarded: bool) -> None:
         ix, cfg, N = self.ix, self.cfg, self.cfg.N

@@ -21,6 +21,7 @@ by the caller, or by ``init_from_env`` from the variables torchrun sets.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import sys
@@ -98,6 +99,15 @@ def init_from_env() -> None:
             f"{', '.join(_ENVIRONMENT)} ({', '.join(missing)} not set)"
         )
     dist.init_process_group("gloo")
+    # A process group still alive when the interpreter exits is torn down by static
+    # destructors while gloo's threads run, which aborts the process ("terminate called
+    # without an active exception"). The group initialised here is closed here.
+    atexit.register(_close_group)
+
+
+def _close_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def world(ranks: int) -> int:

@@ -4,6 +4,9 @@ records, and the errors for a process that is not the artifact's rank."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from collectives_worker import inputs
-from test_tensor_parallel_support import launch
+from test_tensor_parallel_support import free_port, launch
 
 import tessera
 from tessera.errors import RuntimeInputError, TesseraError
@@ -118,6 +121,29 @@ def test_without_a_process_group_or_torchrun_the_variables_are_named(
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(RuntimeInputError, match="RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT"):
         world(2)
+
+
+# Registered before ``init_from_env``, so that atexit (last in, first out) runs it after the
+# runtime's own handler: it reports whether the process group was still alive at exit.
+_EXIT_CHECK = """
+import atexit, sys
+import torch.distributed as dist
+atexit.register(lambda: print("alive at exit:", dist.is_initialized()))
+from tessera.runtime.collectives import world
+print("rank", world(1))
+"""
+
+
+def test_a_group_the_runtime_initialised_is_closed_before_exit() -> None:
+    # Gloo's threads outliving the interpreter abort the process at random; closing the group
+    # at exit is what prevents it, so the test checks the close itself, which is deterministic.
+    env = dict(os.environ, RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+    env["MASTER_PORT"] = str(free_port())
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_CHECK], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["rank", "0", "alive", "at", "exit:", "False"], done.stdout
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@
 #
 # Writes into OUT_DIR: log.txt (everything printed), the benchmark-format JSON of each check
 # (small_kernels.json, attention.json, gemm.json, prefill.json) and details.tar.gz (every case's
-# detail). Each step has its own time limit so that one slow step cannot hide the others' results.
+# detail). Each step has its own time limit so that one slow step cannot hide the others' results,
+# and each step's files reach OUT_DIR as soon as it ends, so a run cut short keeps what finished.
 set -u
 out=${1:?usage: run_suite.sh OUT_DIR [COMMIT]}
 commit=${2:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -39,6 +40,10 @@ step() {  # step SECONDS NAME COMMAND...
     local start=$SECONDS
     timeout "$limit" "$@" 2>&1 | tee -a "$log"
     echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start))s" | tee -a "$log"
+    for json in small_kernels attention gemm prefill; do
+        [ -f "$detail/$json.json" ] && cp "$detail/$json.json" "$out/"
+    done
+    tar -czf "$out/details.tar.gz" -C "$detail" .
 }
 
 step 20 device nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
@@ -58,7 +63,3 @@ else
     done
 fi
 
-for name in small_kernels attention gemm prefill; do
-    [ -f "$detail/$name.json" ] && cp "$detail/$name.json" "$out/"
-done
-tar -czf "$out/details.tar.gz" -C "$detail" .

@@ -15,8 +15,6 @@ import argparse
 import copy
 import datetime
 import json
-import os
-import platform
 import statistics
 import subprocess
 import time
@@ -24,6 +22,7 @@ import time
 import torch
 
 import tessera
+from tessera.cli_bench import device_description
 from tessera.models.tiny import tiny_gemma
 
 DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
@@ -118,20 +117,6 @@ def decode_step_seconds(
     return statistics.median(samples)
 
 
-def machine() -> str:
-    """The CPU model and core count, for the record."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["gemma2-gqa", "gemma1-small"])
@@ -165,7 +150,7 @@ def main() -> None:
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
         ).stdout.strip()
         record = {
-            "device": machine(),
+            "device": device_description("cpu"),
             "date": datetime.date.today().isoformat(),
             "commit": commit,
             "torch_threads": torch.get_num_threads(),

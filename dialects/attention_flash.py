@@ -20,6 +20,8 @@ from tessera.schema import (
     tensor,
 )
 
+from .head_layout import heads_first
+
 DEFAULT_TILE = (64, 64, 16)
 
 
@@ -41,16 +43,7 @@ class FlashAttention(OpDef):
     tile = attr(I64Array(3), default=DEFAULT_TILE, doc="block sizes (query, key, head dim)")
 
     def verify(self) -> None:
-        q, k, v, o = dims(self.q), dims(self.k), dims(self.v), dims(self.o)
-        layout = (
-            self.op.attributes["tessera.layout"] if "tessera.layout" in self.op.attributes else None
-        )
-        if layout is not None:
-            # A CUDA-target rewrite (lowering/cuda/attention_layout.py) lets the kernel read
-            # [B, S, H, D] operands and write a [B, S, H, Dv] result directly.
-            if str(layout) != '"bshd"':
-                raise self.error(f'tessera.layout must be "bshd", found {layout}')
-            q, k, v, o = ([x[0], x[2], x[1], x[3]] for x in (q, k, v, o))
+        q, k, v, o = heads_first(self, dims(self.q), dims(self.k), dims(self.v), dims(self.o))
         for name, shape in (("k", k), ("v", v)):
             if not same_dim(q[0], shape[0]):
                 raise self.error(f"{name} batch {shape[0]} does not match q's batch {q[0]}")

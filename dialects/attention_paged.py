@@ -19,6 +19,7 @@ from tessera.schema import (
     tensor,
 )
 
+from .head_layout import heads_first
 from .kv_checks import INDEX_ELEMENTS, verify_cache_pair, verify_sequence_operands
 
 
@@ -48,7 +49,8 @@ class PagedAttention(OpDef):
 
     def verify(self) -> None:
         verify_cache_pair(self, self.k_cache, self.v_cache)
-        q, kc, vc, o = dims(self.q), dims(self.k_cache), dims(self.v_cache), dims(self.o)
+        q, o = heads_first(self, dims(self.q), dims(self.o))
+        kc, vc = dims(self.k_cache), dims(self.v_cache)
         if not same_dim(q[3], kc[3]):
             raise self.error(f"q head dim {q[3]} does not match the k_cache head dim {kc[3]}")
         if q[1] is not None and kc[1] is not None and (kc[1] == 0 or q[1] % kc[1]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tessera.schema import FLOAT, OpDef, dims, element_type, memref, op, operand, same_dim, tensor
 
+from .head_layout import heads_first
 from .kv_checks import INDEX_ELEMENTS, verify_cache_pair, verify_sequence_operands
 
 
@@ -26,7 +27,7 @@ class KvAppend(OpDef):
 
     def verify(self) -> None:
         verify_cache_pair(self, self.k_cache, self.v_cache)
-        k, v = dims(self.k), dims(self.v)
+        k, v = heads_first(self, dims(self.k), dims(self.v))
         kc, vc = dims(self.k_cache), dims(self.v_cache)
         for axis, what in ((0, "batch"), (1, "kv heads"), (2, "length")):
             if not same_dim(k[axis], v[axis]):

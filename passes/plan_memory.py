@@ -26,7 +26,7 @@ ALIGNMENT = 256
 BUFFERS_ATTR = "tessera.buffers"
 ARENA_ATTR = "tessera.arena_bytes"
 OUTPUT_ATTR = "tessera.output"
-VIEWS = ("tensor.expand_shape", "tensor.collapse_shape")
+VIEWS = ("tensor.expand_shape", "tensor.collapse_shape", "tensor.cast")
 SHAPE_QUERIES = ("tensor.dim", "memref.dim")
 # Kernels that read each element of this operand before writing the same element of the result.
 INPLACE_OPERANDS = {"tessera.norm.rms": (0,), "tessera.rope.apply": (0,)}

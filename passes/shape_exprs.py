@@ -514,6 +514,9 @@ class _Shapes:
         if name == "tessera.attention.flash":
             q, v = self.shape(operands[0], op), self.shape(operands[2], op)
             return [*q[:3], v[3]]
+        if name == "tessera.attention.paged":
+            # [B, Hq, S] of the queries; the value dim comes from the cache, static in the type.
+            return [*self.shape(operands[0], op)[:3], Poly.const(0)]
         if name in _LIKE_FIRST:
             return list(self.shape(operands[0], op))
         if name.startswith("linalg.") and len(operands) >= len(op.results):

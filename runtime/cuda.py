@@ -17,7 +17,7 @@ import torch
 from tessera.errors import RuntimeInputError
 
 from . import cuda_driver, expr
-from .checks import InputCheck, gather_inputs, gather_weights, resolve_shape
+from .checks import InputCheck, gather_inputs, gather_state, gather_weights, resolve_shape
 from .manifest import ArgRef, ArtifactError, KernelLaunch, ProgramSpec, ScalarArg, TargetSpec
 from .memref import DTYPES
 
@@ -93,9 +93,15 @@ class CudaProgram:
         symbols = {s.name: s for s in spec.symbols}
         self._inputs = tuple(InputCheck.of(s, symbols, device="cuda") for s in spec.inputs)
         self._outputs = tuple((s, DTYPES[s.dtype]) for s in spec.outputs)
+        self._symbols = symbols
         self._weights: dict[str, torch.Tensor] | None = None if spec.weights else {}
         self._arena: torch.Tensor | None = None
-        self._state: dict[str, torch.Tensor] = {}
+        self._state_specs = tuple(b for b in spec.buffers if b.kind == "state")
+        # The bound state tensors by name and the symbols their shapes bind (a KV cache's
+        # block counts); None while a program with state buffers has none bound.
+        self._state: dict[str, torch.Tensor] | None = None if self._state_specs else {}
+        self._state_env: dict[str, int] = {}
+        self._state_source: Mapping[str, torch.Tensor] | None = None
         self._constants = {
             b.name: torch.frombuffer(bytearray.fromhex(b.data), dtype=DTYPES[b.dtype])
             .reshape([int(d) for d in b.shape])
@@ -183,6 +189,31 @@ class CudaProgram:
             for spec, tensor in zip(self.spec.weights, tensors, strict=True)
         }
 
+    def bind_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Keeps ``tensors`` (CUDA tensors by name, one per state buffer) by reference as the
+        memory every later call reads and writes in place, until ``unbind_state``."""
+        state = gather_state(self.spec.name, self._state_specs, self._symbols, tensors, "cuda")
+        env: dict[str, int] = {}
+        for spec, tensor in zip(self._state_specs, state, strict=True):
+            for dim, size in zip(spec.shape, tensor.shape, strict=True):
+                if isinstance(dim, str):
+                    env[dim] = size
+        self._state = {spec.name: t for spec, t in zip(self._state_specs, state, strict=True)}
+        self._state_env = env
+        self._state_source = tensors
+
+    @property
+    def bound_state(self) -> Mapping[str, torch.Tensor] | None:
+        """The mapping last given to ``bind_state`` (None when unbound)."""
+        return self._state_source
+
+    def unbind_state(self) -> None:
+        """Drops the state tensors (a program with state buffers then refuses calls)."""
+        if self._state_specs:
+            self._state = None
+            self._state_env = {}
+            self._state_source = None
+
     def share_weights(self, weights: Mapping[str, torch.Tensor]) -> None:
         """Uses already uploaded device weights (another program's) without copying."""
         self._weights = {spec.name: weights[spec.name] for spec in self.spec.weights}
@@ -196,6 +227,11 @@ class CudaProgram:
             raise RuntimeInputError(
                 f"program '{self.spec.name}' has no weights bound; call bind(weights) first"
             )
+        if self._state is None:
+            raise RuntimeInputError(
+                f"program '{self.spec.name}' reads and writes state buffers "
+                f"({', '.join(b.name for b in self._state_specs)}); call bind_state first"
+            )
         if len(tensors) != len(self._inputs):
             raise RuntimeInputError(
                 f"program '{self.spec.name}' takes {len(self._inputs)} inputs "
@@ -204,7 +240,7 @@ class CudaProgram:
         bound: dict[str, tuple[int, str]] = {}
         checked = [check.check(t, bound) for check, t in zip(self._inputs, tensors, strict=True)]
         device = torch.device("cuda", torch.cuda.current_device())
-        named: dict[str, torch.Tensor] = dict(self._weights)
+        named: dict[str, torch.Tensor] = {**self._weights, **self._state}
         for check, tensor in zip(self._inputs, checked, strict=True):
             named[check.name] = tensor.to(device, non_blocking=True)
         outputs = [
@@ -212,7 +248,7 @@ class CudaProgram:
         ]
         for (spec, _), tensor in zip(self._outputs, outputs, strict=True):
             named[spec.name] = tensor
-        env = {symbol: size for symbol, (size, _) in bound.items()}
+        env = {**self._state_env, **{symbol: size for symbol, (size, _) in bound.items()}}
         arena = self._arena_for(self._arena_size.evaluate(env), device)
         return _Frame(env, named, arena), outputs
 

@@ -103,15 +103,13 @@ class CachedPrograms:
     # The longest sequence and the largest batch the programs take (None: no limit).
     max_len: int | None
     max_batch: int | None
+    # Where the cache lives and the tokens are chosen: the programs' device.
+    device: str = "cpu"
 
     def chunk(self, prompt: int) -> int:
-        """The most tokens of a ``prompt``-token prompt that one prefill call takes: a
-        sliding layer's ring must hold its window and the call's tokens, so chunks are about
-        a window long (at least a block); without sliding layers the prompt goes at once."""
-        windows = [g.window for g in self.layout.groups if g.window is not None]
-        if not windows:
-            return prompt
-        return min(prompt, max(max(windows), self.layout.block_size))
+        """The most tokens of a ``prompt``-token prompt that one prefill call takes
+        (``prefill_chunk``)."""
+        return prefill_chunk(self.layout, prompt)
 
     def cache_memory(self, batch: int, max_len: int) -> int:
         """The bytes of the cache that generating ``batch`` sequences of up to ``max_len``
@@ -120,15 +118,27 @@ class CachedPrograms:
 
     def new_cache(self, sequences: int, max_len: int, chunk: int) -> PagedKVCache:
         return PagedKVCache(
-            self.layout, self.buffers, sequences=sequences, max_len=max_len, chunk=chunk
+            self.layout,
+            self.buffers,
+            sequences=sequences,
+            max_len=max_len,
+            chunk=chunk,
+            device=self.device,
         )
 
 
-def cached_programs(
-    manifest: Manifest, programs: Mapping[str, object], why_not: str = ""
-) -> CachedPrograms:
-    """The cache programs of an artifact (``programs``: its loaded programs by name); a
-    ``TesseraError`` says why there are none."""
+def prefill_chunk(layout: KvLayout, prompt: int) -> int:
+    """The most tokens of a ``prompt``-token prompt that one prefill call takes: a sliding
+    layer's ring must hold its window and the call's tokens, so chunks are about a window long
+    (at least a block); without sliding layers the prompt goes at once."""
+    windows = [g.window for g in layout.groups if g.window is not None]
+    if not windows:
+        return prompt
+    return min(prompt, max(max(windows), layout.block_size))
+
+
+def cache_layout(manifest: Manifest, why_not: str = "") -> KvLayout:
+    """The KV-cache layout an artifact records; a ``TesseraError`` says why it has none."""
     metadata = manifest.metadata.get(names.METADATA_KEY)
     if not isinstance(metadata, Mapping) or "unavailable" in metadata:
         reason = metadata.get("unavailable") if isinstance(metadata, Mapping) else None
@@ -136,7 +146,28 @@ def cached_programs(
             "this compiled model has no KV-cache programs"
             + (f": {reason}" if reason else (f" ({why_not})" if why_not else ""))
         )
-    layout = KvLayout.from_json(metadata)
+    return KvLayout.from_json(metadata)
+
+
+def cache_buffers(manifest: Manifest) -> tuple[BufferSpec, ...]:
+    """The cache's buffers: the decode program's state (a GPU program's arena slices are its
+    own)."""
+    return tuple(b for b in manifest.program(names.DECODE_PROGRAM).buffers if b.kind == "state")
+
+
+def manifest_cache_memory(manifest: Manifest, batch: int, max_len: int) -> int:
+    """``CachedPrograms.cache_memory`` from the manifest alone (nothing loaded, no GPU)."""
+    layout = cache_layout(manifest)
+    buffers = cache_buffers(manifest)
+    return cache_bytes(layout, buffers, batch, max_len, prefill_chunk(layout, max_len))
+
+
+def cached_programs(
+    manifest: Manifest, programs: Mapping[str, object], why_not: str = ""
+) -> CachedPrograms:
+    """The cache programs of an artifact (``programs``: its loaded programs by name); a
+    ``TesseraError`` says why there are none."""
+    layout = cache_layout(manifest, why_not)
     found: dict[str, StatefulProgram] = {}
     for name in (names.PREFILL_PROGRAM, names.DECODE_PROGRAM):
         program = programs.get(name)
@@ -157,9 +188,11 @@ def cached_programs(
         prefill=found[names.PREFILL_PROGRAM],
         decode=found[names.DECODE_PROGRAM],
         layout=layout,
-        buffers=manifest.program(names.DECODE_PROGRAM).buffers,
+        buffers=cache_buffers(manifest),
         max_len=None if length is None else length.max,
         max_batch=None if batch is None else batch.max,
+        # A ROCm build of torch names the AMD GPU "cuda" too.
+        device="cpu" if manifest.target.kind == "cpu" else "cuda",
     )
 
 
@@ -251,7 +284,7 @@ def decode_steps(
         places = positions(attention_mask)
     chunk = programs.chunk(length)
     cache = programs.new_cache(rows, total, chunk)
-    generator = seeded_generator(request.seed, input_ids.device)
+    generator = seeded_generator(request.seed, torch.device(programs.device))
     everyone = list(range(rows))
     try:
         logits = None
@@ -275,13 +308,14 @@ def decode_steps(
         live = everyone
         next_place = places[:, -1] + 1
         for step in range(request.max_new_tokens):
-            chosen = next_tokens(last, request.sampling, generator)
+            # Chosen where the logits are; the loop's bookkeeping (end tokens, rows) is here.
+            chosen = next_tokens(last, request.sampling, generator).cpu()
             tokens = _per_row(request.pad_token_id, rows)
             tokens[live] = chosen
             kept = None
             if keep_logits:
                 kept = torch.full((rows, last.shape[-1]), math.nan, dtype=torch.float32)
-                kept[live] = last
+                kept[live] = last.cpu()
             yield Step(tokens, kept)
             if step + 1 == request.max_new_tokens:
                 break

@@ -103,6 +103,7 @@ class CompiledModel:
         self.tokens = tokens or TokenIds()
         self._weights = weights
         self._artifact: runtime.Artifact | None = None
+        self._graphed_decode: object | None = None
         if self.manifest.target.kind == "cpu":
             self._load()
 
@@ -241,13 +242,28 @@ class CompiledModel:
         """The bytes of the KV cache that generating ``batch`` sequences of up to ``max_len``
         tokens (prompt and new tokens) allocates: global layers hold every token, sliding
         layers a ring about twice their window (``runtime/kv_cache.py``)."""
-        return self._cached_programs().cache_memory(batch, max_len)
+        from tessera.runtime import generate as generation
+
+        # From the manifest alone: a CUDA artifact answers on a machine without a GPU.
+        return generation.manifest_cache_memory(self.manifest, batch, max_len)
 
     def _cached_programs(self) -> CachedPrograms:
         from tessera.runtime import generate as generation
+        from tessera.runtime import kv_layout
 
         artifact = self._load()
-        return generation.cached_programs(self.manifest, artifact.programs, f"target {self.target}")
+        programs: dict[str, object] = dict(artifact.programs)
+        decode = programs.get(kv_layout.DECODE_PROGRAM)
+        if self._graphed_decode is None and decode is not None and self.target.startswith("cuda"):
+            from tessera.runtime.cuda import CudaProgram
+            from tessera.runtime.cuda_graph import GraphedProgram
+
+            if isinstance(decode, CudaProgram) and knobs.cuda_graphs():
+                # Kept with the model: its graphs are captured once per batch shape.
+                self._graphed_decode = GraphedProgram(decode)
+        if self._graphed_decode is not None:
+            programs[kv_layout.DECODE_PROGRAM] = self._graphed_decode
+        return generation.cached_programs(self.manifest, programs, f"target {self.target}")
 
     def _steps(
         self,

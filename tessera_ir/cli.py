@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from . import cli_cache, cli_compile, knobs
+from . import cli_bench, cli_cache, cli_compile, cli_generate, knobs
 from .errors import TesseraError
 
 PROG = "tessera"
 # The subcommands' modules, in the order `tessera --help` lists them.
-SUBCOMMANDS: tuple[ModuleType, ...] = (cli_compile, cli_cache)
+SUBCOMMANDS: tuple[ModuleType, ...] = (cli_compile, cli_generate, cli_bench, cli_cache)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -39,7 +39,10 @@ def build_parser() -> ArgumentParser:
 
     parser = ArgumentParser(
         prog=PROG,
-        description="Compile Gemma-class models with Tessera and manage the compile cache.",
+        description=(
+            "Compile Gemma-class models with Tessera, generate text with them, time them, and "
+            "manage the compile cache."
+        ),
         epilog="TESSERA_LOG=info (or debug) logs every compile stage to stderr.",
     )
     parser.add_argument("--version", action="version", version=f"tessera {tessera.__version__}")

@@ -9,6 +9,7 @@
 | TESSERA_PRINT_IR_AFTER_ALL | ``compile`` prints the IR after every pass to stderr |
 | TESSERA_VERIFY_EACH | 0 skips the tessera verifier between passes in ``compile`` (default 1) |
 | TESSERA_LOG | ``info`` or ``debug`` turns the ``tessera`` logger on, to stderr (default: silent) |
+| TESSERA_CUDA_GRAPHS | 0 runs the GPU decode step launch by launch, not as one CUDA graph |
 | CUDA_HOME, CUDA_PATH | where ptxas is looked for when it is not on PATH |
 """
 
@@ -52,6 +53,10 @@ def cache_dir() -> Path:
 
 def always_compile() -> bool:
     return _flag("TESSERA_ALWAYS_COMPILE")
+
+
+def cuda_graphs() -> bool:
+    return _flag("TESSERA_CUDA_GRAPHS", default=True)
 
 
 def print_ir_after_all() -> bool:

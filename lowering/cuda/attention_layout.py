@@ -2,21 +2,34 @@
 
 The front end splits heads as torch does: q, k and v are projected to [B, S, H, D] and
 transposed to [B, H, S, D] for attention, whose output is transposed back before the output
-projection. The CUDA attention kernel takes a stride per axis, so these four copies are not
-needed: ``fold_attention_transposes`` gives the attention op the untransposed operands and the
-result type of the transpose that follows it, marked ``tessera.layout = "bshd"`` (the rule
-then passes [B, S, H, D] strides), and the copies die. Runs in the CUDA target's ``plan``
-stage only; the op's schema (and the CPU target) keep the [B, H, S, D] form.
+projection. The CUDA kernels take a stride per axis, so these copies are not needed:
+``fold_attention_transposes`` gives each op the untransposed tensors, marked
+``tessera.layout = "bshd"`` (``dialects/head_layout.py``; the rules then pass [B, S, H, D]
+strides), and the copies die:
+
+- ``tessera.attention.flash`` whose q, k and v come from head transposes and whose only user
+  transposes its result back: it reads the sources and produces the transposed-back result;
+- ``tessera.attention.paged`` likewise for q and its result (the keys come from the cache);
+- ``tessera.kv.append`` whose new keys and values come from head transposes.
+
+Runs in the CUDA target's ``plan`` stage only; the ops' schemas (and the CPU target) keep the
+[B, H, S, D] form.
 """
 
 from __future__ import annotations
 
 from mlir import ir
 
+from tessera.dialects.head_layout import BSHD, LAYOUT_ATTR
 from tessera.ir_walk import walk_ops
 from tessera.pass_registry import NoOptions, register_pass
 
-LAYOUT_ATTR = "tessera.layout"
+# The ops folded and which of their operands are [B, H, S, D] tensors from head transposes.
+_FOLDED = {
+    "tessera.attention.flash": (0, 1, 2),
+    "tessera.attention.paged": (0,),
+    "tessera.kv.append": (2, 3),
+}
 _TRANSPOSE_MAP = "affine_map<(d0, d1, d2, d3) -> (d0, d2, d1, d3)>"
 _IDENTITY_MAP = "affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>"
 
@@ -42,42 +55,82 @@ def _producer(value: ir.Value) -> ir.Operation | None:
     return owner.operation if isinstance(owner, ir.OpView | ir.Operation) else None
 
 
+def _producer_chain(value: ir.Value) -> list[ir.Operation]:
+    """The ops that make ``value``, nearest first, through ``tensor.cast``s (which only change
+    which dims are static) up to and including the first other op."""
+    chain = []
+    producer = _producer(value)
+    while producer is not None:
+        chain.append(producer)
+        if producer.name != "tensor.cast":
+            break
+        producer = _producer(producer.operands[0])
+    return chain
+
+
+def _user_chain(value: ir.Value) -> list[ir.Operation] | None:
+    """The single users of ``value``, through ``tensor.cast``s, up to the first other op (None
+    where some value on the way has another number of users)."""
+    chain = []
+    while True:
+        users = list(value.uses)
+        if len(users) != 1:
+            return None
+        user = users[0].owner.operation
+        chain.append(user)
+        if user.name != "tensor.cast":
+            return chain
+        value = user.results[0]
+
+
+def _erase_unused(ops: list[ir.Operation]) -> None:
+    for op in ops:
+        if not any(list(result.uses) for result in op.results):
+            op.erase()
+
+
 def fold_attention_transposes(module: ir.Module | ir.Operation) -> int:
-    """Rewrites every attention whose q, k, v come from head transposes and whose only user
-    transposes its result back; returns how many were rewritten."""
+    """Rewrites every op of the kinds above whose operands come from head transposes (and
+    whose result, if any, is transposed back by its only user); returns how many."""
     folded = 0
     root = module.operation if isinstance(module, ir.Module) else module
-    attentions = [o for o in walk_ops(root) if o.name == "tessera.attention.flash"]
-    for op in attentions:
+    for op in [o for o in walk_ops(root) if o.name in _FOLDED]:
         if LAYOUT_ATTR in op.attributes:
             continue
-        producers = [_producer(v) for v in list(op.operands)[:3]]
-        users = list(op.results[0].uses)
-        if not all(_is_head_transpose(p) for p in producers) or len(users) != 1:
+        transposed = _FOLDED[op.name]
+        chains = [_producer_chain(op.operands[i]) for i in transposed]
+        if not all(chain and _is_head_transpose(chain[-1]) for chain in chains):
             continue
-        back = users[0].owner.operation
-        if not _is_head_transpose(back) or back.operands[0] != op.results[0]:
-            continue
-        sources = [p.operands[0] for p in producers if p is not None]
+        back: list[ir.Operation] | None = None
+        if len(op.results):
+            back = _user_chain(op.results[0])
+            if back is None or not _is_head_transpose(back[-1]):
+                continue
+        operands = list(op.operands)
+        for index, chain in zip(transposed, chains, strict=True):
+            operands[index] = chain[-1].operands[0]
         attributes = {name: op.attributes[name] for name in op.attributes}
-        with op.context, op.location, ir.InsertionPoint(back):
-            attributes[LAYOUT_ATTR] = ir.StringAttr.get("bshd")
+        anchor = back[-1] if back is not None else op
+        with op.context, op.location, ir.InsertionPoint(anchor):
+            attributes[LAYOUT_ATTR] = ir.StringAttr.get(BSHD)
+            results = [back[-1].results[0].type] if back is not None else []
             folded_op = ir.Operation.create(
-                op.name, results=[back.results[0].type], operands=sources, attributes=attributes
+                op.name, results=results, operands=operands, attributes=attributes
             )
-        back.results[0].replace_all_uses_with(folded_op.results[0])
-        back.erase()
+        if back is not None:
+            back[-1].results[0].replace_all_uses_with(folded_op.results[0])
+            _erase_unused(list(reversed(back)))
         op.erase()
-        for producer in producers:
-            if producer is not None and not list(producer.results[0].uses):
-                producer.erase()
+        for chain in chains:
+            _erase_unused(chain)
         folded += 1
     return folded
 
 
 @register_pass("tessera-fold-attention-transposes")
 def fold_attention_transposes_pass(module: ir.Operation, options: NoOptions) -> None:
-    """Let tessera.attention.flash read q, k, v in the [B, S, H, D] layout the projections
-    write and produce its result in it (tessera.layout = "bshd"), removing the head
-    transposes around it (run on generalized linalg; the CUDA target's kernels take strides)."""
+    """Let tessera.attention.flash, tessera.attention.paged and tessera.kv.append read their
+    [B, H, S, D] tensors in the [B, S, H, D] layout the projections write (and attention write
+    its result in it; tessera.layout = "bshd"), removing the head transposes around them (run
+    on generalized linalg; the CUDA target's kernels take strides)."""
     fold_attention_transposes(module)

@@ -35,6 +35,7 @@ NO_CODE = frozenset(
         "tensor.dim",
         "tensor.expand_shape",
         "tensor.collapse_shape",
+        "tensor.cast",
         "arith.constant",
         "arith.index_cast",
         "arith.muli",
@@ -67,6 +68,9 @@ class LaunchPlan:
     scratch: Poly = field(default_factory=lambda: Poly.parse("0"))
     binary: str = "kernels"
     infos: dict[str, KernelInfo] = field(default_factory=dict)
+    # The rows a GEMM of this program is expected to have (None: many). The decode program's
+    # rows are its batch, a few sequences: its GEMMs take the bandwidth-bound GEMV.
+    rows_hint: int | None = None
 
     def shape(self, value: ir.Value) -> tuple[str, ...]:
         return self.shapes[value]
@@ -84,12 +88,16 @@ class LaunchPlan:
             info = self.infos[name] = build(self.kernels)
         return info
 
-    def scratch_buffer(self, name: str, dtype: str, shape: tuple[str, ...], bytes_: str) -> ArgRef:
+    def scratch_buffer(
+        self, name: str, dtype: str, shape: tuple[str, ...], bytes_: str, after: str = "0"
+    ) -> ArgRef:
         """Space after the planned arena, shared by every op that asks (used one op at a time:
-        a rule's scratch dies when its op ends)."""
-        size = Poly.parse(bytes_).cdiv(ALIGNMENT) * ALIGNMENT
-        self.scratch = self.scratch.maximum(size)
-        spec = BufferSpec(name, "arena", dtype, shape, offset=self.plan.arena_bytes, bytes=bytes_)
+        a rule's scratch dies when its op ends). An op that needs several buffers at once
+        places each ``after`` the bytes of the ones before it (``aligned`` sizes)."""
+        start = Poly.parse(after)
+        self.scratch = self.scratch.maximum(start + aligned_bytes(bytes_))
+        offset = str(Poly.parse(self.plan.arena_bytes) + start)
+        spec = BufferSpec(name, "arena", dtype, shape, offset=offset, bytes=bytes_)
         self.buffers.append(spec)
         return ArgRef("buffer", name)
 
@@ -128,6 +136,11 @@ class LaunchPlan:
         )
 
 
+def aligned_bytes(bytes_: str) -> Poly:
+    """``bytes_`` rounded up to the arena's alignment."""
+    return Poly.parse(bytes_).cdiv(ALIGNMENT) * ALIGNMENT
+
+
 def product(dims: tuple[str, ...]) -> str:
     """The product of dims as a simplified expression (``"1"`` for none)."""
     poly = Poly.parse("1")
@@ -137,7 +150,7 @@ def product(dims: tuple[str, ...]) -> str:
 
 
 def assign_buffers(func: ir.Operation, launch_plan: LaunchPlan) -> None:
-    """Names every value by the memory plan: function arguments as inputs/weights, results as
+    """Names every value by the memory plan: function arguments as inputs/weights/state, results as
     outputs, arena slices (``t<n>``) and constants (``c<n>``), views as their source."""
     body = func.regions[0].blocks[0]
     for argument in body.arguments:
@@ -150,6 +163,10 @@ def assign_buffers(func: ir.Operation, launch_plan: LaunchPlan) -> None:
         elif "tessera.weight" in entries:
             name = ir.StringAttr(entries["tessera.weight"]).value
             launch_plan.refs[argument] = ArgRef("weight", name)
+        elif "tessera.state" in entries:
+            # Memory that lives across calls (a KV cache): the program's ``state`` buffer.
+            name = ir.StringAttr(entries["tessera.state"]).value
+            launch_plan.refs[argument] = ArgRef("buffer", name)
     ops = [v.operation for v in body.operations]
     planned: dict[tuple[int, int], PlannedValue] = {
         (v.index, v.result): v for v in launch_plan.plan.values

@@ -8,9 +8,9 @@ import re
 
 from mlir import ir
 
+from tessera.dialects.head_layout import BSHD, LAYOUT_ATTR
 from tessera.runtime.manifest import ArgRef
 
-from .attention_layout import LAYOUT_ATTR
 from .kernels.attention import AttentionConfig, build_flash_attention
 from .kernels.lookup import LookupConfig, build_lookup
 from .kernels.rms_norm import RmsNormConfig, build_rms_norm
@@ -190,7 +190,7 @@ def lower_attention(op: ir.Operation, plan: LaunchPlan) -> None:
     o = op.results[0]
     q_shape, k_shape = plan.shape(q), plan.shape(k)
     window = _int(op, "window")
-    bshd = _string(op, LAYOUT_ATTR, "bhsd") == "bshd"
+    bshd = _string(op, LAYOUT_ATTR, "bhsd") == BSHD
     heads, sequence = (2, 1) if bshd else (1, 2)
     cfg = AttentionConfig(
         dtype=dtype_of(q),
@@ -220,9 +220,11 @@ def lower_attention(op: ir.Operation, plan: LaunchPlan) -> None:
 
 
 def _gemm(plan: LaunchPlan, op: ir.Operation, **fields: object):  # type: ignore[no-untyped-def]
-    from .kernels.gemm import GemmConfig, build_gemm
+    from .kernels.gemm import GemmConfig, build_gemm, select_gemm
 
     cfg = GemmConfig(**fields)  # type: ignore[arg-type]
+    if plan.rows_hint is not None:
+        cfg = select_gemm(cfg, plan.rows_hint)
     return plan.kernel(f"gemm {cfg}", lambda km: build_gemm(km, cfg))
 
 

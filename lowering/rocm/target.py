@@ -20,12 +20,10 @@ import tessera
 from tessera.errors import LoweringError
 from tessera.ir_walk import walk_ops
 from tessera.lowering.cuda import rules  # noqa: F401  (registers the rules)
+from tessera.lowering.cuda.gpu_programs import build_programs, metadata, plan_stage, program_specs
 from tessera.lowering.cuda.kernel import KernelModule
-from tessera.lowering.cuda.plan import LaunchPlan, build_launches
-
-# The CUDA target's stage functions over the tensor-level module are the ROCm target's too.
-from tessera.lowering.cuda.target import _forward, _plan, _program, _sha, _write
-from tessera.passes.shape_exprs import shape_exprs
+from tessera.lowering.cuda.plan import LaunchPlan
+from tessera.lowering.cuda.target import _sha, _write
 from tessera.runtime.manifest import MANIFEST_FILE, BinarySpec, Manifest, TargetSpec
 from tessera.target import Build, Stage
 
@@ -67,13 +65,12 @@ class RocmTarget:
         )
 
     def _gpu(self, build: Build) -> str:
-        func = _forward(build.module)
         with build.module.context, ir.Location.unknown():
             kernels = KernelModule(self.arch, device=Amd(self.arch))
-            launch_plan = LaunchPlan(kernels, build.scratch["memory_plan"], shape_exprs(func))
-            build_launches(func, launch_plan)
-            state_block_sizes(kernels, launch_plan)
-        build.scratch["launches"] = launch_plan
+            launches = build_programs(build, kernels)
+            for launch_plan in launches.values():
+                state_block_sizes(kernels, launch_plan)
+        build.scratch["launches"] = launches
         build.scratch["kernels"] = kernels
         return str(kernels.module)
 
@@ -89,18 +86,19 @@ class RocmTarget:
         hsaco = toolchain.link(obj)
         code = code_object.read(hsaco)
         code_object.check_limits(code, self.chip)
-        launched = {step.kernel for step in build.scratch["launches"].steps}
+        launched = {
+            step.kernel for plan in build.scratch["launches"].values() for step in plan.steps
+        }
         missing = sorted(launched - {k.name for k in code.kernels})
         if missing:
             raise LoweringError(f"the code object lacks the launched kernels {', '.join(missing)}")
         _write(directory / "kernels.hsaco", hsaco)
-        program = _program(build, build.scratch["launches"])
         manifest = Manifest(
             compiler_version=tessera.__version__,
             target=TargetSpec(KIND, self.arch, "any"),
             binaries=(BinarySpec("kernels", "kernels.hsaco", BINARY_KIND, _sha(hsaco)),),
-            programs=(program,),
-            metadata={**build.metadata, "code": BINARY_KIND},
+            programs=program_specs(build, build.scratch["launches"]),
+            metadata={**build.metadata, **metadata(build), "code": BINARY_KIND},
         )
         text = json.dumps(manifest.to_json(), indent=2) + "\n"
         _write(directory / MANIFEST_FILE, text.encode())
@@ -116,6 +114,11 @@ def state_block_sizes(kernels: KernelModule, launch_plan: LaunchPlan) -> None:
         name = ir.StringAttr(op.attributes["sym_name"]).value
         if name in blocks:
             op.attributes["known_block_size"] = ir.DenseI32ArrayAttr.get(list(blocks[name]))
+
+
+def _plan(build: Build) -> str:
+    """The CUDA target's plan stage, the generation functions included."""
+    return plan_stage(build, generation=True)
 
 
 def _llvm(build: Build) -> str:

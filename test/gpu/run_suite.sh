@@ -6,13 +6,15 @@
 #     test/gpu/run_suite.sh OUT_DIR [COMMIT]
 #     STEPS="prefill memcheck" test/gpu/run_suite.sh OUT_DIR   # some steps only
 #
-# Steps: models (parity with transformers), small, attention, gemm (kernel checks and timings),
+# Steps: models (parity with transformers), generate (greedy generation against transformers'
+# generate), small, attention, gemm (kernel checks and timings), decode (generation throughput),
 # prefill (whole-model benchmark), memcheck (compute-sanitizer over the attention and GEMM checks).
 #
 # Writes into OUT_DIR: log.txt (everything printed), the benchmark-format JSON of each check
-# (small_kernels.json, attention.json, gemm.json, prefill.json) and details.tar.gz (every case's
-# detail). Each step has its own time limit so that one slow step cannot hide the others' results,
-# and each step's files reach OUT_DIR as soon as it ends, so a run cut short keeps what finished.
+# (small_kernels.json, attention.json, gemm.json, prefill.json, decode.json) and
+# details.tar.gz (every case's detail). Each step has its own time limit so that one slow step
+# cannot hide the others' results, and each step's files reach OUT_DIR as soon as it ends, so a
+# run cut short keeps what finished.
 set -u
 out=${1:?usage: run_suite.sh OUT_DIR [COMMIT]}
 commit=${2:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -29,7 +31,7 @@ cp -rs "$root/tessera_ir" "$shim/tessera"
 for part in dialects passes lowering runtime; do ln -s "$root/$part" "$shim/tessera/$part"; done
 export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}"
 
-steps=" ${STEPS:-models small attention gemm prefill memcheck} "
+steps=" ${STEPS:-models generate small attention gemm prefill decode memcheck} "
 export PATH="$PATH:/usr/local/cuda/bin"
 
 step() {  # step SECONDS NAME COMMAND...
@@ -40,7 +42,7 @@ step() {  # step SECONDS NAME COMMAND...
     local start=$SECONDS
     timeout "$limit" "$@" 2>&1 | tee -a "$log"
     echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start))s" | tee -a "$log"
-    for json in small_kernels attention gemm prefill; do
+    for json in small_kernels attention gemm prefill decode; do
         [ -f "$detail/$json.json" ] && cp "$detail/$json.json" "$out/"
     done
     tar -czf "$out/details.tar.gz" -C "$detail" .
@@ -49,11 +51,14 @@ step() {  # step SECONDS NAME COMMAND...
 step 20 device nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 step 120 models python3 -m pytest -q -s -p no:cacheprovider test/gpu/test_gpu_models.py \
     --artifacts build/gpu
+step 150 generate python3 -m pytest -q -s -p no:cacheprovider test/gpu/test_gpu_generate.py \
+    --artifacts build/gpu
 step 60 small python3 test/gpu/check_small_kernels.py build/small --out "$detail" --commit "$commit"
 step 120 attention python3 test/gpu/check_attention.py build/attention --out "$detail" \
     --commit "$commit"
 step 100 gemm python3 test/gpu/check_gemm.py build/gemm --out "$detail" --commit "$commit"
 step 200 prefill python3 bench/gpu.py build/bench --out "$detail/prefill.json" --commit "$commit"
+step 300 decode python3 bench/decode.py build/bench --out "$detail/decode.json" --commit "$commit"
 if ! command -v compute-sanitizer >/dev/null; then
     echo "=== compute-sanitizer: not on this machine" | tee -a "$log"
 else

@@ -222,7 +222,7 @@ def _emit_partial(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo)
             for x, y in zip(q[1:], k[1:], strict=True):
                 dot = a.fma(x, y, dot)
             for mask in (16, 8, 4, 2, 1):
-                dot = a.fadd(dot, a.shuffle_xor(dot, mask))
+                dot = a.fadd(dot, km.device.shuffle_xor(dot, mask))
             score = a.fmul(dot, cfg.scale)
             if cfg.softcap is not None:
                 score = a.fmul(a.tanh(a.fmul(score, 1.0 / cfg.softcap)), cfg.softcap)

@@ -87,3 +87,30 @@ func.func @paged_needs_a_scale(%q: tensor<1x4x1x8xf32>, %c: memref<4x2x16x8xf32>
   %o = "tessera.attention.paged"(%q, %c, %c, %t, %i, %i) : (tensor<1x4x1x8xf32>, memref<4x2x16x8xf32>, memref<4x2x16x8xf32>, tensor<1x2xi32>, tensor<1xi64>, tensor<1xi64>) -> tensor<1x4x1x8xf32>
   return %o : tensor<1x4x1x8xf32>
 }
+
+// -----
+
+// tessera.layout = "bshd" (the CUDA target's head-transpose folding): k [B, S, Hkv, D]; the
+// verifier reads its heads from axis 2, so heads on axis 1 that match the cache are wrong here.
+func.func @append_bshd_reads_heads_from_axis_2(%c: memref<4x2x16x8xf32>, %k: tensor<1x2x3x8xf32>, %t: tensor<1x2xi32>, %i: tensor<1xi64>) {
+  // expected-error@+1 {{k tensor<1x2x3x8xf32> must match k_cache memref<4x2x16x8xf32> in kv heads and head dim}}
+  "tessera.kv.append"(%c, %c, %k, %k, %t, %i) {tessera.layout = "bshd"} : (memref<4x2x16x8xf32>, memref<4x2x16x8xf32>, tensor<1x2x3x8xf32>, tensor<1x2x3x8xf32>, tensor<1x2xi32>, tensor<1xi64>) -> ()
+  return
+}
+
+// -----
+
+func.func @paged_layout_is_bshd_or_absent(%q: tensor<1x4x1x8xf32>, %c: memref<4x2x16x8xf32>, %t: tensor<1x2xi32>, %i: tensor<1xi64>) -> tensor<1x4x1x8xf32> {
+  // expected-error@+1 {{tessera.layout must be "bshd", found "sbhd"}}
+  %o = "tessera.attention.paged"(%q, %c, %c, %t, %i, %i) {scale = 0.35 : f32, tessera.layout = "sbhd"} : (tensor<1x4x1x8xf32>, memref<4x2x16x8xf32>, memref<4x2x16x8xf32>, tensor<1x2xi32>, tensor<1xi64>, tensor<1xi64>) -> tensor<1x4x1x8xf32>
+  return %o : tensor<1x4x1x8xf32>
+}
+
+// -----
+
+// bshd: q [B, S, Hq, D] = [1, 1, 4, 8] gives a [1, 1, 4, 8] result; [1, 4, 1, 8] is wrong.
+func.func @paged_bshd_result_keeps_the_layout(%q: tensor<1x1x4x8xf32>, %c: memref<4x2x16x8xf32>, %t: tensor<1x2xi32>, %i: tensor<1xi64>) -> tensor<1x4x1x8xf32> {
+  // expected-error@+1 {{must have shape [B, Hq, S, Dv]}}
+  %o = "tessera.attention.paged"(%q, %c, %c, %t, %i, %i) {scale = 0.35 : f32, tessera.layout = "bshd"} : (tensor<1x1x4x8xf32>, memref<4x2x16x8xf32>, memref<4x2x16x8xf32>, tensor<1x2xi32>, tensor<1xi64>, tensor<1xi64>) -> tensor<1x4x1x8xf32>
+  return %o : tensor<1x4x1x8xf32>
+}

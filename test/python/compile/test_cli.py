@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import seeds
 import torch
+from cli_support import one_error_line, run
 
-from tessera import cli, runtime
+from tessera import runtime
 from tessera.cli_cache import duration, human_age, human_size
 from tessera.models.tiny import tiny_gemma
 
@@ -28,23 +29,6 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "cache"
     monkeypatch.setenv("TESSERA_CACHE_DIR", str(folder))
     return folder
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """``tessera argv`` in this process: (status, stdout, stderr)."""
-    try:
-        status = cli.main(argv)
-    except SystemExit as done:  # --help, --version and usage errors leave through argparse
-        status = done.code if isinstance(done.code, int) else 1
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def fake_entry(cache: Path, key: str, *, used_days_ago: float, size: int = 200) -> Path:

@@ -13,7 +13,7 @@ import torch
 import tessera
 from tessera import runtime
 from tessera.models.tiny import tiny_gemma
-from tessera.runtime import expr
+from tessera.runtime import expr, kv_layout
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU behaviour")
 
@@ -45,26 +45,30 @@ def test_model_compiles_to_launches_for_each_arch(cache: Path, arch: str) -> Non
     assert cubin.startswith(b"\x7fELF")
 
 
-def test_attention_reads_the_projections_without_transposes(cache: Path) -> None:
+def test_attention_and_the_cache_read_the_projections_without_transposes(cache: Path) -> None:
     compiled = tessera.compile(tiny_gemma("gemma2-gqa", dtype=torch.bfloat16), target="cuda")
     plan = compiled.ir("plan")
     layers = compiled.ir("mid").count('"tessera.attention.flash"')
-    assert layers == 3 and plan.count('tessera.layout = "bshd"') == layers
+    # The forward function's flash attentions, and each cache function's appends and paged
+    # attentions.
+    assert layers == 3 and plan.count('tessera.layout = "bshd"') == layers * 5
     # No kernel is left that only swaps the head and sequence axes.
     assert "affine_map<(d0, d1, d2, d3) -> (d0, d2, d1, d3)>" not in plan
 
 
-def test_every_step_is_a_launch_over_planned_buffers(cache: Path) -> None:
+@pytest.mark.parametrize("program_name", ["prefill", "prefill_kv", "decode"])
+def test_every_step_is_a_launch_over_planned_buffers(cache: Path, program_name: str) -> None:
     compiled = tessera.compile(tiny_gemma("gemma3-gqa"), target="cuda:sm_90a")
-    program = compiled.manifest.program("prefill")
-    env = {"B": 3, "S": 77}
+    program = compiled.manifest.program(program_name)
+    # Sizes for every symbol a program names (batch, tokens, block-table widths, pool sizes).
+    env = {s.name: 3 + 7 * i for i, s in enumerate(program.symbols)}
     arena = expr.evaluate(program.arena, env)
     names = {b.name for b in program.buffers}
     for buffer in program.buffers:
         if buffer.kind == "arena":
             offset = expr.evaluate(buffer.offset, env)
             size = expr.evaluate(buffer.bytes, env)
-            assert offset % 256 == 0 and offset + size <= arena
+            assert offset % 256 == 0 and offset + size <= arena, buffer
     for step in program.steps:
         assert step.kind == "launch"
         grid = [expr.evaluate(g, env) for g in step.grid]
@@ -73,6 +77,42 @@ def test_every_step_is_a_launch_over_planned_buffers(cache: Path) -> None:
             if arg.kind == "buffer":
                 assert arg.name in names
     assert "arena bytes" in compiled.memory_plan()
+
+
+def test_generation_programs_take_the_cache_as_state(cache: Path) -> None:
+    model = tiny_gemma("gemma3-gqa")
+    compiled = tessera.compile(model, target="cuda:sm_90a")
+    manifest = compiled.manifest
+    assert [p.name for p in manifest.programs] == ["prefill", "prefill_kv", "decode"]
+    layout = kv_layout.KvLayout.from_json(manifest.metadata[kv_layout.METADATA_KEY])
+    cached = {name for layer in layout.layers for name in (layer.k, layer.v)}
+    kernels: dict[str, set[str]] = {}
+    for name in ("prefill_kv", "decode"):
+        program = manifest.program(name)
+        state = {b.name for b in program.buffers if b.kind == "state"}
+        assert state == cached
+        kernels[name] = {step.kernel for step in program.steps}
+        appends = [k for k in kernels[name] if k.startswith("tessera_kv_append")]
+        paged = [k for k in kernels[name] if k.startswith("tessera_paged_attention")]
+        assert appends and paged, kernels[name]
+    # The programs share one kernel module: decode's kernels are prefill_kv's (other sizes,
+    # same signatures), except elementwise ones specialised to decode's single token and the
+    # GEMMs, which are bandwidth-bound GEMVs for a step's few rows.
+    gemms = {k for k in kernels["decode"] if k.startswith("gemm_")}
+    assert gemms and all(k.startswith("gemm_gemv_") for k in gemms)
+    shared = {k for k in kernels["decode"] - gemms if not k.startswith("tessera_elementwise")}
+    assert shared <= kernels["prefill_kv"]
+    # The cache's size comes from the manifest, as on the CPU (no GPU needed to ask).
+    cpu = tessera.compile(model)
+    assert compiled.cache_memory(2, 100) == cpu.cache_memory(2, 100) > 0
+
+
+def test_rocm_builds_the_generation_programs_too(cache: Path) -> None:
+    compiled = tessera.compile(tiny_gemma("gemma3-gqa"), target="rocm:gfx942")
+    assert [p.name for p in compiled.manifest.programs] == ["prefill", "prefill_kv", "decode"]
+    kernels = {step.kernel for step in compiled.manifest.program("decode").steps}
+    assert any(k.startswith("tessera_paged_attention") for k in kernels)
+    assert compiled.cache_memory(1, 10) > 0
 
 
 def test_calling_without_a_gpu_says_so(cache: Path, tmp_path: Path) -> None:

@@ -1,14 +1,7 @@
 """Whole models compiled for CUDA, run without a GPU: every kernel launch of the "prefill"
-program is executed by the kernel interpreter (``gpu_interpreter``) over the artifact's own
-manifest and kernel IR (``ir/gpu.mlir``), and the logits are compared with transformers'
-forward of the same model, as ``test/gpu/test_gpu_models.py`` does on a GPU.
-
-The emulated executor does what ``runtime/cuda.py`` does: symbols bound from the input's
-shape, grid/shared-memory/scalar expressions evaluated over them, one arena (poisoned with
-all-ones bytes: NaN in every float type) whose buffers are slices at their planned offsets,
-weights from ``model.state_dict()``, outputs poisoned. A wrong kernel, a wrong plan (an arena
-slice overlapping a live one, a wrong stride or scalar, a slice read before any launch wrote
-it), a race or an out-of-bounds access fails here with the kernel and op named.
+program is executed by the kernel interpreter (``emulated_program.py``) over the artifact's own
+manifest and kernel IR, with the weights of ``model.state_dict()``, and the logits are compared
+with transformers' forward of the same model, as ``test/gpu/test_gpu_models.py`` does on a GPU.
 
 Bounds (as on the GPU): f32 logits within 1e-3 of the largest logit; bf16 no further from a
 float32 run of the same weights than transformers' own bf16 run is (x1.5); greedy next tokens
@@ -19,109 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from gpu_interpreter import KINDS, Buffer, Kernel, KernelFault, Storage, kernels_in
-from mlir import ir
+from emulated_program import Emulated
+from gpu_interpreter import KernelFault
 
 import tessera
-from tessera.context import make_context
 from tessera.models.tiny import tiny_gemma
-from tessera.runtime import expr
-from tessera.runtime.manifest import ArgRef, KernelLaunch, ProgramSpec, ScalarArg
+from tessera.runtime.manifest import ArgRef, ProgramSpec
 
 TORCH = {"f32": torch.float32, "bf16": torch.bfloat16}
-
-
-@dataclass
-class Emulated:
-    """A compiled CUDA artifact's program, run by the interpreter."""
-
-    program: ProgramSpec
-    module: ir.Module
-    kernels: dict[str, Kernel]
-
-    @staticmethod
-    def load(directory: Path, program: str = "prefill") -> Emulated:
-        manifest = tessera.runtime.read_manifest(directory)
-        context = make_context()
-        module = ir.Module.parse((directory / "ir" / "gpu.mlir").read_text(), context)
-        return Emulated(manifest.program(program), module, {})
-
-    def kernel(self, name: str) -> Kernel:
-        found = self.kernels.get(name)
-        if found is None:
-            with self.module.context:
-                found = self.kernels[name] = Kernel(kernels_in(self.module)[name])
-        return found
-
-    def __call__(
-        self, inputs: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        program = self.program
-        env: dict[str, int] = {}
-        named: dict[tuple[str, str], Buffer] = {}
-        for spec in program.inputs:
-            tensor = inputs[spec.name]
-            for dim, size in zip(spec.shape, tensor.shape, strict=True):
-                if isinstance(dim, str):
-                    assert env.setdefault(dim, size) == size, f"{dim} bound twice"
-                else:
-                    assert dim == size
-            named["input", spec.name] = Buffer.of(tensor, spec.dtype, spec.name)
-        for spec in program.weights:
-            tensor = weights[spec.name]
-            assert tuple(tensor.shape) == tuple(spec.shape), spec.name
-            named["weight", spec.name] = Buffer.of(tensor, spec.dtype, spec.name)
-        shapes = {}
-        for spec in program.outputs:
-            shape = tuple(d if isinstance(d, int) else expr.evaluate(d, env) for d in spec.shape)
-            shapes[spec.name] = shape
-            named["output", spec.name] = Buffer.poisoned(math.prod(shape), spec.dtype, spec.name)
-        arena_bytes = expr.evaluate(program.arena, env)
-        arena = Storage(np.full(arena_bytes, 0xFF, np.uint8), "the arena")
-        for buffer in program.buffers:
-            if buffer.kind == "arena":
-                offset = expr.evaluate(buffer.offset, env)
-                size = expr.evaluate(buffer.bytes, env)
-                count = size // KINDS[buffer.dtype].size
-                label = f"arena slice {buffer.name}"
-                named["buffer", buffer.name] = Buffer(
-                    arena, buffer.dtype, offset, count, label, unwritten=True
-                )
-            elif buffer.kind == "constant":
-                data = np.frombuffer(bytes.fromhex(buffer.data), dtype=np.uint8).copy()
-                named["buffer", buffer.name] = Buffer(Storage(data, buffer.name), buffer.dtype)
-            else:
-                raise AssertionError(
-                    f"the emulator has no case for {buffer.kind} buffers ({buffer.name}); "
-                    "prefill programs hold only arena and constant buffers"
-                )
-        for index, step in enumerate(program.steps):
-            assert isinstance(step, KernelLaunch), step
-            args: list[Buffer | int | float] = []
-            for arg in step.args:
-                if isinstance(arg, ScalarArg):
-                    value = arg.value
-                    args.append(expr.evaluate(value, env) if isinstance(value, str) else value)
-                else:
-                    assert isinstance(arg, ArgRef)
-                    args.append(named[arg.kind, arg.name])
-            grid = [expr.evaluate(g, env) for g in step.grid]
-            smem = expr.evaluate(step.smem, env)
-            try:
-                self.kernel(step.kernel).launch(grid, step.block, smem, args)
-            except KernelFault as fault:
-                raise KernelFault(f"step {index} of {program.name}: {fault}") from fault
-        return {name: named["output", name].tensor(shapes[name]) for name in shapes}
 
 
 def _vocab(model: torch.nn.Module) -> int:
@@ -149,7 +54,7 @@ def check_model(name: str, dtype: str, batch: int, length: int) -> str:
     emulated = Emulated.load(directory)
     vocab = _vocab(model)
     ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(0))
-    (ours,) = emulated({"input_ids": ids}, dict(model.state_dict())).values()
+    (ours,) = emulated.run({"input_ids": ids}, dict(model.state_dict())).values()
     ran_at = time.perf_counter()
     reference32 = tiny_gemma(name, dtype=torch.float32)
     with torch.no_grad():
@@ -209,7 +114,7 @@ def _corrupted(name: str, dtype: str, change: Callable[[ProgramSpec], ProgramSpe
     emulated.program = change(emulated.program)
     ids = torch.randint(0, _vocab(model), (1, 9), generator=torch.Generator().manual_seed(1))
     try:
-        (ours,) = emulated({"input_ids": ids}, dict(model.state_dict())).values()
+        (ours,) = emulated.run({"input_ids": ids}, dict(model.state_dict())).values()
     except KernelFault as fault:
         return str(fault)
     with torch.no_grad():

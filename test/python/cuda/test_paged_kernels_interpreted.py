@@ -7,6 +7,7 @@ computed from the logical, unpaged sequences."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -82,18 +83,38 @@ def _module() -> KernelModule:
     return KernelModule("sm_90a")
 
 
-@pytest.mark.parametrize(
-    ("dtype", "head_dim", "window", "softcap", "seq"),
-    [
-        ("f32", 24, None, None, 1),
-        ("bf16", 24, 5, 50.0, 1),
-        ("bf16", 64, None, None, 3),
-        ("f16", 40, 6, None, 2),
-    ],
-)
+def _as_built(km: KernelModule) -> None:
+    """NVIDIA kernels run as built."""
+
+
+# (dtype, head_dim, window, softcap, query tokens per sequence)
+CASES = [
+    ("f32", 24, None, None, 1),
+    ("bf16", 24, 5, 50.0, 1),
+    ("bf16", 64, None, None, 3),
+    ("f16", 40, 6, None, 2),
+]
+
+
+@pytest.mark.parametrize(("dtype", "head_dim", "window", "softcap", "seq"), CASES)
 def test_append_then_paged_attention_matches_float64(
     dtype: str, head_dim: int, window: int | None, softcap: float | None, seq: int
 ) -> None:
+    check_append_then_paged_attention(_module, _as_built, dtype, head_dim, window, softcap, seq)
+
+
+def check_append_then_paged_attention(
+    module: Callable[[], KernelModule],
+    finish: Callable[[KernelModule], None],
+    dtype: str,
+    head_dim: int,
+    window: int | None,
+    softcap: float | None,
+    seq: int,
+) -> None:
+    """Appends the past and a call's tokens into poisoned caches with the kernels ``module()``
+    builds (``finish`` readies them, as the target's lowering would), then runs paged
+    attention and its combine and compares with float64."""
     generator = torch.Generator().manual_seed(1234 + head_dim + seq)
     batch, heads_q, heads_kv, block_size, width, blocks = 2, 4, 2, 4, 4, 11
     past = torch.tensor([7, 2])  # tokens already cached per sequence
@@ -101,7 +122,7 @@ def test_append_then_paged_attention_matches_float64(
     table = _tables(batch, width, blocks, generator)
     context = make_context()
     with context, ir.Location.unknown():
-        km = _module()
+        km = module()
         append_cfg = KvAppendConfig(dtype, heads_kv, head_dim, head_dim, block_size)
         cfg = PagedAttentionConfig(
             dtype,
@@ -117,6 +138,7 @@ def test_append_then_paged_attention_matches_float64(
         )
         partial, combine = build_paged_attention(km, cfg)
         build_kv_append(km, append_cfg)
+        finish(km)
         km.module.operation.verify()
 
     total = int(past.max()) + seq

@@ -195,7 +195,7 @@ def model_ir(request: pytest.FixtureRequest) -> Iterator[ir.Operation]:
     context = make_context()
     module = parse_module(_mid_level(name, dtype), context, f"{name}-{dtype}.mlir")
     if form == "cuda":
-        from tessera.lowering.cuda.target import PREPARE
+        from tessera.lowering.cuda.gpu_programs import PREPARE
 
         run_pipeline(module, PREPARE, verify_each=False)
     function = module.body.operations[0].operation

@@ -1,0 +1,270 @@
+"""Decode throughput: Tessera's generation against transformers' ``generate`` on the same card,
+in the same process, same weights (seeded random, bf16), and as a fraction of the bandwidth
+bound. Reads the artifacts of bench/gpu_build.py (their ``prefill_kv`` and ``decode``
+programs); writes rows in the results format (bench/results/*.json: device, date, commit, rows
+with the peers measured in the same run).
+
+    python bench/decode.py build/bench --out results.json [--new-tokens 64]
+
+Each case is a batch of B prompts of P random tokens, greedy, N new tokens, no end token.
+Decode tokens/s counts the tokens of steps 2..N (B·(N−1)) over the time from the first new
+token to the last, so the prompt's prefill is excluded for every runner alike: Tessera's loop
+is timed step by step; transformers' ``generate`` is timed whole, less one forward pass of
+the prompt. The bound: the bytes one decode step must read (every weight but the embedding
+rows it does not look up, and each layer's cached keys and values) over the device-to-device
+copy rate measured in the same run (bytes read plus written per second of a 1 GiB copy).
+
+``--compiled-peer`` adds transformers with a static cache and its forward under torch.compile
+(minutes of compiling). ``--smoke`` runs the same code on the CPU over a tiny model (compiled
+here), to check it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from tessera import runtime
+from tessera.models.tiny import tiny_gemma
+from tessera.runtime import kv_layout
+from tessera.runtime.generate import CachedPrograms, Request, cached_programs, decode_steps
+from tessera.runtime.sampling import Sampling
+
+CASES = ((1, 128), (1, 2048), (8, 128), (8, 2048))
+REPEATS = 3
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def copy_rate(device: str) -> float:
+    """Bytes moved (read + written) per second by a 1 GiB device copy (64 MiB on the CPU),
+    best of five."""
+    source = torch.empty(1 << (30 if device == "cuda" else 26), dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    best = float("inf")
+    for _ in range(5):
+        synchronize(device)
+        started = time.perf_counter()
+        target.copy_(source)
+        synchronize(device)
+        best = min(best, time.perf_counter() - started)
+    return 2 * source.numel() / best
+
+
+def tessera_decode_seconds(
+    programs: CachedPrograms, ids: torch.Tensor, new_tokens: int, device: str
+) -> float:
+    """Seconds from the first new token to the last of one greedy generation."""
+    request = Request(new_tokens, Sampling(), None, frozenset(), pad_token_id=0)
+    started = 0.0
+    for index, _step in enumerate(decode_steps(programs, ids, None, request)):
+        if index == 0:
+            synchronize(device)
+            started = time.perf_counter()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def transformers_decode_seconds(
+    model: torch.nn.Module, ids: torch.Tensor, new_tokens: int, device: str, **options: object
+) -> float:
+    """Seconds of ``generate`` less one forward pass of the prompt (its prefill)."""
+    ids = ids.to(device)
+    with torch.no_grad():
+        synchronize(device)
+        started = time.perf_counter()
+        model(ids)
+        synchronize(device)
+        prefill = time.perf_counter() - started
+        started = time.perf_counter()
+        model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            eos_token_id=None,
+            pad_token_id=0,
+            **options,
+        )
+        synchronize(device)
+        return max(time.perf_counter() - started - prefill, 1e-9)
+
+
+def median_seconds(run: Callable[[], float]) -> float:
+    run()  # warm-up: CUDA graphs captured, kernels loaded
+    return statistics.median(run() for _ in range(REPEATS))
+
+
+def step_bytes(model: torch.nn.Module, batch: int, length: int) -> int:
+    """Bytes one decode step must read: the weights (the embedding as the LM head reads it,
+    once) and every layer's cached keys and values of ``batch`` sequences of ``length``."""
+    config = model.config
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    head_dim = getattr(config, "head_dim", config.hidden_size // config.num_attention_heads)
+    windows = _windows(config)
+    cache = 0
+    for window in windows:
+        seen = length if window is None else min(length, window)
+        cache += 2 * batch * seen * config.num_key_value_heads * head_dim * 2
+    return weights + cache
+
+
+def _windows(config: object) -> list[int | None]:
+    """Each layer's sliding window (None: global)."""
+    layers = int(config.num_hidden_layers)  # type: ignore[attr-defined]
+    types = getattr(config, "layer_types", None)
+    window = getattr(config, "sliding_window", None)
+    if types is None:
+        return [None] * layers
+    return [window if kind == "sliding_attention" else None for kind in types]
+
+
+def bench_case(
+    name: str,
+    model: torch.nn.Module,
+    programs: CachedPrograms,
+    batch: int,
+    length: int,
+    new_tokens: int,
+    device: str,
+    rate: float,
+    compiled_peer: torch.nn.Module | None = None,
+) -> dict[str, object]:
+    generator = torch.Generator().manual_seed(batch * 100003 + length)
+    ids = torch.randint(3, model.config.vocab_size, (batch, length), generator=generator)
+    tokens = batch * (new_tokens - 1)
+    ours = median_seconds(lambda: tessera_decode_seconds(programs, ids, new_tokens, device))
+    peers = []
+    eager = median_seconds(lambda: transformers_decode_seconds(model, ids, new_tokens, device))
+    peers.append(
+        {"name": "transformers generate (eager)", "tokens_per_s": round(tokens / eager, 1)}
+    )
+    if compiled_peer:
+        # Static cache with the forward under torch.compile (compiled on its warm-up run).
+        static = median_seconds(
+            lambda: transformers_decode_seconds(
+                compiled_peer, ids, new_tokens, device, cache_implementation="static"
+            )
+        )
+        peers.append(
+            {
+                "name": "transformers generate (static cache, torch.compile)",
+                "tokens_per_s": round(tokens / static, 1),
+            }
+        )
+    bound = rate / step_bytes(model, batch, length + new_tokens)
+    dtype = str(model.dtype).removeprefix("torch.")
+    row = {
+        "bench": "decode",
+        "case": f"{name} B{batch} P{length} N{new_tokens} {dtype}",
+        "tessera_ms": round(1000 * ours / (new_tokens - 1), 4),
+        "tessera_tokens_per_s": round(tokens / ours, 1),
+        "bound_tokens_per_s": round(batch * bound, 1),
+        "fraction_of_bound": round(tokens / ours / (batch * bound), 4),
+        "peers": peers,
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def loaded_programs(directory: Path, model: torch.nn.Module, graphs: bool) -> CachedPrograms:
+    """The artifact's cache programs with ``model``'s weights bound (the decode step as a
+    CUDA graph where ``graphs``)."""
+    artifact = runtime.load(directory)
+    artifact.bind(dict(model.state_dict()))
+    programs: dict[str, object] = dict(artifact.programs)
+    if graphs:
+        from tessera.runtime.cuda_graph import GraphedProgram
+
+        decode = artifact.programs[kv_layout.DECODE_PROGRAM]
+        programs[kv_layout.DECODE_PROGRAM] = GraphedProgram(decode)  # type: ignore[arg-type]
+    return cached_programs(artifact.manifest, programs)
+
+
+def compiled_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its forward under torch.compile (transformers' recipe for fast
+    generate with a static cache); the weights are shared."""
+    model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+    return model
+
+
+def gpu_runs(
+    folder: Path, new_tokens: int, with_compiled: bool
+) -> tuple[str, list[dict[str, object]]]:
+    entries = json.loads((folder / "models.json").read_text())
+    rate = copy_rate("cuda")
+    rows = []
+    for entry in entries:
+        name = entry["name"]
+        model = tiny_gemma(name, dtype=torch.bfloat16, attn_implementation="sdpa", device="cuda")
+        programs = loaded_programs(folder / entry["folder"], model, graphs=True)
+        peer = None
+        if with_compiled:
+            peer = compiled_copy(
+                tiny_gemma(name, dtype=torch.bfloat16, attn_implementation="sdpa", device="cuda")
+            )
+            peer.load_state_dict(model.state_dict())
+        for batch, length in CASES:
+            rows.append(
+                bench_case(name, model, programs, batch, length, new_tokens, "cuda", rate, peer)
+            )
+        del model, programs, peer
+        torch.cuda.empty_cache()
+    return torch.cuda.get_device_name(), rows
+
+
+def smoke_runs(new_tokens: int) -> tuple[str, list[dict[str, object]]]:
+    import tessera
+
+    model = tiny_gemma("gemma2-gqa")
+    programs = loaded_programs(tessera.compile(model).directory, model, graphs=False)
+    rate = copy_rate("cpu")
+    rows = [bench_case("tiny gemma2-gqa", model, programs, 2, 12, new_tokens, "cpu", rate)]
+    return "cpu (smoke run)", rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("artifacts", type=Path, nargs="?")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--commit", default="unknown", help="the commit the artifacts came from")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU")
+    parser.add_argument(
+        "--compiled-peer",
+        action="store_true",
+        help="also time transformers with a static cache under torch.compile (slow to compile)",
+    )
+    args = parser.parse_args(argv)
+    if args.new_tokens < 2:
+        parser.error("--new-tokens must be at least 2 (decode steps are steps 2..N)")
+    if args.smoke:
+        device, rows = smoke_runs(args.new_tokens)
+    elif args.artifacts is None:
+        parser.error("give the artifacts folder (bench/gpu_build.py), or --smoke")
+    else:
+        device, rows = gpu_runs(args.artifacts, args.new_tokens, args.compiled_peer)
+    result = {
+        "device": device,
+        "date": datetime.date.today().isoformat(),
+        "commit": args.commit,
+        "rows": rows,
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

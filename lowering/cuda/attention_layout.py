@@ -12,8 +12,8 @@ strides), and the copies die:
 - ``tessera.attention.paged`` likewise for q and its result (the keys come from the cache);
 - ``tessera.kv.append`` whose new keys and values come from head transposes.
 
-Runs in the CUDA target's ``plan`` stage only; the ops' schemas (and the CPU target) keep the
-[B, H, S, D] form.
+Runs in the GPU targets' ``plan`` stage (CUDA and ROCm); the ops' schemas (and the CPU
+target) keep the [B, H, S, D] form.
 """
 
 from __future__ import annotations
@@ -132,5 +132,5 @@ def fold_attention_transposes_pass(module: ir.Operation, options: NoOptions) -> 
     """Let tessera.attention.flash, tessera.attention.paged and tessera.kv.append read their
     [B, H, S, D] tensors in the [B, S, H, D] layout the projections write (and attention write
     its result in it; tessera.layout = "bshd"), removing the head transposes around them (run
-    on generalized linalg; the CUDA target's kernels take strides)."""
+    on generalized linalg; the GPU targets' kernels take strides)."""
     fold_attention_transposes(module)

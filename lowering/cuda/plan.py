@@ -205,7 +205,7 @@ def _constant(name: str, op: ir.Operation, value: PlannedValue) -> BufferSpec:
     attr = ir.DenseElementsAttr(op.attributes["value"])
     data = np.array(attr)
     if value.dtype == "bf16":
-        raise LoweringError("bf16 tensor constants are not supported by the CUDA target yet")
+        raise LoweringError("bf16 tensor constants are not supported by the GPU targets yet")
     return BufferSpec(name, "constant", value.dtype, tuple(data.shape), data=data.tobytes().hex())
 
 
@@ -257,5 +257,5 @@ def build_launches(func: ir.Operation, launch_plan: LaunchPlan) -> None:
                 continue
         lower = RULES.get(op.name)
         if lower is None:
-            raise located(f"no cuda lowering for '{op.name}'", op)
+            raise located(f"no GPU lowering for '{op.name}' (cuda and rocm targets)", op)
         lower(op, launch_plan)

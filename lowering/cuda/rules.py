@@ -25,7 +25,7 @@ def dtype_of(value: ir.Value) -> str:
 def static_dim(plan: LaunchPlan, value: ir.Value, axis: int, op: ir.Operation, what: str) -> int:
     dim = plan.shape(value)[axis]
     if not dim.lstrip("-").isdigit():
-        raise located(f"{what} must be static for the CUDA target, found '{dim}'", op)
+        raise located(f"{what} must be static for the GPU targets, found '{dim}'", op)
     return int(dim)
 
 

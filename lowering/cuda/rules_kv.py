@@ -78,7 +78,7 @@ def lower_paged_attention(op: ir.Operation, plan: LaunchPlan) -> None:
     bshd = _bshd(op)
     heads_q = q_shape[2 if bshd else 1]
     if not heads_q.isdigit():
-        raise located(f"the query heads must be static for the CUDA target, found {heads_q}", op)
+        raise located(f"the query heads must be static for the GPU targets, found {heads_q}", op)
     cfg = PagedAttentionConfig(
         dtype=dtype_of(q),
         head_dim=head_dim,

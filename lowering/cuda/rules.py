@@ -288,11 +288,16 @@ _SSA = re.compile(r"%[\w.#-]+")
 
 @rule("linalg.generic")
 def lower_generic(op: ir.Operation, plan: LaunchPlan) -> None:
-    from .kernels.elementwise import build_elementwise
+    from .kernels.elementwise import ElementwiseError, build_elementwise
 
     # One kernel per distinct computation: the op's text without its SSA names.
     key = "generic " + _SSA.sub("%", str(op))
-    info = plan.kernel(key, lambda km: build_elementwise(km, op))
+    try:
+        info = plan.kernel(key, lambda km: build_elementwise(km, op))
+    except ElementwiseError as problem:
+        # A generic that is not elementwise (a reduction the front end left unfused) has no
+        # GPU kernel: say so at the source line that made it.
+        raise located(f"no GPU kernel for this linalg.generic: {problem}", op) from None
     inputs = list(op.operands)[: len(op.operands) - len(op.results)]
     bindings: dict[str, ArgRef | str | int | float] = {
         f"in{i}": plan.ref(value)

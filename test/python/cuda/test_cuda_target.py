@@ -12,6 +12,7 @@ import torch
 
 import tessera
 from tessera import runtime
+from tessera.errors import LoweringError
 from tessera.models.tiny import tiny_gemma
 from tessera.runtime import expr, kv_layout
 
@@ -136,3 +137,22 @@ def test_auto_picks_the_cpu_without_a_gpu(cache: Path, capsys: pytest.CaptureFix
     compiled = tessera.compile(tiny_gemma("gemma1-mqa"), target="auto")
     assert compiled.target == "cpu"
     assert "target cpu (no CUDA device is present)" in capsys.readouterr().err
+
+
+def test_an_unfused_reduction_is_a_located_error(cache: Path) -> None:
+    """A matmul the front end leaves as a generic with a reduction has no GPU kernel: the
+    error is a LoweringError at the model's source line, not one from the kernel generator."""
+
+    class Bidirectional(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(32, 16)
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            x = self.embed(input_ids)
+            q = x.view(x.shape[0], x.shape[1], 1, 16).transpose(1, 2)
+            o = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+            return o.transpose(1, 2).reshape(x.shape) @ self.embed.weight.T
+
+    with pytest.raises(LoweringError, match=r"no GPU kernel for this linalg\.generic"):
+        tessera.compile(Bidirectional(), target="cuda:sm_90a")

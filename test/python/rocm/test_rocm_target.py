@@ -209,3 +209,17 @@ def test_unknown_chip_is_refused() -> None:
 def test_a_cuda_binary_kind_is_not_loaded_as_amdgpu_code() -> None:
     with pytest.raises(runtime.ArtifactError, match="binary kind 'cubin' is not AMDGPU code"):
         hip.load_modules({"kernels": ("cubin", b"\x7fELF")})
+
+
+def test_the_exact_gelu_compiles_without_the_device_library() -> None:
+    """erf (exact GELU) is expanded like the other math ops: the model compiles for gfx942
+    and no erf reaches the ROCDL stage (where it would need ocml)."""
+    import transformers.activations
+
+    model = tiny_gemma("gemma2-gqa")
+    for layer in model.model.layers:
+        layer.mlp.act_fn = transformers.activations.ACT2FN["gelu"]
+    compiled = tessera.compile(model, target="rocm:gfx942")
+    assert "math.erf" in compiled.ir("gpu")
+    assert "math.erf" not in compiled.ir("rocdl") and "ocml" not in compiled.ir("rocdl")
+    code_object.read((compiled.directory / "kernels.hsaco").read_bytes())

@@ -25,9 +25,11 @@ from tessera.runtime.cuda_graph import GraphedProgram
 from tessera.runtime.generate import Request, cached_programs, decode_steps
 from tessera.runtime.sampling import Sampling
 
-_GENERATE_TESTS = str(Path(__file__).resolve().parents[1] / "python" / "generate")
-if _GENERATE_TESTS not in sys.path:
-    sys.path.insert(0, _GENERATE_TESTS)
+# The generation tests' helpers (and the seeding module they import).
+_PYTHON_TESTS = Path(__file__).resolve().parents[1] / "python"
+for _folder in (str(_PYTHON_TESTS), str(_PYTHON_TESTS / "generate")):
+    if _folder not in sys.path:
+        sys.path.insert(0, _folder)
 
 from test_generate_support import left_padded, varied  # noqa: E402
 

@@ -25,13 +25,21 @@ _Replay = Callable[[], tuple[torch.Tensor, ...]]
 class GraphedProgram:
     """``program`` run through a CUDA graph per input shape (see the module's docstring)."""
 
-    def __init__(self, program: CudaProgram) -> None:
+    def __init__(self, program: CudaProgram, device: torch.device | None = None) -> None:
         self.program = program
+        # Where the captured input tensors live (None: the current CUDA device, found at the
+        # first capture).
+        self._device = device
         self._graphs: dict[tuple[tuple[int, ...], ...], tuple[list[torch.Tensor], _Replay]] = {}
 
     @property
     def name(self) -> str:
         return self.program.name
+
+    @property
+    def captured_shapes(self) -> int:
+        """How many input shapes have a captured graph."""
+        return len(self._graphs)
 
     def bind_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
         self._graphs.clear()
@@ -53,8 +61,9 @@ class GraphedProgram:
             # The first call of a shape runs the checks and a warm-up call inside ``graph``,
             # then the replay runs it again: a decode step is idempotent (it appends the
             # same keys to the same slots and reads the same cache).
-            device = torch.device("cuda", torch.cuda.current_device())
-            static = [t.to(device, copy=True) for t in ordered]
+            if self._device is None:
+                self._device = torch.device("cuda", torch.cuda.current_device())
+            static = [t.to(self._device, copy=True) for t in ordered]
             replay = self.program.graph(*static)
             self._graphs[key] = (static, replay)
             return replay()

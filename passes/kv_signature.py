@@ -52,6 +52,20 @@ def dims_attr(dims: list[int | str]) -> ir.Attribute:
     )
 
 
+def read_dims(attr: ir.Attribute, where: str) -> tuple[int | str, ...]:
+    """A ``tessera.dims`` value read back (``dims_attr``'s inverse); a ``ValueError`` names an
+    item of ``where``'s that is neither a symbol name nor a size."""
+    dims: list[int | str] = []
+    for item in ir.ArrayAttr(attr):
+        if isinstance(item, ir.StringAttr):
+            dims.append(str(item.value))
+        elif isinstance(item, ir.IntegerAttr):
+            dims.append(int(item.value))
+        else:
+            raise ValueError(f"{DIMS_ATTR} of {where} holds {item}; expected strings or ints")
+    return tuple(dims)
+
+
 def dictionary(entries: dict[str, ir.Attribute]) -> ir.Attribute:
     return ir.DictAttr.get(entries)
 

@@ -259,8 +259,12 @@ class CudaProgram:
             self._arena = torch.empty(rounded, dtype=torch.uint8, device=device)
         return self._arena.data_ptr()
 
-    def _run(self, frame: _Frame) -> None:
+    def _make_current(self) -> None:
+        """Makes the driver context current before launching (the HIP runtime needs none)."""
         cuda_driver.make_current()
+
+    def _run(self, frame: _Frame) -> None:
+        self._make_current()
         stream = torch.cuda.current_stream().cuda_stream
         env = frame.env
         for launch in self._launches:

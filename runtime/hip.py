@@ -24,7 +24,7 @@ import torch
 
 from tessera.errors import TesseraError
 
-from . import cuda, cuda_driver, expr
+from . import cuda, cuda_driver
 from .manifest import ArtifactError, ProgramSpec, TargetSpec
 
 KIND = "rocm"
@@ -193,21 +193,8 @@ class HipProgram(cuda.CudaProgram):
         # classes provide with the CUDA ones' signatures.
         super().__init__(spec, cast(Mapping[str, cuda_driver.CudaModule], modules))
 
-    def _run(self, frame: cuda._Frame) -> None:
-        stream = torch.cuda.current_stream().cuda_stream
-        env = frame.env
-        for launch in self._launches:
-            packer = launch.packer
-            for index, produce_buffer in launch.buffers:
-                address, elements = produce_buffer(frame)
-                packer.set_buffer(index, address, elements)
-            for index, produce_scalar in launch.scalars:
-                packer.set_scalar(index, produce_scalar(frame))
-            step = launch.step
-            grid = [expr.evaluate(g, env) for g in step.grid]
-            launch.kernel.launch_packed(
-                grid, step.block, expr.evaluate(step.smem, env), packer, stream
-            )
+    def _make_current(self) -> None:
+        """HIP launches on torch's current device; there is no driver context to set."""
 
 
 def load_modules(images: Mapping[str, tuple[str, bytes]]) -> dict[str, HipModule]:

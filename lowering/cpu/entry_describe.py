@@ -19,6 +19,7 @@ from mlir.dialects import arith, tensor
 
 from tessera.errors import LoweringError
 from tessera.ir_walk import walk_ops
+from tessera.passes.kv_signature import DIMS_ATTR, read_dims
 from tessera.pipeline import run_pipeline
 from tessera.runtime.manifest import (
     ArgRef,
@@ -35,7 +36,6 @@ from .index_bounds import derived_range, is_wide_integer
 
 INPUT_ATTR = "tessera.input"
 WEIGHT_ATTR = "tessera.weight"
-DIMS_ATTR = "tessera.dims"
 RANGE_ATTR = "tessera.range"
 # Memory that lives across calls (a KV cache): a memref argument the caller binds once and the
 # code reads and writes in place; the manifest lists it as a `state` buffer.
@@ -79,15 +79,10 @@ def _find_entry(module: ir.Operation, entry: str) -> ir.Operation:
 def _attr_dims(attrs: ir.DictAttr, where: str) -> tuple[Dim, ...] | None:
     if DIMS_ATTR not in attrs:
         return None
-    dims: list[Dim] = []
-    for item in ir.ArrayAttr(attrs[DIMS_ATTR]):
-        if isinstance(item, ir.StringAttr):
-            dims.append(str(item.value))
-        elif isinstance(item, ir.IntegerAttr):
-            dims.append(int(item.value))
-        else:
-            raise LoweringError(f"{DIMS_ATTR} of {where} holds {item}; expected strings or ints")
-    return tuple(dims)
+    try:
+        return read_dims(attrs[DIMS_ATTR], where)
+    except ValueError as problem:
+        raise LoweringError(str(problem)) from None
 
 
 def _classify(function: ir.Operation, entry: str) -> list[_Arg]:

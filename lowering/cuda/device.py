@@ -46,6 +46,9 @@ class Device(Protocol):
     arch: str  # "sm_90a", "gfx942"
     wave: int  # threads that execute in lock step (warp or wavefront)
     mma_attention: bool  # whether attention has a matrix-core kernel on this device
+    # Whether the decode step's GEMMs take the bandwidth-bound GEMV (its AMD build spills
+    # registers at its tile, which the code object's limits refuse).
+    decode_gemv: bool
 
     def target_attribute(self) -> ir.Attribute:
         """The ``gpu.module`` target attribute."""
@@ -99,6 +102,7 @@ class Nvidia:
     kind = "cuda"
     wave = 32
     mma_attention = True
+    decode_gemv = True
 
     def __init__(self, arch: str) -> None:
         self.arch = arch

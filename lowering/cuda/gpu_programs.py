@@ -20,7 +20,14 @@ from mlir import ir
 from tessera.errors import LoweringError, PassError
 from tessera.ir_walk import walk_ops
 from tessera.passes.insert_kv_cache import kv_cache_problem
-from tessera.passes.kv_signature import kv_layout_of
+from tessera.passes.kv_signature import (
+    DIMS_ATTR,
+    INPUT_ATTR,
+    STATE_ATTR,
+    kv_layout_of,
+    read_dims,
+)
+from tessera.passes.kv_signature import symbol as signature_symbol
 from tessera.passes.plan_memory import MemoryPlan, memory_plan
 from tessera.passes.shape_exprs import Poly, shape_exprs
 from tessera.pipeline import run_pipeline
@@ -29,7 +36,6 @@ from tessera.runtime.manifest import BufferSpec, ProgramSpec, SymbolSpec, Tensor
 from tessera.target import Build
 
 from .attention_layout import fold_attention_transposes
-from .device import Nvidia
 from .kernel import KernelModule
 from .plan import LaunchPlan, build_launches
 
@@ -47,10 +53,7 @@ PREPARE = (
 # The batch a decode step's GEMMs are built for: GEMVs reading each weight once for up to
 # this many sequences (more re-read the weights once per this many rows; still correct).
 DECODE_ROWS = 8
-_INPUT = "tessera.input"
 _WEIGHT = "tessera.weight"
-_STATE = "tessera.state"
-_DIMS = "tessera.dims"
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,9 @@ class Planned:
 
 def function(module: ir.Module, symbol: str) -> ir.Operation:
     for op in module.body.operations:
-        if op.operation.name == "func.func" and _symbol(op.operation) == symbol:
+        if op.operation.name == "func.func" and signature_symbol(op.operation) == symbol:
             return op.operation
     raise LoweringError(f"the module has no func.func @{symbol}")
-
-
-def _symbol(op: ir.Operation) -> str:
-    return ir.StringAttr(op.attributes["sym_name"]).value
 
 
 def _pipeline(module: ir.Module, pipeline: str) -> None:
@@ -105,7 +104,7 @@ def plan_stage(build: Build, *, generation: bool) -> str:
     forward = function(module, ENTRY)
     with module.context:
         # The cache functions name their arguments' dims themselves (tessera.dims on each).
-        forward.attributes[_DIMS] = ir.DictAttr.get(
+        forward.attributes[DIMS_ATTR] = ir.DictAttr.get(
             {"input_ids": ir.ArrayAttr.get([ir.StringAttr.get("B"), ir.StringAttr.get("S")])}
         )
     _pipeline(module, "builtin.module(tessera-plan-memory)")
@@ -124,10 +123,8 @@ def build_programs(build: Build, kernels: KernelModule) -> dict[str, LaunchPlan]
     infos: dict[str, Any] = {}
     for planned in build.scratch["planned"]:
         func = function(build.module, planned.symbol)
-        # AMD's build of the GEMV spills registers at its tile (the code object's limits
-        # refuse it), so there the decode step keeps the matrix-core GEMMs.
-        gemv = isinstance(kernels.device, Nvidia)
-        rows = DECODE_ROWS if gemv and planned.program == kv_layout.DECODE_PROGRAM else None
+        decode = planned.program == kv_layout.DECODE_PROGRAM
+        rows = DECODE_ROWS if decode and kernels.device.decode_gemv else None
         launch_plan = LaunchPlan(
             kernels, planned.plan, shape_exprs(func), infos=infos, rows_hint=rows
         )
@@ -148,15 +145,14 @@ def metadata(build: Build) -> dict[str, Any]:
 
 
 def _dims(attrs: ir.DictAttr, type_: ir.Type, fallback: tuple[str, ...]) -> tuple[int | str, ...]:
+    """An argument's dims: its ``tessera.dims`` (the cache functions name them), else the
+    type's static sizes with ``fallback``'s names for the dynamic ones."""
+    if DIMS_ATTR in attrs:
+        try:
+            return read_dims(attrs[DIMS_ATTR], "an argument")
+        except ValueError as problem:
+            raise LoweringError(str(problem)) from None
     shaped = ir.ShapedType(type_)
-    if _DIMS in attrs:
-        named: list[int | str] = []
-        for attr in ir.ArrayAttr(attrs[_DIMS]):
-            if isinstance(attr, ir.StringAttr):
-                named.append(ir.StringAttr(attr).value)
-            else:
-                named.append(int(ir.IntegerAttr(attr).value))
-        return tuple(named)
     return tuple(
         fallback[axis] if shaped.is_dynamic_dim(axis) else shaped.get_dim_size(axis)
         for axis in range(shaped.rank)
@@ -172,8 +168,8 @@ def _program(build: Build, planned: Planned, launch_plan: LaunchPlan) -> Program
     for index, argument in enumerate(arguments):
         attrs = ir.DictAttr(arg_attrs[index])
         element = str(ir.ShapedType(argument.type).element_type)
-        if _INPUT in attrs:
-            name = ir.StringAttr(attrs[_INPUT]).value
+        if INPUT_ATTR in attrs:
+            name = ir.StringAttr(attrs[INPUT_ATTR]).value
             shape = _dims(attrs, argument.type, ("B", "S"))
             bounded = name == kv_layout.INPUT_IDS and vocab_rows is not None
             inputs.append(
@@ -184,8 +180,8 @@ def _program(build: Build, planned: Planned, launch_plan: LaunchPlan) -> Program
         elif _WEIGHT in attrs:
             shape = tuple(ir.ShapedType(argument.type).shape)
             weights.append(TensorSpec(ir.StringAttr(attrs[_WEIGHT]).value, element, shape))
-        elif _STATE in attrs:
-            name = ir.StringAttr(attrs[_STATE]).value
+        elif STATE_ATTR in attrs:
+            name = ir.StringAttr(attrs[STATE_ATTR]).value
             state.append(BufferSpec(name, "state", element, _dims(attrs, argument.type, ())))
     outputs = [
         TensorSpec(str(value.name), value.dtype, tuple(_dim(d) for d in value.shape))

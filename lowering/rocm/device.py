@@ -43,6 +43,8 @@ class Amd:
 
     kind = "rocm"
     mma_attention = False
+    # The GEMV spills registers at its tile here: the decode step keeps the MFMA/WMMA GEMMs.
+    decode_gemv = False
 
     def __init__(self, arch: str) -> None:
         self.chip: Chip = chip(arch)

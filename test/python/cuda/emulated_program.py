@@ -18,6 +18,7 @@ The first program to see a state tensor poisons it: a key read before it was wri
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +33,9 @@ from tessera.context import make_context
 from tessera.runtime import expr
 from tessera.runtime.manifest import ArgRef, KernelLaunch, ProgramSpec, ScalarArg
 
-# Every state tensor an emulated program has poisoned (by identity), shared by all programs.
-_POISONED: set[int] = set()
+# Every state tensor an emulated program has poisoned, shared by all programs: by id, with a
+# weak reference that tells a live tensor from a new one given a freed tensor's id.
+_POISONED: dict[int, weakref.ref[torch.Tensor]] = {}
 
 
 def _shared(tensor: torch.Tensor, dtype: str, name: str) -> Buffer:
@@ -84,9 +86,10 @@ class Emulated:
             if spec.kind != "state":
                 continue
             tensor = tensors[spec.name]
-            if id(tensor) not in _POISONED:
+            seen = _POISONED.get(id(tensor))
+            if seen is None or seen() is not tensor:
                 tensor.view(torch.uint8).fill_(0xFF)
-                _POISONED.add(id(tensor))
+                _POISONED[id(tensor)] = weakref.ref(tensor)
         self.state = tensors
 
     @property

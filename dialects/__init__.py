@@ -16,6 +16,7 @@ from . import (
     norm_rms,
     region,
     rope,
+    sample_greedy,
 )
 from .attention_flash import FlashAttention
 from .attention_paged import PagedAttention
@@ -28,6 +29,7 @@ from .mma_proj import Projection
 from .norm_rms import RmsNorm
 from .region import Region, Yield
 from .rope import RopeApply
+from .sample_greedy import GreedySample
 from .verifier import verify_module, verify_op
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "AllReduce",
     "FlashAttention",
     "GatedMlp",
+    "GreedySample",
     "KvAppend",
     "Lookup",
     "OpDef",
@@ -57,6 +60,7 @@ __all__ = [
     "norm_rms",
     "region",
     "rope",
+    "sample_greedy",
     "schema_of",
     "verify_module",
     "verify_op",

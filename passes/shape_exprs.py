@@ -511,6 +511,8 @@ class _Shapes:
             )
             w = self.shape(operands[1], op)
             return [*self.shape(operands[0], op)[:-1], w[0] if transpose else w[1]]
+        if name == "tessera.sample.greedy":
+            return list(self.shape(operands[0], op)[:-1])
         if name == "tessera.attention.flash":
             q, v = self.shape(operands[0], op), self.shape(operands[2], op)
             return [*q[:3], v[3]]

@@ -11,9 +11,12 @@ sequence, each writing the tokens' keys and values into the cache and attending 
 2. The prompt runs in chunks of at most ``CachedPrograms.chunk`` tokens, so that the sliding
    layers' rings stay small (``runtime/kv_cache.py``); the last chunk's last logits give the
    first new token.
-3. Each step chooses a token per row (``runtime/sampling.py``). A row that emits an end token
-   is done: it gets the pad token from then on, as in transformers, its blocks go back to the
-   pool, and it leaves the batch, so the decode program runs on the live rows only.
+3. Each step chooses a token per row (``runtime/sampling.py``). Greedy steps whose logits
+   nobody keeps run ``decode_greedy`` instead of ``decode`` where the artifact has it (the GPU
+   target builds it): its LM head returns the tokens and the logits are never written.
+   A row that emits an end token is done: it gets the pad token from then on, as in
+   transformers, its blocks go back to the pool, and it leaves the batch, so the decode
+   program runs on the live rows only.
 
 ``cached_logits`` runs a padded batch through ``prefill_kv`` once (a temporary cache holding
 the whole batch), which the call interface uses for left-padded inputs.
@@ -63,19 +66,20 @@ class StatefulProgram(Protocol):
 def _run(
     program: StatefulProgram, cache: PagedKVCache, inputs: dict[str, torch.Tensor]
 ) -> torch.Tensor:
-    """``program``'s logits for ``inputs`` over ``cache``. The programs belong to the compiled
+    """``program``'s output (logits, or a greedy program's tokens) for ``inputs`` over
+    ``cache``. The programs belong to the compiled
     model, so another generation (an interleaved stream) may have bound its own cache since
     the last call: then this one is bound again."""
     if program.bound_state is not cache.state():
         program.bind_state(cache.state())
-    (logits,) = program(**inputs)
-    return logits
+    (output,) = program(**inputs)
+    return output
 
 
 def _release(programs: CachedPrograms, cache: PagedKVCache) -> None:
     """Unbinds ``cache`` from the programs still bound to it (its memory can then go)."""
-    for program in (programs.prefill, programs.decode):
-        if program.bound_state is cache.state():
+    for program in (programs.prefill, programs.decode, programs.greedy):
+        if program is not None and program.bound_state is cache.state():
             program.unbind_state()
 
 
@@ -105,6 +109,9 @@ class CachedPrograms:
     max_batch: int | None
     # Where the cache lives and the tokens are chosen: the programs' device.
     device: str = "cpu"
+    # The decode step that returns greedy tokens [B, 1] instead of logits (its LM head
+    # chooses them); None when the artifact has none.
+    greedy: StatefulProgram | None = None
 
     def chunk(self, prompt: int) -> int:
         """The most tokens of a ``prompt``-token prompt that one prefill call takes
@@ -181,6 +188,12 @@ def cached_programs(
                 f"({type(program).__name__} binds no state)"
             )
         found[name] = program
+    greedy = programs.get(names.GREEDY_DECODE_PROGRAM)
+    if greedy is not None and not isinstance(greedy, StatefulProgram):
+        raise TesseraError(
+            f"program '{names.GREEDY_DECODE_PROGRAM}' of this artifact cannot hold a KV cache on "
+            f"this runtime ({type(greedy).__name__} binds no state)"
+        )
     prefill_spec = manifest.program(names.PREFILL_PROGRAM)
     symbols = {s.name: s for s in prefill_spec.symbols}
     length, batch = symbols.get("S"), symbols.get("B")
@@ -193,6 +206,7 @@ def cached_programs(
         max_batch=None if batch is None else batch.max,
         # A ROCm build of torch names the AMD GPU "cuda" too.
         device="cpu" if manifest.target.kind == "cpu" else "cuda",
+        greedy=greedy,
     )
 
 
@@ -285,6 +299,8 @@ def decode_steps(
     chunk = programs.chunk(length)
     cache = programs.new_cache(rows, total, chunk)
     generator = seeded_generator(request.seed, torch.device(programs.device))
+    # Greedy steps whose logits nobody reads take the program that chooses the token itself.
+    greedy = None if request.sampling.do_sample or keep_logits else programs.greedy
     everyone = list(range(rows))
     try:
         logits = None
@@ -304,16 +320,20 @@ def decode_steps(
                 },
             )
         assert logits is not None, "a prompt has at least one token"
-        last = logits[:, -1, :].float()
+        last: torch.Tensor | None = logits[:, -1, :].float()
         live = everyone
         next_place = places[:, -1] + 1
+        chosen = torch.empty(0, dtype=torch.int64)
         for step in range(request.max_new_tokens):
-            # Chosen where the logits are; the loop's bookkeeping (end tokens, rows) is here.
-            chosen = next_tokens(last, request.sampling, generator).cpu()
+            # Chosen where the logits are (or by the greedy program); the loop's bookkeeping
+            # (end tokens, rows) is here.
+            if last is not None:
+                chosen = next_tokens(last, request.sampling, generator).cpu()
             tokens = _per_row(request.pad_token_id, rows)
             tokens[live] = chosen
             kept = None
             if keep_logits:
+                assert last is not None, "kept logits come from the logits program"
                 kept = torch.full((rows, last.shape[-1]), math.nan, dtype=torch.float32)
                 kept[live] = last.cpu()
             yield Step(tokens, kept)
@@ -332,8 +352,8 @@ def decode_steps(
             index = length + step
             for row in live:
                 cache.reserve(row, index + 1)
-            logits = _run(
-                programs.decode,
+            output = _run(
+                programs.decode if greedy is None else greedy,
                 cache,
                 {
                     names.INPUT_IDS: chosen[staying].reshape(-1, 1).contiguous(),
@@ -344,7 +364,10 @@ def decode_steps(
                 },
             )
             next_place[selected] += 1
-            last = logits[:, 0, :].float()
+            if greedy is None:
+                last = output[:, 0, :].float()
+            else:
+                last, chosen = None, output[:, 0].cpu()
     finally:
         _release(programs, cache)
 

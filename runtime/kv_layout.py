@@ -21,6 +21,9 @@ METADATA_KEY = "kv_cache"
 # Programs: a chunk of prompt tokens (any length) and one new token per sequence.
 PREFILL_PROGRAM = "prefill_kv"
 DECODE_PROGRAM = "decode"
+# A decode step that returns each sequence's greedy token [B, 1] (output ``tokens``) instead of
+# its logits; GPU targets build it where the LM head can fuse with the token choice.
+GREEDY_DECODE_PROGRAM = "decode_greedy"
 # Inputs besides the token ids: rope positions [B, S], the cache index of each sequence's
 # first new token [B] and its first valid key [B] (keys before it are left padding).
 INPUT_IDS = "input_ids"
@@ -28,6 +31,7 @@ POSITIONS = "positions"
 CACHE_INDEX = "cache_index"
 KV_START = "kv_start"
 LOGITS = "logits"
+TOKENS = "tokens"
 GLOBAL_GROUP = "global"
 
 

@@ -103,7 +103,8 @@ class CompiledModel:
         self.tokens = tokens or TokenIds()
         self._weights = weights
         self._artifact: runtime.Artifact | None = None
-        self._graphed_decode: object | None = None
+        # The decode steps replayed as CUDA graphs, by program name (None: not decided yet).
+        self._graphed: dict[str, object] | None = None
         if self.manifest.target.kind == "cpu":
             self._load()
 
@@ -253,16 +254,18 @@ class CompiledModel:
 
         artifact = self._load()
         programs: dict[str, object] = dict(artifact.programs)
-        decode = programs.get(kv_layout.DECODE_PROGRAM)
-        if self._graphed_decode is None and decode is not None and self.target.startswith("cuda"):
-            from tessera.runtime.cuda import CudaProgram
-            from tessera.runtime.cuda_graph import GraphedProgram
+        if self._graphed is None:
+            self._graphed = {}
+            if self.target.startswith("cuda") and knobs.cuda_graphs():
+                from tessera.runtime.cuda import CudaProgram
+                from tessera.runtime.cuda_graph import GraphedProgram
 
-            if isinstance(decode, CudaProgram) and knobs.cuda_graphs():
-                # Kept with the model: its graphs are captured once per batch shape.
-                self._graphed_decode = GraphedProgram(decode)
-        if self._graphed_decode is not None:
-            programs[kv_layout.DECODE_PROGRAM] = self._graphed_decode
+                # Kept with the model: their graphs are captured once per batch shape.
+                for name in (kv_layout.DECODE_PROGRAM, kv_layout.GREEDY_DECODE_PROGRAM):
+                    step = programs.get(name)
+                    if isinstance(step, CudaProgram):
+                        self._graphed[name] = GraphedProgram(step)
+        programs.update(self._graphed)
         return generation.cached_programs(self.manifest, programs, f"target {self.target}")
 
     def _steps(

@@ -19,6 +19,7 @@ from mlir import ir
 
 from tessera.errors import LoweringError, PassError
 from tessera.ir_walk import walk_ops
+from tessera.passes.derive_greedy_decode import greedy_decode_problem
 from tessera.passes.insert_kv_cache import kv_cache_problem
 from tessera.passes.kv_signature import (
     DIMS_ATTR,
@@ -79,13 +80,16 @@ def _pipeline(module: ir.Module, pipeline: str) -> None:
         raise LoweringError(problem.message, problem.location) from None
 
 
-def plan_stage(build: Build, *, generation: bool) -> str:
-    """Derives the cache functions (``generation``, where the model allows), inlines regions,
-    fuses elementwise code into generics and plans every function's memory."""
+def plan_stage(build: Build, *, generation: bool, greedy_head: bool) -> str:
+    """Derives the cache functions (``generation``, where the model allows) and, with
+    ``greedy_head``, the greedy decode step whose LM head chooses the token (where the head
+    fuses); inlines regions, fuses elementwise code into generics and plans every function's
+    memory."""
     from tessera.lowering.inline_regions import inline_region
 
     module = build.module
     problem = kv_cache_problem(module.operation) if generation else "not built for this target"
+    greedy = False
     if problem is None:
         _pipeline(
             module,
@@ -93,6 +97,10 @@ def plan_stage(build: Build, *, generation: bool) -> str:
             "canonicalize, cse)",
         )
         build.scratch["kv_cache"] = kv_layout_of(module.operation).to_json()
+        # Without it, greedy generation chooses from the decode step's logits.
+        greedy = greedy_head and greedy_decode_problem(module.operation) is None
+        if greedy:
+            _pipeline(module, "builtin.module(tessera-derive-greedy-decode)")
     else:
         # A model the cache cannot serve still compiles for plain calls; generation says why.
         build.scratch["kv_cache"] = {"unavailable": problem}
@@ -111,6 +119,8 @@ def plan_stage(build: Build, *, generation: bool) -> str:
     names = [(ENTRY, "prefill")]
     if problem is None:
         names += [(kv_layout.PREFILL_PROGRAM,) * 2, (kv_layout.DECODE_PROGRAM,) * 2]
+        if greedy:
+            names.append((kv_layout.GREEDY_DECODE_PROGRAM,) * 2)
     build.scratch["planned"] = [
         Planned(program, symbol, memory_plan(function(module, symbol))) for symbol, program in names
     ]
@@ -123,7 +133,7 @@ def build_programs(build: Build, kernels: KernelModule) -> dict[str, LaunchPlan]
     infos: dict[str, Any] = {}
     for planned in build.scratch["planned"]:
         func = function(build.module, planned.symbol)
-        decode = planned.program == kv_layout.DECODE_PROGRAM
+        decode = planned.program in (kv_layout.DECODE_PROGRAM, kv_layout.GREEDY_DECODE_PROGRAM)
         rows = DECODE_ROWS if decode and kernels.device.decode_gemv else None
         launch_plan = LaunchPlan(
             kernels, planned.plan, shape_exprs(func), infos=infos, rows_hint=rows

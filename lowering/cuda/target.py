@@ -31,6 +31,7 @@ from tessera.target import Build, Stage
 from . import (
     rules,  # noqa: F401  (registers the rules)
     rules_kv,  # noqa: F401
+    rules_sample,  # noqa: F401
     toolchain,
 )
 from .gpu_programs import build_programs, metadata, plan_stage, program_specs
@@ -100,8 +101,9 @@ class CudaTarget:
 
 def _plan(build: Build) -> str:
     """The generation functions derived, regions inlined, elementwise code fused, memory
-    planned (``gpu_programs.plan_stage``)."""
-    return plan_stage(build, generation=True)
+    planned (``gpu_programs.plan_stage``); the greedy decode step's LM head is a GEMV that
+    chooses the token."""
+    return plan_stage(build, generation=True, greedy_head=True)
 
 
 def _nvvm(build: Build) -> str:

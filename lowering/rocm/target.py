@@ -117,8 +117,9 @@ def state_block_sizes(kernels: KernelModule, launch_plan: LaunchPlan) -> None:
 
 
 def _plan(build: Build) -> str:
-    """The CUDA target's plan stage, the generation functions included."""
-    return plan_stage(build, generation=True)
+    """The CUDA target's plan stage, the generation functions included; no greedy decode step,
+    whose fused LM head is built on the GEMV that AMD decode does not take (``device.py``)."""
+    return plan_stage(build, generation=True, greedy_head=False)
 
 
 def _llvm(build: Build) -> str:

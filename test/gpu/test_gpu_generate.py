@@ -1,4 +1,5 @@
-"""Generation on the GPU: the artifacts' ``prefill_kv`` and ``decode`` programs driven by the
+"""Generation on the GPU: the artifacts' ``prefill_kv`` and ``decode`` programs (and
+``decode_greedy``, whose LM head chooses the token) driven by the
 runtime's generation loop over a paged KV cache in GPU memory, against transformers' own
 ``generate`` on the same card with the same weights, token for token.
 
@@ -11,6 +12,7 @@ longer prompt takes two prefill chunks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -47,15 +49,20 @@ def test_greedy_generation_equals_transformers(artifacts: Path) -> None:
         artifact.bind(dict(model.state_dict()))
         ids, mask = left_padded(LENGTHS, model.config.vocab_size, torch.Generator().manual_seed(0))
         request = Request(NEW_TOKENS, Sampling(), None, frozenset(), pad_token_id=0)
-        decode = artifact.programs[kv_layout.DECODE_PROGRAM]
         runs = {}
-        # Launch by launch, then with the decode step as a CUDA graph.
-        for how, program in (("launches", decode), ("graph", GraphedProgram(decode))):
-            programs = cached_programs(
-                artifact.manifest, {**artifact.programs, kv_layout.DECODE_PROGRAM: program}
-            )
-            steps = [s.tokens for s in decode_steps(programs, ids, mask.bool(), request)]
-            runs[how] = torch.cat([ids, torch.stack(steps, dim=1)], dim=1)
+        # The decode step choosing from its logits, and the greedy step whose LM head chooses
+        # (where the artifact has it); each launch by launch, then as a CUDA graph.
+        for name in (kv_layout.DECODE_PROGRAM, kv_layout.GREEDY_DECODE_PROGRAM):
+            step = artifact.programs.get(name)
+            if step is None:
+                continue
+            for how, program in (("launches", step), ("graph", GraphedProgram(step))):
+                programs = cached_programs(artifact.manifest, {**artifact.programs, name: program})
+                if name == kv_layout.DECODE_PROGRAM:
+                    programs = dataclasses.replace(programs, greedy=None)
+                steps = [s.tokens for s in decode_steps(programs, ids, mask.bool(), request)]
+                runs[f"{name}, {how}"] = torch.cat([ids, torch.stack(steps, dim=1)], dim=1)
+        assert len(runs) == 4, f"{entry['folder']}: no {kv_layout.GREEDY_DECODE_PROGRAM} program"
         with torch.no_grad():
             theirs = model.generate(
                 ids.cuda(),

@@ -65,27 +65,44 @@ def launch(cfg: GemmConfig, name: str, smem: int) -> KernelInfo:
     return KernelInfo(name, params(cfg), grid, (g.warps * 32, 1, 1), smem)
 
 
-def emit(km: KernelModule, cfg: GemmConfig, name: str) -> int:
+def check_tile(cfg: GemmConfig) -> None:
     g = cfg.gemv
     if min(g.rows, g.cols, g.warps, g.unroll) < 1:
         raise LoweringError(f"bad gemv tile {g}: every field must be >= 1")
     if not cfg.transpose_w and (32 % g.cols):
         raise LoweringError(f"bad gemv tile {g}: with w as [K, N], cols must divide 32")
+
+
+def emit(km: KernelModule, cfg: GemmConfig, name: str) -> int:
+    g = cfg.gemv
+    check_tile(cfg)
     function, block = km.add_kernel(name, params(cfg))
     with ir.InsertionPoint(block):
-        _Gemv(cfg, list(block.arguments)).build()
+        args = list(block.arguments)
+        sets = len(cfg.weights)
+        gemv = Gemv(cfg, args[0], args[1 : 1 + sets], args[1 + sets] if cfg.has_bias else None)
+        gemv.start(args[-1])
+        if cfg.transpose_w:
+            gemv.store_rows_of_w(args[-2], *gemv.rows_of_w())
+        else:
+            gemv.columns_of_w(args[-2])
         gpu.ReturnOp([])
     function.attributes[SMEM_ATTR] = ir.IntegerAttr.get(ir.IntegerType.get_signless(64), 0)
     function.attributes["known_block_size"] = ir.DenseI32ArrayAttr.get([g.warps * 32, 1, 1])
     return 0
 
 
-class _Gemv:
-    def __init__(self, cfg: GemmConfig, args: list[ir.Value]) -> None:
+class Gemv:
+    """The GEMV of one block: ``start`` (rows, lanes, warps), then for w as [N, K]
+    ``rows_of_w`` (the K loop and warp reduction: the f32 sums every lane holds) and an
+    epilogue that consumes them (``store_rows_of_w`` here, the greedy head's argmax in
+    ``greedy_head``), or for w as [K, N] ``columns_of_w`` (loop and store in one)."""
+
+    def __init__(
+        self, cfg: GemmConfig, x: ir.Value, weights: list[ir.Value], bias: ir.Value | None
+    ) -> None:
         self.cfg, self.g = cfg, cfg.gemv
-        self.x, self.y, self.m_arg = args[0], args[-2], args[-1]
-        self.weights = args[1 : 1 + len(cfg.weights)]
-        self.bias = args[1 + len(cfg.weights)] if cfg.has_bias else None
+        self.x, self.weights, self.bias = x, weights, bias
         self.et = element(cfg.dtype)
 
     def _load(self, buffer: ir.Value, at: ir.Value, vec: int) -> ir.Value:
@@ -100,9 +117,11 @@ class _Gemv:
             return raw
         return arith.extf(ir.VectorType.get([vec], f32()), raw)
 
-    def build(self) -> None:
+    def start(self, m_arg: ir.Value) -> None:
+        """Index setup at the top of the kernel: M (the i32 ``m_arg``), lane, warp, and the
+        block's ``rows`` of x (``read_rows``: clamped to M-1, so always in bounds)."""
         ix = self.ix = Ix.at_top()
-        self.M = arith.index_cast(index(), self.m_arg)
+        self.M = arith.index_cast(index(), m_arg)
         tid = gpu.thread_id(gpu.Dimension.x)
         self.lane, self.warp = ix.rem(tid, 32), ix.div(tid, 32)
         first_row = ix.mul(gpu.block_id(gpu.Dimension.y), self.g.rows)
@@ -110,13 +129,11 @@ class _Gemv:
         self.rows = [ix.add(first_row, r) for r in range(self.g.rows)]
         # rows past M re-read row M-1 (in bounds) and are never stored
         self.read_rows = [ix.min(r, last) for r in self.rows]
-        if self.cfg.transpose_w:
-            self._rows_of_w()
-        else:
-            self._columns_of_w()
 
-    def _rows_of_w(self) -> None:
-        """w as [N, K]: lanes split K, the warp owns ``cols`` columns."""
+    def rows_of_w(self) -> tuple[list[ir.Value], list[ir.Value]]:
+        """w as [N, K]: lanes split K, the warp owns ``cols`` columns. Returns the f32 sums,
+        held by every lane, at ``(set * rows + r) * cols + c`` (set 1: the gated ``w2``),
+        and the warp's ``cols`` column indices (ascending; past N at the edge)."""
         ix, cfg, g, lane = self.ix, self.cfg, self.g, self.lane
         K, N = cfg.K, cfg.N
         vec = _width(K, cfg.dtype)
@@ -160,6 +177,12 @@ class _Gemv:
         for value in loop.results:
             total = vector.reduction(f32(), vector.CombiningKind.ADD, value)
             sums.append(warp_sum(total, [16, 8, 4, 2, 1]))
+        return sums, cols
+
+    def store_rows_of_w(self, y: ir.Value, sums: list[ir.Value], cols: list[ir.Value]) -> None:
+        """The GEMV's epilogue for ``rows_of_w``: y[row, col] = finish(sums), rounded."""
+        ix, cfg, g, lane = self.ix, self.cfg, self.g, self.lane
+        N = cfg.N
         # every lane holds every sum; lane (r * cols + c) % 32 stores (r, c)
         for r, row in enumerate(self.rows):
             for c, col in enumerate(cols):
@@ -173,11 +196,12 @@ class _Gemv:
                 with ir.InsertionPoint(store.then_block):
                     b = load_f32(self.bias, col, cfg.dtype) if self.bias is not None else None
                     value = finish(cfg, gate, up, b)
-                    store_values(self.y, ix.add(ix.mul(row, N), col), [value], cfg.dtype)
+                    store_values(y, ix.add(ix.mul(row, N), col), [value], cfg.dtype)
                     scf.YieldOp([])
 
-    def _columns_of_w(self) -> None:
-        """w as [K, N]: ``cols`` lanes own runs of ``vec`` columns, the rest split K."""
+    def columns_of_w(self, y: ir.Value) -> None:
+        """w as [K, N]: ``cols`` lanes own runs of ``vec`` columns, the rest split K; stores
+        y."""
         ix, cfg, g, lane = self.ix, self.cfg, self.g, self.lane
         K, N = cfg.K, cfg.N
         vec = _width(N, cfg.dtype)
@@ -232,5 +256,5 @@ class _Gemv:
                         else None
                     )
                     values.append(finish(cfg, sums[r][e], up, b))
-                store_values(self.y, ix.add(ix.mul(row, N), col), values, cfg.dtype)
+                store_values(y, ix.add(ix.mul(row, N), col), values, cfg.dtype)
                 scf.YieldOp([])

@@ -175,3 +175,35 @@ func.func @yield_outside_region(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
   "tessera.yield"(%x) : (tensor<2x8xf32>) -> ()
   return %x : tensor<2x8xf32>
 }
+
+// -----
+
+func.func @greedy_inner_dims(%x: tensor<2x1x8xf32>, %w: tensor<16x4xf32>) -> tensor<2x1xi64> {
+  // expected-error@+1 {{x's last dim 8 does not match w's K 4 (w is [N, K])}}
+  %0 = "tessera.sample.greedy"(%x, %w) : (tensor<2x1x8xf32>, tensor<16x4xf32>) -> tensor<2x1xi64>
+  return %0 : tensor<2x1xi64>
+}
+
+// -----
+
+func.func @greedy_result_dims(%x: tensor<2x1x8xf32>, %w: tensor<16x8xf32>) -> tensor<2x16xi64> {
+  // expected-error@+1 {{result tensor<2x16xi64> must have x's leading dims [2, 1]}}
+  %0 = "tessera.sample.greedy"(%x, %w) : (tensor<2x1x8xf32>, tensor<16x8xf32>) -> tensor<2x16xi64>
+  return %0 : tensor<2x16xi64>
+}
+
+// -----
+
+func.func @greedy_token_type(%x: tensor<2x8xf32>, %w: tensor<16x8xf32>) -> tensor<2xi32> {
+  // expected-error@+1 {{result #0 ('token') must be a ranked tensor of i64, found tensor<2xi32>}}
+  %0 = "tessera.sample.greedy"(%x, %w) : (tensor<2x8xf32>, tensor<16x8xf32>) -> tensor<2xi32>
+  return %0 : tensor<2xi32>
+}
+
+// -----
+
+func.func @greedy_weight_dtype(%x: tensor<2x8xf32>, %w: tensor<16x8xbf16>) -> tensor<2xi64> {
+  // expected-error@+1 {{w holds bf16 but x holds f32}}
+  %0 = "tessera.sample.greedy"(%x, %w) : (tensor<2x8xf32>, tensor<16x8xbf16>) -> tensor<2xi64>
+  return %0 : tensor<2xi64>
+}

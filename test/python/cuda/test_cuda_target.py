@@ -51,13 +51,13 @@ def test_attention_and_the_cache_read_the_projections_without_transposes(cache: 
     plan = compiled.ir("plan")
     layers = compiled.ir("mid").count('"tessera.attention.flash"')
     # The forward function's flash attentions, and each cache function's appends and paged
-    # attentions.
-    assert layers == 3 and plan.count('tessera.layout = "bshd"') == layers * 5
+    # attentions (prefill_kv, decode, decode_greedy).
+    assert layers == 3 and plan.count('tessera.layout = "bshd"') == layers * 7
     # No kernel is left that only swaps the head and sequence axes.
     assert "affine_map<(d0, d1, d2, d3) -> (d0, d2, d1, d3)>" not in plan
 
 
-@pytest.mark.parametrize("program_name", ["prefill", "prefill_kv", "decode"])
+@pytest.mark.parametrize("program_name", ["prefill", "prefill_kv", "decode", "decode_greedy"])
 def test_every_step_is_a_launch_over_planned_buffers(cache: Path, program_name: str) -> None:
     compiled = tessera.compile(tiny_gemma("gemma3-gqa"), target="cuda:sm_90a")
     program = compiled.manifest.program(program_name)
@@ -84,11 +84,16 @@ def test_generation_programs_take_the_cache_as_state(cache: Path) -> None:
     model = tiny_gemma("gemma3-gqa")
     compiled = tessera.compile(model, target="cuda:sm_90a")
     manifest = compiled.manifest
-    assert [p.name for p in manifest.programs] == ["prefill", "prefill_kv", "decode"]
+    assert [p.name for p in manifest.programs] == [
+        "prefill",
+        "prefill_kv",
+        "decode",
+        "decode_greedy",
+    ]
     layout = kv_layout.KvLayout.from_json(manifest.metadata[kv_layout.METADATA_KEY])
     cached = {name for layer in layout.layers for name in (layer.k, layer.v)}
     kernels: dict[str, set[str]] = {}
-    for name in ("prefill_kv", "decode"):
+    for name in ("prefill_kv", "decode", "decode_greedy"):
         program = manifest.program(name)
         state = {b.name for b in program.buffers if b.kind == "state"}
         assert state == cached
@@ -103,6 +108,16 @@ def test_generation_programs_take_the_cache_as_state(cache: Path) -> None:
     assert gemms and all(k.startswith("gemm_gemv_") for k in gemms)
     shared = {k for k in kernels["decode"] - gemms if not k.startswith("tessera_elementwise")}
     assert shared <= kernels["prefill_kv"]
+    # The greedy step is the decode step but for its LM head: a GEMV choosing the token (and
+    # the combine of its blocks' choices) where decode's head GEMV writes the logits.
+    head = [k for k in kernels["decode_greedy"] if k.startswith("greedy_head_")]
+    assert len(head) == 1 and any(k.startswith("greedy_combine_") for k in kernels["decode_greedy"])
+    assert kernels["decode_greedy"] - kernels["decode"] == {
+        head[0],
+        *[k for k in kernels["decode_greedy"] if k.startswith("greedy_combine_")],
+    }
+    greedy = manifest.program("decode_greedy")
+    assert [(o.name, o.dtype, o.shape) for o in greedy.outputs] == [("tokens", "i64", ("B", 1))]
     # The cache's size comes from the manifest, as on the CPU (no GPU needed to ask).
     cpu = tessera.compile(model)
     assert compiled.cache_memory(2, 100) == cpu.cache_memory(2, 100) > 0

@@ -50,9 +50,11 @@ def emulated(
     directory = tessera.compile(model, target=target).directory
     prefill = Emulated.load(directory, kv_layout.PREFILL_PROGRAM)
     prefill.bind(dict(model.state_dict()))
-    decode = prefill.share(kv_layout.DECODE_PROGRAM)
     manifest = tessera.runtime.read_manifest(directory)
-    programs = {kv_layout.PREFILL_PROGRAM: prefill, kv_layout.DECODE_PROGRAM: decode}
+    programs = {kv_layout.PREFILL_PROGRAM: prefill}
+    for name in (kv_layout.DECODE_PROGRAM, kv_layout.GREEDY_DECODE_PROGRAM):
+        if any(p.name == name for p in manifest.programs):
+            programs[name] = prefill.share(name)
     # The emulated kernels run on the host: the cache lives there too.
     return model, dataclasses.replace(cached_programs(manifest, programs), device="cpu")
 
@@ -116,3 +118,58 @@ def test_bf16_steps_stay_as_close_to_float64_as_transformers_bf16() -> None:
         bound = max(PARITY["bf16"], 1.25 * relative_error(own, reference))
         error = relative_error(kept.logits, reference)
         assert error <= bound, f"step {step}: relative error {error:.2e} > {bound:.2e}"
+
+
+class _Counting:
+    """A program that counts its calls (and otherwise is the program it wraps)."""
+
+    def __init__(self, program: object) -> None:
+        self.program, self.calls = program, 0
+
+    def __call__(self, *inputs: torch.Tensor, **named: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self.calls += 1
+        return self.program(*inputs, **named)  # type: ignore[operator]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.program, name)
+
+    def bind_state(self, tensors: object) -> None:
+        self.program.bind_state(tensors)  # type: ignore[attr-defined]
+
+    @property
+    def bound_state(self) -> object:
+        return self.program.bound_state  # type: ignore[attr-defined]
+
+    def unbind_state(self) -> None:
+        self.program.unbind_state()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_greedy_decode_program_chooses_what_the_logits_argmax_chooses(dtype: str) -> None:
+    """Greedy generation whose logits nobody keeps runs ``decode_greedy`` (the LM head choosing
+    the token, the logits never written) instead of ``decode``: its tokens equal those chosen
+    from ``decode``'s logits exactly, in f32 and in bf16 (where ties and near-ties of rounded
+    logits are likeliest), and in f32 transformers' ``generate`` too."""
+    model, programs = emulated("gemma2-gqa", dtype)
+    assert programs.greedy is not None, "the CUDA target builds the greedy decode step"
+    decode, greedy = _Counting(programs.decode), _Counting(programs.greedy)
+    spied = dataclasses.replace(programs, decode=decode, greedy=greedy)
+    ids, mask = left_padded([17, 8], model.config.vocab_size, seeds.generator())
+    new_tokens = 6
+    fused = [s.tokens for s in decode_steps(spied, ids, mask.bool(), _greedy(new_tokens))]
+    assert (greedy.calls, decode.calls) == (new_tokens - 1, 0)
+    steps = list(decode_steps(spied, ids, mask.bool(), _greedy(new_tokens), keep_logits=True))
+    assert decode.calls == new_tokens - 1, "kept logits come from the logits program"
+    from_logits = [s.tokens for s in steps]
+    assert torch.equal(torch.stack(fused), torch.stack(from_logits))
+    if dtype == "f32":
+        with torch.no_grad():
+            theirs = model.generate(
+                ids,
+                attention_mask=mask,
+                do_sample=False,
+                pad_token_id=0,
+                max_new_tokens=new_tokens,
+                eos_token_id=None,
+            )
+        assert torch.equal(torch.cat([ids, torch.stack(fused, dim=1)], dim=1), theirs)

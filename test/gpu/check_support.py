@@ -1,4 +1,5 @@
-"""What the GPU check scripts (check_gemm.py, check_attention.py, check_small_kernels.py) share.
+"""What the GPU check scripts (check_gemm.py, check_attention.py, check_small_kernels.py,
+check_greedy_head.py) share.
 
 Each script compiles its kernels here (``--build``, with MLIR) and checks and times them on a GPU
 machine that has torch and the runtime but no MLIR. The parts that are the same for every

@@ -7,11 +7,12 @@
 #     STEPS="prefill memcheck" test/gpu/run_suite.sh OUT_DIR   # some steps only
 #
 # Steps: models (parity with transformers), generate (greedy generation against transformers'
-# generate), small, attention, gemm (kernel checks and timings), decode (generation throughput),
-# prefill (whole-model benchmark), memcheck (compute-sanitizer over the attention and GEMM checks).
+# generate), small, attention, gemm, greedy (kernel checks and timings; greedy: the LM head's
+# GEMV with an argmax epilogue), decode (generation throughput), prefill (whole-model
+# benchmark), memcheck (compute-sanitizer over the attention, GEMM and greedy-head checks).
 #
 # Writes into OUT_DIR: log.txt (everything printed), the benchmark-format JSON of each check
-# (small_kernels.json, attention.json, gemm.json, prefill.json, decode.json) and
+# (small_kernels.json, attention.json, gemm.json, greedy_head.json, prefill.json, decode.json) and
 # details.tar.gz (every case's detail). Each step has its own time limit so that one slow step
 # cannot hide the others' results, and each step's files reach OUT_DIR as soon as it ends, so a
 # run cut short keeps what finished.
@@ -31,7 +32,7 @@ cp -rs "$root/tessera_ir" "$shim/tessera"
 for part in dialects passes lowering runtime; do ln -s "$root/$part" "$shim/tessera/$part"; done
 export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}"
 
-steps=" ${STEPS:-models generate small attention gemm prefill decode memcheck} "
+steps=" ${STEPS:-models generate small attention gemm greedy prefill decode memcheck} "
 export PATH="$PATH:/usr/local/cuda/bin"
 
 step() {  # step SECONDS NAME COMMAND...
@@ -42,7 +43,7 @@ step() {  # step SECONDS NAME COMMAND...
     local start=$SECONDS
     timeout "$limit" "$@" 2>&1 | tee -a "$log"
     echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start))s" | tee -a "$log"
-    for json in small_kernels attention gemm prefill decode; do
+    for json in small_kernels attention gemm greedy_head prefill decode; do
         [ -f "$detail/$json.json" ] && cp "$detail/$json.json" "$out/"
     done
     tar -czf "$out/details.tar.gz" -C "$detail" .
@@ -57,12 +58,13 @@ step 60 small python3 test/gpu/check_small_kernels.py build/small --out "$detail
 step 120 attention python3 test/gpu/check_attention.py build/attention --out "$detail" \
     --commit "$commit"
 step 100 gemm python3 test/gpu/check_gemm.py build/gemm --out "$detail" --commit "$commit"
+step 90 greedy python3 test/gpu/check_greedy_head.py build/greedy_head --out "$detail" --commit "$commit"
 step 200 prefill python3 bench/gpu.py build/bench --out "$detail/prefill.json" --commit "$commit"
 step 300 decode python3 bench/decode.py build/bench --out "$detail/decode.json" --commit "$commit"
 if ! command -v compute-sanitizer >/dev/null; then
     echo "=== compute-sanitizer: not on this machine" | tee -a "$log"
 else
-    for check in attention gemm; do
+    for check in attention gemm greedy_head; do
         step 150 "memcheck-$check" compute-sanitizer --tool memcheck --report-api-errors no \
             --print-limit 20 python3 "test/gpu/check_$check.py" "build/$check" --quick
     done

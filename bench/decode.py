@@ -1,7 +1,8 @@
 """Decode throughput: Tessera's generation against transformers' ``generate`` on the same card,
 in the same process, same weights (seeded random, bf16), and as a fraction of the bandwidth
-bound. Reads the artifacts of bench/gpu_build.py (their ``prefill_kv`` and ``decode``
-programs); writes rows in the results format (bench/results/*.json: device, date, commit, rows
+bound. Reads the artifacts of bench/gpu_build.py (their ``prefill_kv``, ``decode`` and
+``decode_greedy`` programs; the same programs choosing from ``decode``'s logits are a peer, so
+the fused head's gain shows); writes rows in the results format (bench/results/*.json: device, date, commit, rows
 with the peers measured in the same run).
 
     python bench/decode.py build/bench --out results.json [--new-tokens 64]
@@ -22,6 +23,7 @@ here), to check it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import statistics
@@ -147,6 +149,18 @@ def bench_case(
     tokens = batch * (new_tokens - 1)
     ours = median_seconds(lambda: tessera_decode_seconds(programs, ids, new_tokens, device))
     peers = []
+    if programs.greedy is not None:
+        # The same programs choosing from the decode step's logits (the tail unfused).
+        logits_path = dataclasses.replace(programs, greedy=None)
+        unfused = median_seconds(
+            lambda: tessera_decode_seconds(logits_path, ids, new_tokens, device)
+        )
+        peers.append(
+            {
+                "name": "tessera, logits written and argmax by torch (no fused head)",
+                "tokens_per_s": round(tokens / unfused, 1),
+            }
+        )
     eager = median_seconds(lambda: transformers_decode_seconds(model, ids, new_tokens, device))
     peers.append(
         {"name": "transformers generate (eager)", "tokens_per_s": round(tokens / eager, 1)}
@@ -180,16 +194,17 @@ def bench_case(
 
 
 def loaded_programs(directory: Path, model: torch.nn.Module, graphs: bool) -> CachedPrograms:
-    """The artifact's cache programs with ``model``'s weights bound (the decode step as a
-    CUDA graph where ``graphs``)."""
+    """The artifact's cache programs with ``model``'s weights bound (the decode steps, with
+    logits and greedy, as CUDA graphs where ``graphs``)."""
     artifact = runtime.load(directory)
     artifact.bind(dict(model.state_dict()))
     programs: dict[str, object] = dict(artifact.programs)
     if graphs:
         from tessera.runtime.cuda_graph import GraphedProgram
 
-        decode = artifact.programs[kv_layout.DECODE_PROGRAM]
-        programs[kv_layout.DECODE_PROGRAM] = GraphedProgram(decode)  # type: ignore[arg-type]
+        for name in (kv_layout.DECODE_PROGRAM, kv_layout.GREEDY_DECODE_PROGRAM):
+            if name in artifact.programs:
+                programs[name] = GraphedProgram(artifact.programs[name])  # type: ignore[arg-type]
     return cached_programs(artifact.manifest, programs)
 
 

@@ -9,6 +9,7 @@ as CUDA tensors. ``CudaProgram.graph(...)`` captures the whole program as one CU
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -263,11 +264,15 @@ class CudaProgram:
         """Makes the driver context current before launching (the HIP runtime needs none)."""
         cuda_driver.make_current()
 
-    def _run(self, frame: _Frame) -> None:
+    def _run(self, frame: _Frame, marks: Sequence[torch.cuda.Event] = ()) -> None:
+        """Launches every step; with ``marks`` (one event per launch, and one more), records
+        ``marks[i]`` before launch i and the last after the last launch."""
         self._make_current()
         stream = torch.cuda.current_stream().cuda_stream
         env = frame.env
-        for launch in self._launches:
+        for number, launch in enumerate(self._launches):
+            if marks:
+                marks[number].record()
             packer = launch.packer
             for index, produce_buffer in launch.buffers:
                 address, elements = produce_buffer(frame)
@@ -279,6 +284,8 @@ class CudaProgram:
             launch.kernel.launch_packed(
                 grid, step.block, expr.evaluate(step.smem, env), packer, stream
             )
+        if marks:
+            marks[-1].record()
 
     def __call__(self, *inputs: torch.Tensor, **named: torch.Tensor) -> tuple[torch.Tensor, ...]:
         tensors = (
@@ -287,6 +294,30 @@ class CudaProgram:
         frame, outputs = self._frame(tensors)
         self._run(frame)
         return tuple(outputs)
+
+    @property
+    def kernels(self) -> tuple[str, ...]:
+        """The kernel of each launch, in order."""
+        return tuple(launch.step.kernel for launch in self._launches)
+
+    def launch_times(
+        self, *inputs: torch.Tensor, repeats: int = 10, **named: torch.Tensor
+    ) -> list[list[float]]:
+        """Milliseconds of each launch (in order) in each of ``repeats`` calls with these
+        inputs, after a warm-up call: the time between CUDA events recorded on the stream
+        before and after each launch (a kernel's run, plus any gap before the next)."""
+        tensors = (
+            gather_inputs(self.spec.name, self._inputs, inputs, named) if named else list(inputs)
+        )
+        frame, _outputs = self._frame(tensors)
+        self._run(frame)
+        calls = []
+        for _ in range(repeats):
+            marks = [torch.cuda.Event(enable_timing=True) for _ in range(len(self._launches) + 1)]
+            self._run(frame, marks)
+            calls.append(marks)
+        torch.cuda.synchronize()
+        return [[a.elapsed_time(b) for a, b in itertools.pairwise(m)] for m in calls]
 
     def graph(self, *inputs: torch.Tensor) -> Callable[[], tuple[torch.Tensor, ...]]:
         """Captures one call with ``inputs``' shapes as a CUDA graph; returns a function that

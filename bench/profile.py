@@ -1,0 +1,94 @@
+"""Where a whole prefill and a decode step spend their time on the GPU, kernel by kernel: each
+launch timed by CUDA events on the stream (``CudaProgram.launch_times``), grouped by kernel
+(``runtime/profile.py``). Reads the artifacts of bench/gpu_build.py (random bf16 weights);
+writes rows in the results format (bench/results/*.json), one per program and size, each with
+its kernels' milliseconds and shares.
+
+    python bench/profile.py build/bench --out profile.json
+
+Cases: ``prefill`` (the forward program) over 2048 tokens, and the greedy decode step (or the
+decode step, where the artifact has no greedy one) of one sequence with 2048 tokens cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from tessera import runtime
+from tessera.models.tiny import tiny_gemma
+from tessera.runtime import kv_layout
+from tessera.runtime.generate import cached_programs
+from tessera.runtime.profile import format_profile, kernel_profile
+
+LENGTH = 2048
+REPEATS = 20
+
+
+def profile_row(case: str, program: runtime.cuda.CudaProgram, inputs: dict) -> dict:
+    rows = kernel_profile(program.kernels, program.launch_times(repeats=REPEATS, **inputs))
+    print(f"{case}\n{format_profile(rows)}", flush=True)
+    return {
+        "bench": "profile",
+        "case": case,
+        "tessera_ms": round(sum(r.ms for r in rows), 4),
+        "launches": sum(r.launches for r in rows),
+        "kernels": [r.to_json() for r in rows],
+        "peers": [],
+    }
+
+
+def profile_model(folder: Path, entry: dict) -> list[dict]:
+    name = entry["name"]
+    model = tiny_gemma(name, dtype=torch.bfloat16, device="cuda")
+    artifact = runtime.load(folder / entry["folder"])
+    artifact.bind(dict(model.state_dict()))
+    ids = torch.randint(0, model.config.vocab_size, (1, LENGTH), device="cuda")
+    rows = [
+        profile_row(f"{name} prefill B1 S{LENGTH} bf16", artifact["prefill"], {"input_ids": ids})
+    ]
+    programs = cached_programs(artifact.manifest, artifact.programs)
+    step_name = kv_layout.GREEDY_DECODE_PROGRAM if programs.greedy else kv_layout.DECODE_PROGRAM
+    step = artifact[step_name]
+    # One sequence whose first LENGTH tokens are cached (their values do not change the time).
+    cache = programs.new_cache(1, LENGTH + 1, programs.chunk(LENGTH))
+    cache.reserve(0, LENGTH + 1)
+    step.bind_state(cache.state())
+    inputs = {
+        kv_layout.INPUT_IDS: ids[:, :1],
+        kv_layout.POSITIONS: torch.full((1, 1), LENGTH, dtype=torch.int64),
+        kv_layout.CACHE_INDEX: torch.full((1,), LENGTH, dtype=torch.int64),
+        kv_layout.KV_START: torch.zeros(1, dtype=torch.int64),
+        **cache.block_tables([0]),
+    }
+    rows.append(profile_row(f"{name} {step_name} B1 T{LENGTH} bf16", step, inputs))
+    step.unbind_state()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("artifacts", type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--commit", default="unknown")
+    args = parser.parse_args()
+    entries = json.loads((args.artifacts / "models.json").read_text())
+    rows = [row for entry in entries for row in profile_model(args.artifacts, entry)]
+    result = {
+        "device": torch.cuda.get_device_name(),
+        "date": datetime.date.today().isoformat(),
+        "commit": args.commit,
+        "rows": rows,
+    }
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

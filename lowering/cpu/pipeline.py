@@ -34,6 +34,7 @@ from . import (  # noqa: F401
     proj,
     rms_norm,
     rope,
+    sample_greedy,
     strided_copies,
     swi_glu,
 )

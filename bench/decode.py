@@ -2,8 +2,8 @@
 in the same process, same weights (seeded random, bf16), and as a fraction of the bandwidth
 bound. Reads the artifacts of bench/gpu_build.py (their ``prefill_kv``, ``decode`` and
 ``decode_greedy`` programs; the same programs choosing from ``decode``'s logits are a peer, so
-the fused head's gain shows); writes rows in the results format (bench/results/*.json: device, date, commit, rows
-with the peers measured in the same run).
+the fused head's gain shows); writes rows in the results format (bench/results/*.json:
+device, date, commit, rows with the peers measured in the same run).
 
     python bench/decode.py build/bench --out results.json [--new-tokens 64]
 

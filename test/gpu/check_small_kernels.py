@@ -632,13 +632,17 @@ class Checker:
             same = rows if scale == 1.0 else (rows.float() * scale).to(DTYPES[dtype])
             return rows.double() * scale, same
 
+        # Made once here: a tensor built from a Python number inside the peer would be a
+        # host-to-device copy, which a CUDA graph capture refuses.
+        scale_tensor = torch.tensor(scale, dtype=DTYPES[dtype], device=support.device())
+
         def peer(b: dict[str, Any]) -> None:
             emb = (
                 gathered(b)
                 if case.get("bad_ids")
                 else torch.nn.functional.embedding(b["ids"], table)
             )
-            b["y"].copy_(emb * torch.tensor(scale, dtype=DTYPES[dtype], device=support.device()))
+            b["y"].copy_(emb * scale_tensor)
 
         size = torch.finfo(DTYPES[dtype]).bits // 8
         return {

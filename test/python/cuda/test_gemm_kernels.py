@@ -116,6 +116,17 @@ def test_gemv_uses_wide_loads_and_shuffles(transpose_w: bool) -> None:
     assert info.grid[1] == "cdiv(M, 1)"
 
 
+@pytest.mark.parametrize("dtype", ["bf16", "f32"])
+@pytest.mark.parametrize("gated", [False, True])
+def test_decode_gemvs_keep_their_accumulators_in_registers(gated: bool, dtype: str) -> None:
+    """The GEMV a decode step of 8 sequences takes spills nothing: spilled accumulators cut
+    the gated MLP's GEMV to 47 GB/s on an H100 (two columns a warp at 8 rows)."""
+    cfg = select_gemm(GemmConfig(dtype, 16384, 2048, gated=gated), m_hint=8)
+    assert cfg.gemv.rows == 8
+    (_info,), _ptx, report = compiled("sm_90a", cfg)
+    assert_no_local_memory(report)
+
+
 def test_select_gemm_picks_the_family() -> None:
     cfg = GemmConfig("bf16", 2048, 2048)
     assert select_gemm(cfg, 1).kernel == "gemv" and select_gemm(cfg, 1).gemv.rows == 1

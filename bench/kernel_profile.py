@@ -4,7 +4,7 @@ launch timed by CUDA events on the stream (``CudaProgram.launch_times``), groupe
 writes rows in the results format (bench/results/*.json), one per program and size, each with
 its kernels' milliseconds and shares.
 
-    python bench/profile.py build/bench --out profile.json
+    python bench/kernel_profile.py build/bench --out profile.json
 
 Cases: ``prefill`` (the forward program) over 2048 tokens, and the greedy decode step (or the
 decode step, where the artifact has no greedy one) of one sequence with 2048 tokens cached.

@@ -8,6 +8,9 @@ its kernels' milliseconds and shares.
 
 Cases: ``prefill`` (the forward program) over 2048 tokens, and the greedy decode step (or the
 decode step, where the artifact has no greedy one) of one sequence with 2048 tokens cached.
+Peers from the same run: the same call replayed as one CUDA graph (the events between launches
+cost a few microseconds each, so this is the call's own time), and for the prefill
+transformers' eager forward.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
+from gpu import timed_ms  # bench/gpu.py, beside this script
 
 from tessera import runtime
 from tessera.models.tiny import tiny_gemma
@@ -30,16 +34,22 @@ LENGTH = 2048
 REPEATS = 20
 
 
-def profile_row(case: str, program: runtime.cuda.CudaProgram, inputs: dict) -> dict:
+def profile_row(
+    case: str, program: runtime.cuda.CudaProgram, inputs: dict, peers: list[dict]
+) -> dict:
+    """The profile of ``program`` on ``inputs``, with the same call replayed as one CUDA graph
+    (no events between its launches) as the first peer, then ``peers``."""
     rows = kernel_profile(program.kernels, program.launch_times(repeats=REPEATS, **inputs))
     print(f"{case}\n{format_profile(rows)}", flush=True)
+    replay = program.graph(*(inputs[spec.name] for spec in program.spec.inputs))
+    graph = {"name": "tessera, the same call as one CUDA graph", "ms": round(timed_ms(replay), 4)}
     return {
         "bench": "profile",
         "case": case,
         "tessera_ms": round(sum(r.ms for r in rows), 4),
         "launches": sum(r.launches for r in rows),
         "kernels": [r.to_json() for r in rows],
-        "peers": [],
+        "peers": [graph, *peers],
     }
 
 
@@ -49,8 +59,15 @@ def profile_model(folder: Path, entry: dict) -> list[dict]:
     artifact = runtime.load(folder / entry["folder"])
     artifact.bind(dict(model.state_dict()))
     ids = torch.randint(0, model.config.vocab_size, (1, LENGTH), device="cuda")
+    with torch.no_grad():
+        eager = {
+            "name": "transformers forward (eager)",
+            "ms": round(timed_ms(lambda: model(ids)), 4),
+        }
     rows = [
-        profile_row(f"{name} prefill B1 S{LENGTH} bf16", artifact["prefill"], {"input_ids": ids})
+        profile_row(
+            f"{name} prefill B1 S{LENGTH} bf16", artifact["prefill"], {"input_ids": ids}, [eager]
+        )
     ]
     programs = cached_programs(artifact.manifest, artifact.programs)
     step_name = kv_layout.GREEDY_DECODE_PROGRAM if programs.greedy else kv_layout.DECODE_PROGRAM
@@ -66,7 +83,7 @@ def profile_model(folder: Path, entry: dict) -> list[dict]:
         kv_layout.KV_START: torch.zeros(1, dtype=torch.int64),
         **cache.block_tables([0]),
     }
-    rows.append(profile_row(f"{name} {step_name} B1 T{LENGTH} bf16", step, inputs))
+    rows.append(profile_row(f"{name} {step_name} B1 T{LENGTH} bf16", step, inputs, []))
     step.unbind_state()
     return rows
 

@@ -32,7 +32,7 @@ from tessera.pass_registry import NoOptions, register_pass
 from tessera.runtime import kv_layout as names
 
 from .constant_values import splat_value
-from .kv_signature import OUTPUT_ATTR, dictionary, symbol
+from .kv_signature import OUTPUT_ATTR, dictionary, function_named, refusal, symbol
 from .match import producer, replace_and_sweep
 
 PASS = "tessera-derive-greedy-decode"
@@ -40,14 +40,6 @@ PASS = "tessera-derive-greedy-decode"
 
 def _error(message: str, op: ir.Operation) -> PassError:
     return PassError(f"{PASS}: {message}", source_location(op.location))
-
-
-def _function(module: ir.Operation, name: str) -> ir.Operation | None:
-    for view in module.regions[0].blocks[0].operations:
-        op = view.operation
-        if op.name == "func.func" and symbol(op) == name:
-            return op
-    return None
 
 
 def _return(function: ir.Operation) -> ir.Operation:
@@ -156,12 +148,12 @@ def _check_projection(head: ir.Operation) -> None:
 
 
 def derive_greedy_decode(module: ir.Operation) -> None:
-    decode = _function(module, names.DECODE_PROGRAM)
+    decode = function_named(module, names.DECODE_PROGRAM)
     if decode is None:
         raise PassError(
             f"{PASS}: the module has no @{names.DECODE_PROGRAM} (run tessera-insert-kv-cache first)"
         )
-    if _function(module, names.GREEDY_DECODE_PROGRAM) is not None:
+    if function_named(module, names.GREEDY_DECODE_PROGRAM) is not None:
         raise _error(f"the module already has @{names.GREEDY_DECODE_PROGRAM}", decode)
     _head(decode)  # refuse before copying
     copy = decode.clone(ip=ir.InsertionPoint(module.regions[0].blocks[0]))
@@ -196,16 +188,8 @@ def derive_greedy_decode(module: ir.Operation) -> None:
 
 
 def greedy_decode_problem(module: ir.Operation) -> str | None:
-    """Why ``tessera-derive-greedy-decode`` refuses ``module``, or None when it applies (run on
-    a detached copy, so that a target can ask before deriving)."""
-    copy = module.clone(ip=False)
-    try:
-        derive_greedy_decode(copy)
-    except PassError as problem:
-        return str(problem)
-    finally:
-        copy.erase()
-    return None
+    """Why ``tessera-derive-greedy-decode`` refuses ``module``, or None when it applies."""
+    return refusal(module, derive_greedy_decode)
 
 
 @register_pass(PASS, NoOptions)

@@ -51,6 +51,7 @@ from .kv_signature import (
     arg_attrs,
     dictionary,
     dims_attr,
+    refusal,
     string,
     symbol,
 )
@@ -144,14 +145,7 @@ def kv_cache_problem(module: ir.Operation) -> str | None:
     """Why ``tessera-insert-kv-cache`` refuses ``module``, or None when it applies: the pass
     runs on a detached copy. A target asks before building generation programs, so that a
     model the cache cannot serve still compiles for plain calls."""
-    copy = module.clone(ip=False)
-    try:
-        insert_kv_cache(copy, InsertKvCacheOptions())
-    except PassError as problem:
-        return str(problem)
-    finally:
-        copy.erase()
-    return None
+    return refusal(module, lambda copy: insert_kv_cache(copy, InsertKvCacheOptions()))
 
 
 def _cast_at_start(block: ir.Block, value: ir.Value, to: ir.Type) -> ir.Value:

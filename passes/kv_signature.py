@@ -4,6 +4,8 @@ window), adding arguments to a function, and reading the cache layout back from 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mlir import ir
 
 from tessera.errors import PassError
@@ -92,17 +94,32 @@ class Signature:
         self.function.attributes["arg_attrs"] = ir.ArrayAttr.get(self.attrs)
 
 
+def function_named(module: ir.Operation, name: str) -> ir.Operation | None:
+    """The ``func.func`` @``name`` of ``module``, None when it has none."""
+    for view in module.regions[0].blocks[0].operations:
+        op = view.operation
+        if op.name == "func.func" and symbol(op) == name:
+            return op
+    return None
+
+
+def refusal(module: ir.Operation, derive: Callable[[ir.Operation], None]) -> str | None:
+    """Why ``derive`` refuses ``module`` (its ``PassError``), or None when it applies: it runs
+    on a detached copy, so that a target can ask before deriving functions."""
+    copy = module.clone(ip=False)
+    try:
+        derive(copy)
+    except PassError as problem:
+        return str(problem)
+    finally:
+        copy.erase()
+    return None
+
+
 def kv_layout_of(module: ir.Operation) -> names.KvLayout:
     """The cache layout of the derived ``@decode`` (block size, groups and their windows, each
     layer's state buffers), read from its arguments' attributes."""
-    function = next(
-        (
-            op.operation
-            for op in module.regions[0].blocks[0].operations
-            if op.operation.name == "func.func" and symbol(op.operation) == names.DECODE_PROGRAM
-        ),
-        None,
-    )
+    function = function_named(module, names.DECODE_PROGRAM)
     if function is None:
         raise PassError(f"the module has no @{names.DECODE_PROGRAM} (run tessera-insert-kv-cache)")
     groups: list[names.CacheGroup] = []

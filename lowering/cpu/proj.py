@@ -184,21 +184,23 @@ def core_source(spec: ProjSpec, host: Host) -> str:
     return finish_range_core(k, host)
 
 
-def wrapper_source(
+def projection_wrapper(
     spec: ProjSpec,
     symbol: str,
     x: ir.Value,
     w: ir.Value,
     bias: ir.Value | None,
-    y: ir.Value,
+    result: ir.Value,
     host: Host,
-) -> str:
-    """The tensor-level function the op becomes a call to."""
+) -> tuple[Kernel, str, list[str]]:
+    """The start of a tensor-level function over (x, w[, bias]) returning ``result``'s type:
+    the projection's core launched into a fresh y buffer. Returns the function, y and x's dims
+    as index values (the caller finishes the body)."""
     x_shape = shaped_dims(x.type)
     params = [("%x", str(x.type)), ("%w", str(w.type))]
     if bias is not None:
         params.append(("%bias", str(bias.type)))
-    k = Kernel(symbol, params, results=[str(y.type)])
+    k = Kernel(symbol, params, results=[str(result.type)])
     operands = [
         buffer_of(k, "%x", x_shape, spec.x_dtype, spec.x_view),
         buffer_of(k, "%w", spec.w_shape, spec.w_dtype, spec.w_shape),
@@ -219,6 +221,20 @@ def wrapper_source(
     else:
         align = nn_column_tile(host)
     launch(k, spec.symbol() + "_core", operands, types, spec.width, align, work, host)
+    return k, y_buffer, x_dims
+
+
+def wrapper_source(
+    spec: ProjSpec,
+    symbol: str,
+    x: ir.Value,
+    w: ir.Value,
+    bias: ir.Value | None,
+    y: ir.Value,
+    host: Host,
+) -> str:
+    """The tensor-level function the op becomes a call to."""
+    k, y_buffer, _ = projection_wrapper(spec, symbol, x, w, bias, y, host)
     return return_tensor(k, y_buffer, spec.y_view, spec.y_dtype, y.type)
 
 

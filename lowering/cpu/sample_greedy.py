@@ -20,11 +20,9 @@ from . import vector_math as vm
 from .builder import Kernel
 from .host import Host
 from .kernel_types import float_dtype, static_dim, static_dims
-from .matmul import column_tile, default_tiling
-from .parallel import launch
-from .proj import ProjSpec, core_source
+from .proj import ProjSpec, core_source, projection_wrapper
 from .registry import lowering_error, rule
-from .tensors import alloc, buffer_of, dims_of, return_tensor, rows_view
+from .tensors import alloc, return_tensor, rows_view
 
 
 def _rounded(k: Kernel, value: str, dtype: str) -> str:
@@ -55,29 +53,7 @@ def wrapper_source(
     host: Host,
 ) -> str:
     """The tensor-level function the op becomes a call to: logits, then the scan."""
-    x, w, bias, token = op.x, op.w, op.bias, op.token
-    x_shape = shaped_dims(x.type)
-    params = [("%x", str(x.type)), ("%w", str(w.type))]
-    if bias is not None:
-        params.append(("%bias", str(bias.type)))
-    k = Kernel(symbol, params, results=[str(token.type)])
-    operands = [
-        buffer_of(k, "%x", x_shape, spec.x_dtype, spec.x_view),
-        buffer_of(k, "%w", spec.w_shape, spec.w_dtype, spec.w_shape),
-    ]
-    types = [memref_type(spec.x_view, spec.x_dtype), memref_type(spec.w_shape, spec.w_dtype)]
-    if bias is not None:
-        operands.append(buffer_of(k, "%bias", [spec.width], str(spec.bias_dtype), [spec.width]))
-        types.append(memref_type([spec.width], str(spec.bias_dtype)))
-    x_dims = dims_of(k, "%x", x_shape, spec.x_dtype)
-    logits = alloc(k, spec.y_view, spec.y_dtype, [*x_dims[:-1], k.index(spec.width)])
-    operands.append(logits)
-    types.append(memref_type(spec.y_view, spec.y_dtype))
-    work = k.index(spec.width)
-    for dim in x_dims:
-        work = k.mul(work, dim)
-    align = column_tile(1, default_tiling(spec.x_dtype, host))
-    launch(k, spec.symbol() + "_core", operands, types, spec.width, align, work, host)
+    k, logits, x_dims = projection_wrapper(spec, symbol, op.x, op.w, op.bias, op.token, host)
     rows = rows_view(k, logits, spec.y_view, spec.y_dtype)
     rows_type = memref_type([None, spec.width], spec.y_dtype)
     token_view = spec.y_view[:-1]
@@ -112,7 +88,7 @@ def wrapper_source(
             )
         index = k.op("t", f"arith.index_cast {column.results[1]} : index to i64")
         k.line(f"memref.store {index}, {flat}[{row.iv}] : {memref_type([None], 'i64')}")
-    return return_tensor(k, tokens, token_view, "i64", token.type)
+    return return_tensor(k, tokens, token_view, "i64", op.token.type)
 
 
 @rule("tessera.sample.greedy")

@@ -25,10 +25,10 @@ from tessera.passes.kv_signature import (
     DIMS_ATTR,
     INPUT_ATTR,
     STATE_ATTR,
+    function_named,
     kv_layout_of,
     read_dims,
 )
-from tessera.passes.kv_signature import symbol as signature_symbol
 from tessera.passes.plan_memory import MemoryPlan, memory_plan
 from tessera.passes.shape_exprs import Poly, shape_exprs
 from tessera.pipeline import run_pipeline
@@ -67,10 +67,10 @@ class Planned:
 
 
 def function(module: ir.Module, symbol: str) -> ir.Operation:
-    for op in module.body.operations:
-        if op.operation.name == "func.func" and signature_symbol(op.operation) == symbol:
-            return op.operation
-    raise LoweringError(f"the module has no func.func @{symbol}")
+    found = function_named(module.operation, symbol)
+    if found is None:
+        raise LoweringError(f"the module has no func.func @{symbol}")
+    return found
 
 
 def _pipeline(module: ir.Module, pipeline: str) -> None:

@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mlir import ir
-from mlir.dialects import gpu
+from mlir.dialects import gpu, memref
 
 from .device import Device, nvidia
 
+# The address space of a block's shared memory.
+WORKGROUP = "#gpu.address_space<workgroup>"
 # Element types of buffers by their MLIR spelling.
 SCALAR_KINDS = ("i32", "i64", "f32")
 
@@ -106,6 +108,29 @@ class KernelModule:
             )
         block = function.body.blocks.append(*types)
         return function, block
+
+    def add_launched_kernel(self, info: KernelInfo) -> tuple[dict[str, ir.Value], ir.Block]:
+        """``add_kernel`` for ``info``, its block size recorded (``known_block_size``, which
+        the lowering uses for thread-id ranges); returns the arguments by parameter name and
+        the entry block."""
+        function, block = self.add_kernel(info.name, info.params)
+        function.attributes["known_block_size"] = ir.DenseI32ArrayAttr.get(list(info.block))
+        return {p.name: v for p, v in zip(info.params, block.arguments, strict=True)}, block
+
+    def shared_array(self, symbol: str, shape: Sequence[int], element: ir.Type) -> ir.Value:
+        """A static shared-memory array of the block (a workgroup ``memref.global`` named
+        ``symbol``), read where the insertion point is."""
+        space = ir.Attribute.parse(WORKGROUP)
+        type_ = ir.MemRefType.get(list(shape), element, memory_space=space)
+        with ir.InsertionPoint(self.body):
+            memref.GlobalOp(
+                symbol,
+                ir.TypeAttr.get(type_),
+                sym_visibility="private",
+                initial_value=ir.UnitAttr.get(),
+                alignment=16,
+            )
+        return memref.get_global(type_, symbol)
 
 
 def info_json(info: KernelInfo) -> dict[str, object]:

@@ -174,11 +174,7 @@ def build(folder: Path) -> None:
             folder / f"ptxas_{arch}.txt",
             cubin_file=folder / f"gemm_{arch}.cubin",
         )
-    (folder / "cases.json").write_text(json.dumps({"cases": cases}, indent=1))
-    spills = [
-        line for line in report.splitlines() if "spill" in line and " 0 bytes spill" not in line
-    ]
-    print(f"built {len(cases)} cases into {folder}; lines reporting spills: {len(spills)}")
+    support.write_cases(folder, cases, report)
 
 
 # ---------------------------------------------------------------------------------------------

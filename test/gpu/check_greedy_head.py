@@ -155,11 +155,7 @@ def build(folder: Path) -> None:
             folder / f"ptxas_{ARCH}.txt",
             cubin_file=folder / f"greedy_head_{ARCH}.cubin",
         )
-    (folder / "cases.json").write_text(json.dumps({"cases": cases}, indent=1))
-    spills = [
-        line for line in report.splitlines() if "spill" in line and " 0 bytes spill" not in line
-    ]
-    print(f"built {len(cases)} cases into {folder}; lines reporting spills: {len(spills)}")
+    support.write_cases(folder, cases, report)
 
 
 # ---------------------------------------------------------------------------------------------

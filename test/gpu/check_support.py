@@ -126,6 +126,15 @@ def emit_binaries(
     return report
 
 
+def write_cases(folder: Path, cases: list[dict[str, Any]], report: str) -> None:
+    """Writes ``cases.json`` and says how many lines of the ptxas ``report`` name spills."""
+    (folder / "cases.json").write_text(json.dumps({"cases": cases}, indent=1))
+    spills = [
+        line for line in report.splitlines() if "spill" in line and " 0 bytes spill" not in line
+    ]
+    print(f"built {len(cases)} cases into {folder}; lines reporting spills: {len(spills)}")
+
+
 def load_module(image: Path, name: str) -> Any:
     """The cubin (or PTX) loaded through the runtime's driver; None in a dry run."""
     if not on_gpu():

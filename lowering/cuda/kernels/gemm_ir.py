@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from mlir import ir
 from mlir.dialects import arith, gpu, llvm, memref, scf
 
-WORKGROUP = "#gpu.address_space<workgroup>"
+from ..kernel import WORKGROUP
+
 DTYPE_BYTES = {"bf16": 2, "f16": 2, "f32": 4}
 
 

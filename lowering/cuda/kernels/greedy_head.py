@@ -44,7 +44,7 @@ from ..kernel import KernelInfo, KernelModule, Param
 from .gemm import GemmConfig, kernel_name
 from .gemm_epilogue import finish, load_f32, to_dtype
 from .gemm_gemv import Gemv, check_tile
-from .gemm_ir import WORKGROUP, Ix, constant, f32, f32_const, for_op, if_op
+from .gemm_ir import Ix, constant, f32, f32_const, for_op, if_op
 
 WARP = 32
 # The index of "no candidate yet": past every column, so it loses every tie.
@@ -174,30 +174,10 @@ def _rounded_logit(cfg: GemmConfig, acc: ir.Value, bias: ir.Value | None) -> ir.
     return _as_stored(cfg, arith.mulf(_as_stored(cfg, mlir_math.tanh(scaled)), cap))
 
 
-def _shared(km: KernelModule, symbol: str, shape: list[int], element: ir.Type) -> ir.Value:
-    """A static shared array of the block (a workgroup ``memref.global``)."""
-    type_ = ir.MemRefType.get(shape, element, memory_space=ir.Attribute.parse(WORKGROUP))
-    with ir.InsertionPoint(km.body):
-        memref.GlobalOp(
-            symbol,
-            ir.TypeAttr.get(type_),
-            sym_visibility="private",
-            initial_value=ir.UnitAttr.get(),
-            alignment=16,
-        )
-    return memref.get_global(type_, symbol)
-
-
-def _arguments(km: KernelModule, info: KernelInfo) -> tuple[dict[str, ir.Value], ir.Block]:
-    function, block = km.add_kernel(info.name, info.params)
-    function.attributes["known_block_size"] = ir.DenseI32ArrayAttr.get(list(info.block))
-    return {p.name: v for p, v in zip(info.params, block.arguments, strict=True)}, block
-
-
 def _emit_partial(
     km: KernelModule, cfg: GemmConfig, info: KernelInfo, rounded_softcap: bool
 ) -> None:
-    args, block = _arguments(km, info)
+    args, block = km.add_launched_kernel(info)
     with ir.InsertionPoint(block):
         gemv = Gemv(cfg, args["x"], [args["w"]], args.get("bias"))
         gemv.start(args["M"])
@@ -245,8 +225,8 @@ def _partial_epilogue(
     # The block's warps own ascending columns (warp 0's first column is always < N): lane 0
     # of each offers its best through shared memory, and thread r of the block scans the
     # warps of row r in order with the same strict rule.
-    values = _shared(km, f"{name}_values", [g.rows, g.warps], f32())
-    indices = _shared(km, f"{name}_indices", [g.rows, g.warps], i32)
+    values = km.shared_array(f"{name}_values", [g.rows, g.warps], f32())
+    indices = km.shared_array(f"{name}_indices", [g.rows, g.warps], i32)
     lead = if_op(arith.cmpi(arith.CmpIPredicate.eq, gemv.lane, ix.c(0)))
     with ir.InsertionPoint(lead.then_block):
         for r, (value, at) in enumerate(best):
@@ -271,7 +251,7 @@ def _partial_epilogue(
 
 
 def _emit_combine(km: KernelModule, parts: int, info: KernelInfo) -> None:
-    args, block = _arguments(km, info)
+    args, block = km.add_launched_kernel(info)
     i32 = _i32()
     with ir.InsertionPoint(block):
         ix = Ix.at_top()

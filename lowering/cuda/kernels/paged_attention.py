@@ -132,12 +132,6 @@ def scratch_elements(cfg: PagedAttentionConfig) -> tuple[str, str]:
     return f"{rows} * {cfg.value_dim}", f"{rows} * 2"
 
 
-def _arguments(km: KernelModule, info: KernelInfo) -> tuple[dict[str, ir.Value], ir.Block]:
-    function, block = km.add_kernel(info.name, info.params)
-    function.attributes["known_block_size"] = ir.DenseI32ArrayAttr.get(list(info.block))
-    return {p.name: v for p, v in zip(info.params, block.arguments, strict=True)}, block
-
-
 def _widen(value: ir.Value) -> ir.Value:
     return value if isinstance(value.type, ir.F32Type) else arith.extf(a.f32_type(), value)
 
@@ -178,7 +172,7 @@ def _load_index(buffer: ir.Value, position: ir.Value) -> ir.Value:
 
 
 def _emit_partial(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo) -> None:
-    args, block = _arguments(km, info)
+    args, block = km.add_launched_kernel(info)
     with ir.InsertionPoint(block):
         tid = gpu.thread_id(gpu.Dimension.x)
         lane, member = a.rem(tid, WARP), a.div(tid, WARP)
@@ -250,7 +244,7 @@ def _emit_partial(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo)
 
 
 def _emit_combine(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo) -> None:
-    args, block = _arguments(km, info)
+    args, block = km.add_launched_kernel(info)
     with ir.InsertionPoint(block):
         lane = gpu.thread_id(gpu.Dimension.x)
         seq_q, batches = a.to_index(args["S"]), a.to_index(args["B"])

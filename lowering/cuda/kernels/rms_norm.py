@@ -307,18 +307,7 @@ def _block_sum(km: KernelModule, name: str, value: ir.Value, warps: int) -> ir.V
     """Sum over a block of ``warps`` whole warps: warp sums through a small shared array, then
     every thread adds the partials in the same order (so all hold the identical total)."""
     value = _warp_sum(value, WARP)
-    space = ir.Attribute.parse("#gpu.address_space<workgroup>")
-    partial_type = ir.MemRefType.get([warps], ir.F32Type.get(), memory_space=space)
-    symbol = f"{name}_partials"
-    with ir.InsertionPoint(km.body):
-        memref.GlobalOp(
-            symbol,
-            ir.TypeAttr.get(partial_type),
-            sym_visibility="private",
-            initial_value=ir.UnitAttr.get(),
-            alignment=16,
-        )
-    partials = memref.get_global(partial_type, symbol)
+    partials = km.shared_array(f"{name}_partials", [warps], ir.F32Type.get())
     tid = gpu.thread_id(gpu.Dimension.x)
     lane = arith.remui(tid, index(WARP))
     first_lane = arith.cmpi(arith.CmpIPredicate.eq, lane, index(0))

@@ -59,6 +59,21 @@ def emulated(
     return model, dataclasses.replace(cached_programs(manifest, programs), device="cpu")
 
 
+def transformers_greedy(
+    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int
+) -> torch.Tensor:
+    """transformers' own greedy ``generate`` of ``new_tokens`` (no end token, pad 0)."""
+    with torch.no_grad():
+        return model.generate(  # type: ignore[operator]
+            ids,
+            attention_mask=mask,
+            do_sample=False,
+            pad_token_id=0,
+            max_new_tokens=new_tokens,
+            eos_token_id=None,
+        )
+
+
 def _greedy(new_tokens: int) -> Request:
     return Request(new_tokens, Sampling(), seed=None, eos_token_ids=frozenset(), pad_token_id=0)
 
@@ -86,15 +101,7 @@ def check_greedy_generation(name: str, lengths: list[int], new_tokens: int, targ
     ids, mask = left_padded(lengths, model.config.vocab_size, seeds.generator())
     steps = list(decode_steps(programs, ids, mask.bool(), _greedy(new_tokens), keep_logits=True))
     ours = torch.cat([ids, torch.stack([s.tokens for s in steps], dim=1)], dim=1)
-    with torch.no_grad():
-        theirs = model.generate(
-            ids,
-            attention_mask=mask,
-            do_sample=False,
-            pad_token_id=0,
-            max_new_tokens=new_tokens,
-            eos_token_id=None,
-        )
+    theirs = transformers_greedy(model, ids, mask, new_tokens)
     assert torch.equal(ours, theirs), f"\nours   {ours}\ntheirs {theirs}"
     assert max(len(set(row.tolist())) for row in ours[:, max(lengths) :]) >= 3
     references = reference_logits(model, ours, mask, ids.shape[1])
@@ -163,13 +170,5 @@ def test_greedy_decode_program_chooses_what_the_logits_argmax_chooses(dtype: str
     from_logits = [s.tokens for s in steps]
     assert torch.equal(torch.stack(fused), torch.stack(from_logits))
     if dtype == "f32":
-        with torch.no_grad():
-            theirs = model.generate(
-                ids,
-                attention_mask=mask,
-                do_sample=False,
-                pad_token_id=0,
-                max_new_tokens=new_tokens,
-                eos_token_id=None,
-            )
+        theirs = transformers_greedy(model, ids, mask, new_tokens)
         assert torch.equal(torch.cat([ids, torch.stack(fused, dim=1)], dim=1), theirs)

@@ -7,14 +7,15 @@
 #     STEPS="prefill memcheck" test/gpu/run_suite.sh OUT_DIR   # some steps only
 #
 # Steps: models (parity with transformers), generate (greedy generation against transformers'
-# generate), small, attention, gemm, greedy (kernel checks and timings; greedy: the LM head's
-# GEMV with an argmax epilogue), decode (generation throughput), prefill (whole-model
-# benchmark), profile (each kernel's share of a prefill and of a decode step), memcheck
-# (compute-sanitizer over the attention, GEMM and greedy-head checks).
+# generate), small, attention, gemm, greedy, paged (kernel checks and timings; greedy: the LM
+# head's GEMV with an argmax epilogue; paged: decode attention over the paged cache), decode
+# (generation throughput), prefill (whole-model benchmark), profile (each kernel's share of a
+# prefill and of a decode step), memcheck (compute-sanitizer over the attention, GEMM,
+# greedy-head and paged-attention checks).
 #
 # Writes into OUT_DIR: log.txt (everything printed), the benchmark-format JSON of each check
-# (small_kernels.json, attention.json, gemm.json, greedy_head.json, prefill.json, decode.json,
-# profile.json) and details.tar.gz (every case's detail). Each step has its own time limit so
+# (small_kernels.json, attention.json, gemm.json, greedy_head.json, paged_attention.json,
+# prefill.json, decode.json, profile.json) and details.tar.gz (every case's detail). Each step has its own time limit so
 # that one slow step cannot hide the others' results, and each step's files reach OUT_DIR as
 # soon as it ends, so a run cut short keeps what finished.
 set -u
@@ -33,7 +34,7 @@ cp -rs "$root/tessera_ir" "$shim/tessera"
 for part in dialects passes lowering runtime; do ln -s "$root/$part" "$shim/tessera/$part"; done
 export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}"
 
-steps=" ${STEPS:-models generate small attention gemm greedy prefill decode profile memcheck} "
+steps=" ${STEPS:-models generate small attention gemm greedy paged prefill decode profile memcheck} "
 export PATH="$PATH:/usr/local/cuda/bin"
 
 step() {  # step SECONDS NAME COMMAND...
@@ -44,7 +45,7 @@ step() {  # step SECONDS NAME COMMAND...
     local start=$SECONDS
     timeout "$limit" "$@" 2>&1 | tee -a "$log"
     echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start))s" | tee -a "$log"
-    for json in small_kernels attention gemm greedy_head prefill decode profile; do
+    for json in small_kernels attention gemm greedy_head paged_attention prefill decode profile; do
         [ -f "$detail/$json.json" ] && cp "$detail/$json.json" "$out/"
     done
     tar -czf "$out/details.tar.gz" -C "$detail" .
@@ -60,13 +61,15 @@ step 120 attention python3 test/gpu/check_attention.py build/attention --out "$d
     --commit "$commit"
 step 100 gemm python3 test/gpu/check_gemm.py build/gemm --out "$detail" --commit "$commit"
 step 90 greedy python3 test/gpu/check_greedy_head.py build/greedy_head --out "$detail" --commit "$commit"
+step 120 paged python3 test/gpu/check_paged_attention.py build/paged_attention --out "$detail" \
+    --commit "$commit"
 step 200 prefill python3 bench/gpu.py build/bench --out "$detail/prefill.json" --commit "$commit"
 step 300 decode python3 bench/decode.py build/bench --out "$detail/decode.json" --commit "$commit"
 step 120 profile python3 bench/kernel_profile.py build/bench --out "$detail/profile.json" --commit "$commit"
 if ! command -v compute-sanitizer >/dev/null; then
     echo "=== compute-sanitizer: not on this machine" | tee -a "$log"
 else
-    for check in attention gemm greedy_head; do
+    for check in attention gemm greedy_head paged_attention; do
         step 150 "memcheck-$check" compute-sanitizer --tool memcheck --report-api-errors no \
             --print-limit 20 python3 "test/gpu/check_$check.py" "build/$check" --quick
     done

@@ -2,42 +2,66 @@
 over the keys so that a decode step at batch 1 still fills the card (split-KV, as
 FlashDecoding does), then a combine kernel that merges the splits.
 
-The partial kernel runs one block per (batch, kv head, query token, split) with one warp per
-query head of that kv head's group, so the group's warps read the same key and value rows (a
-GQA group shares each K/V load through L1). A warp walks the keys its query may see within
-its split (the bounds come from the cache index, the first valid key and the window, so no
-score is masked), each key's row found through the block table: key j of sequence b lives in
-slot j mod BS of block ``block_table[b, (j / BS) mod M]``. Scores, the online softmax and the
-accumulator are f32 as in the SIMT flash kernel (``attention_simt.py``, whose numerics this
-follows: exact exp2, libdevice tanh for the softcap); the split writes its unnormalised
-accumulator and its (max, sum) to f32 scratch.
+The partial kernel runs one block of ``warps`` warps per (batch, kv head, query token, split),
+and per block of up to eight query heads of the kv head's group (a group of 16 takes two).
+Every warp serves all the block's query heads, so a K/V row is read once for them, over its
+own run of the split's keys, ``keys_per_step`` keys at a time: the step issues every key's
+block-table lookup and K and V row loads before it uses any of them, so the loads of a step
+are in flight together instead of one key's latency after another. A row is read by the whole
+warp, each lane holding ``cdiv(D, 32)`` consecutive elements (one 16-byte load for D = 256 in
+bf16). The keys a query sees run from its first visible key (the first valid one, or the
+window's) to its own position; the splits count from that first key, so the M·BS keys a table
+of M blocks holds fill at most its cdiv(M·BS, keys_per_split) splits even where the table is a
+ring (a sliding layer's) and the position lies far beyond M·BS. No score is masked except the
+padding of a warp's last step. Key j of sequence b lives in slot j mod BS of block
+``block_table[b, (j / BS) mod M]``.
 
-The combine kernel runs one warp per (batch, query head, query token): the splits' maxima give
-the row's maximum, each split is weighted by 2^(m_split − m), and the weighted sum divided by the
-weighted total (zero when no key was visible) is rounded once to the output's dtype.
+Scores, the online softmax and the accumulators are f32 as in the SIMT flash kernel
+(``attention_simt.py``, whose numerics this follows: exact exp2, libdevice tanh for the
+softcap). The warps' partial results merge through shared memory into one unnormalised
+accumulator and one (max, sum) per query head, written to f32 scratch; a split that sees no
+key writes only its (max, sum) = (-inf, 0).
+
+The combine kernel runs one warp per (batch, query head, query token): its lanes find the
+row's maximum over the splits together, then the splits are weighted by 2^(m_split − m) a few
+at a time (their loads in flight together; a split that saw no key is not read), and the
+weighted sum divided by the weighted total (zero when no key was visible) is rounded once to
+the output's dtype.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlir import ir
-from mlir.dialects import arith, gpu, memref, scf
+from mlir.dialects import arith, gpu, memref, scf, vector
 
 from ..kernel import KernelInfo, KernelModule, Param
 from . import attention_ir as a
 
 WARP = 32
 FLOAT_DTYPES = ("bf16", "f16", "f32")
+# Static shared memory the warps' merge may take (the 48 KB a block gets without opting in,
+# less room for the (max, sum) pairs).
+MERGE_BYTES = 40 * 1024
+# Splits the combine weighs per step (their loads in flight together).
+COMBINE_STEP = 4
+# Query heads one block serves at most, and the f32 registers a lane may give to queries,
+# accumulators and a step's K and V rows: at D = 256 (8 elements a lane), 8 heads and a step
+# of 2 keys take 160 and assemble without spilling on sm_90a; 4 keys spill.
+MAX_BLOCK_HEADS = 8
+STEP_REGISTERS = 160
 
 
 @dataclass(frozen=True)
 class PagedAttentionConfig:
     """Static facts of one paged attention: q [B, Hq, S, D] (strides given at launch), caches
     [N, Hkv, BS, D] and [N, Hkv, BS, Dv], tables of ``table_dtype``; ``keys_per_split`` keys of
-    the cache index range go to one split (the split count is cdiv(M·BS, keys_per_split))."""
+    the cache index range go to one split (the split count is cdiv(M·BS, keys_per_split)),
+    shared by ``warps`` warps that each take ``keys_per_step`` keys per step."""
 
     dtype: str
     head_dim: int
@@ -49,19 +73,50 @@ class PagedAttentionConfig:
     softcap: float | None = None
     window: int | None = None
     table_dtype: str = "i64"
-    keys_per_split: int = 256
+    keys_per_split: int = 64
+    warps: int = 4
+    keys_per_step: int | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in FLOAT_DTYPES:
             raise ValueError(f"paged attention takes {FLOAT_DTYPES}, got {self.dtype}")
         if self.heads_kv <= 0 or self.heads_q % self.heads_kv:
             raise ValueError(f"query heads {self.heads_q} are not a multiple of {self.heads_kv}")
-        if self.keys_per_split <= 0 or self.block_size <= 0:
-            raise ValueError("keys_per_split and block_size must be positive")
+        for name in ("keys_per_split", "block_size", "warps", "keys_per_step"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
 
     @property
     def group(self) -> int:
         return self.heads_q // self.heads_kv
+
+    @property
+    def block_heads(self) -> int:
+        """Query heads of one block: the whole group up to ``MAX_BLOCK_HEADS`` (each head
+        keeps its query and accumulator in every lane's registers), else the largest divisor
+        of the group below that, the group's heads then spread over several blocks."""
+        return max(h for h in range(1, MAX_BLOCK_HEADS + 1) if self.group % h == 0)
+
+    @property
+    def head_blocks(self) -> int:
+        return self.group // self.block_heads
+
+    @property
+    def block_warps(self) -> int:
+        """The warps of a block: ``warps``, fewer where their merge would not fit
+        ``MERGE_BYTES`` of shared memory (one warp needs no merge)."""
+        per_warp = self.block_heads * self.value_dim * 4
+        return max(1, min(self.warps, MERGE_BYTES // per_warp, self.keys_per_split))
+
+    @property
+    def step(self) -> int:
+        """Keys a warp takes per step: ``keys_per_step``, or as many (up to 4) as fit beside
+        the heads' queries and accumulators in ``STEP_REGISTERS`` f32 registers a lane."""
+        if self.keys_per_step is not None:
+            return self.keys_per_step
+        row = per_lane(self.head_dim) + per_lane(self.value_dim)
+        return max(1, min(4, (STEP_REGISTERS - self.block_heads * row) // row))
 
     def tag(self) -> str:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:8]
@@ -108,14 +163,14 @@ def build_paged_attention(
     """Adds the partial and the combine kernel (once per config); returns their launch
     contracts. Scratch: ``part_o`` holds splits·B·Hq·S·Dv f32 and ``part_ml`` splits·B·Hq·S·2
     (``scratch_elements``)."""
-    tag = f"{cfg.dtype}_d{cfg.head_dim}_g{cfg.group}_{cfg.tag()}"
+    tag = f"{cfg.dtype}_d{cfg.head_dim}_g{cfg.block_heads}_{cfg.tag()}"
     partial_name, combine_name = f"tessera_paged_attention_{tag}", f"tessera_paged_combine_{tag}"
     splits = splits_expression(cfg)
     partial = KernelInfo(
         partial_name,
         _params(cfg),
-        (f"B * S * {cfg.heads_kv}", splits, "1"),
-        (cfg.group * WARP, 1, 1),
+        (f"B * S * {cfg.heads_kv * cfg.head_blocks}", splits, "1"),
+        (cfg.block_warps * WARP, 1, 1),
     )
     combine = KernelInfo(
         combine_name, _combine_params(cfg), (f"B * S * {cfg.heads_q}", "1", "1"), (WARP, 1, 1)
@@ -136,31 +191,51 @@ def _widen(value: ir.Value) -> ir.Value:
     return value if isinstance(value.type, ir.F32Type) else arith.extf(a.f32_type(), value)
 
 
-def _load_row(buffer: ir.Value, start: ir.Value, lane: ir.Value, dim: int) -> list[ir.Value]:
-    """Elements lane, lane + 32, ... of a row as f32 (0 past ``dim``, the index kept inside)."""
+def per_lane(dim: int) -> int:
+    """Consecutive elements of a row each lane holds."""
+    return -(-dim // WARP)
+
+
+def _lane_row(
+    buffer: ir.Value, start: ir.Value, lane: ir.Value, dim: int, aligned: bool
+) -> list[ir.Value]:
+    """Elements ``lane·E .. lane·E + E - 1`` of the row at ``start`` as f32, 0 past ``dim``
+    (the addresses kept inside the row). ``aligned``: ``start`` is a multiple of ``dim``, so
+    where E, a power of two, divides ``dim`` the lane's run is one aligned vector load."""
+    count = per_lane(dim)
+    first = a.mul(lane, count)
+    element = ir.MemRefType(buffer.type).element_type
+    if aligned and dim % count == 0 and count & (count - 1) == 0:
+        inside = a.cmp("slt", first, dim)
+        size = a.bit_width(element) // 8
+        raw = vector.load(
+            ir.VectorType.get([count], element),
+            buffer,
+            [a.add(start, a.select(inside, first, 0))],
+            alignment=min(count * size, 16),
+        )
+        values = [_widen(vector.extract(raw, [], [e])) for e in range(count)]
+        if WARP * count == dim:
+            return values
+        return [a.select(inside, v, 0.0) for v in values]
     values = []
-    for i in range(-(-dim // WARP)):
-        d = a.add(lane, WARP * i)
-        if WARP * (i + 1) <= dim:
-            values.append(_widen(memref.load(buffer, [a.add(start, d)])))
-            continue
+    for e in range(count):
+        d = a.add(first, e)
         inside = a.cmp("slt", d, dim)
         value = _widen(memref.load(buffer, [a.add(start, a.select(inside, d, 0))]))
         values.append(a.select(inside, value, 0.0))
     return values
 
 
-def _store_row(
+def _store_lane_row(
     values: list[ir.Value], buffer: ir.Value, start: ir.Value, lane: ir.Value, dim: int
 ) -> None:
-    """Stores lane's elements (lane, lane + 32, ...) of a row, rounded to the buffer's type."""
+    """Stores the lane's run (``_lane_row``'s elements), rounded to the buffer's type."""
     element = ir.MemRefType(buffer.type).element_type
-    for i, value in enumerate(values):
-        d = a.add(lane, WARP * i)
+    first = a.mul(lane, len(values))
+    for e, value in enumerate(values):
+        d = a.add(first, e)
         out = value if isinstance(element, ir.F32Type) else arith.truncf(element, value)
-        if WARP * (i + 1) <= dim:
-            memref.store(out, buffer, [a.add(start, d)])
-            continue
         edge = a.if_op(a.cmp("slt", d, dim))
         with ir.InsertionPoint(edge.then_block):
             memref.store(out, buffer, [a.add(start, d)])
@@ -171,80 +246,243 @@ def _load_index(buffer: ir.Value, position: ir.Value) -> ir.Value:
     return a.to_index(memref.load(buffer, [position]))
 
 
+def _warp_reduce(
+    km: KernelModule, value: ir.Value, combine: Callable[[ir.Value, ir.Value], ir.Value]
+) -> ir.Value:
+    for mask in (16, 8, 4, 2, 1):
+        value = combine(value, km.device.shuffle_xor(value, mask))
+    return value
+
+
+def _step_for(first: ir.Value, end: ir.Value, step: int, carried: list[ir.Value]) -> scf.ForOp:
+    return scf.ForOp(first, end, a.idx(step), carried)  # type: ignore[call-arg]
+
+
 def _emit_partial(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo) -> None:
     args, block = km.add_launched_kernel(info)
+    warps, group, step = cfg.block_warps, cfg.block_heads, cfg.step
+    dim, vdim = cfg.head_dim, cfg.value_dim
     with ir.InsertionPoint(block):
         tid = gpu.thread_id(gpu.Dimension.x)
-        lane, member = a.rem(tid, WARP), a.div(tid, WARP)
+        lane, warp = a.rem(tid, WARP), a.div(tid, WARP)
         seq_q, width = a.to_index(args["S"]), a.to_index(args["M"])
         batches = a.to_index(args["B"])
-        # block x = (batch · S + token) · Hkv + kv head
+        # block x = (batch · S + token) · Hkv·H + head block (H blocks per kv head)
         unit = gpu.block_id(gpu.Dimension.x)
-        kv_head = a.rem(unit, cfg.heads_kv)
-        token = a.rem(a.div(unit, cfg.heads_kv), seq_q)
-        batch = a.div(a.div(unit, cfg.heads_kv), seq_q)
+        head_block = a.rem(unit, cfg.heads_kv * cfg.head_blocks)
+        kv_head = a.div(head_block, cfg.head_blocks)
+        # The first query head of this block.
+        head0 = a.mul(head_block, group)
+        token = a.rem(a.div(unit, cfg.heads_kv * cfg.head_blocks), seq_q)
+        batch = a.div(a.div(unit, cfg.heads_kv * cfg.head_blocks), seq_q)
         split = gpu.block_id(gpu.Dimension.y)
-        head = a.add(a.mul(kv_head, cfg.group), member)
 
-        q_start = a.add(
-            a.add(a.mul(batch, a.to_index(args["q_sb"])), a.mul(head, a.to_index(args["q_sh"]))),
-            a.mul(token, a.to_index(args["q_ss"])),
-        )
-        q = _load_row(args["q"], q_start, lane, cfg.head_dim)
+        queries = []
+        for g in range(group):
+            head = a.add(head0, g)
+            q_start = a.add(
+                a.add(
+                    a.mul(batch, a.to_index(args["q_sb"])), a.mul(head, a.to_index(args["q_sh"]))
+                ),
+                a.mul(token, a.to_index(args["q_ss"])),
+            )
+            queries.append(_lane_row(args["q"], q_start, lane, dim, aligned=False))
         position = a.add(_load_index(args["cache_index"], batch), token)
         first = _load_index(args["kv_start"], batch)
         if cfg.window is not None:
             first = a.smax(first, a.add(position, 1 - cfg.window))
-        low = a.smax(first, a.mul(split, cfg.keys_per_split))
-        high = a.smin(a.add(position, 1), a.mul(a.add(split, 1), cfg.keys_per_split))
+        # Splits count from the first visible key, so that the M·BS keys a ring of M blocks
+        # holds (a sliding layer's table) fit the splits whatever the position.
+        split_low = a.add(first, a.mul(split, cfg.keys_per_split))
+        low = split_low
+        high = a.smin(a.add(position, 1), a.add(split_low, cfg.keys_per_split))
+        # This warp's run of the split's keys.
+        run = -(-cfg.keys_per_split // warps)
+        run_low = a.add(split_low, a.mul(warp, run))
+        warp_low = a.smax(low, run_low)
+        warp_high = a.smin(high, a.add(run_low, run))
         table_row = a.mul(batch, width)
 
-        n_out = -(-cfg.value_dim // WARP)
-        init = [a.f32(-math.inf), a.f32(0.0)] + [a.f32(0.0)] * n_out
-        loop = a.for_op(low, a.smax(high, low), init)
+        n_out = per_lane(vdim)
+        init = [a.f32(-math.inf)] * group + [a.f32(0.0)] * group + [a.f32(0.0)] * (group * n_out)
+        loop = _step_for(warp_low, a.smax(warp_high, warp_low), step, init)
         with ir.InsertionPoint(loop.body):
-            key = loop.induction_variable
-            m, total, *acc = loop.inner_iter_args
-            page = a.rem(a.div(key, cfg.block_size), width)
-            physical = _load_index(args["block_table"], a.add(table_row, page))
-            slot = a.add(
-                a.mul(a.add(a.mul(physical, cfg.heads_kv), kv_head), cfg.block_size),
-                a.rem(key, cfg.block_size),
-            )
-            k = _load_row(args["k_cache"], a.mul(slot, cfg.head_dim), lane, cfg.head_dim)
-            dot = a.fmul(q[0], k[0])
-            for x, y in zip(q[1:], k[1:], strict=True):
-                dot = a.fma(x, y, dot)
-            for mask in (16, 8, 4, 2, 1):
-                dot = a.fadd(dot, km.device.shuffle_xor(dot, mask))
-            score = a.fmul(dot, cfg.scale)
-            if cfg.softcap is not None:
-                score = a.fmul(a.tanh(a.fmul(score, 1.0 / cfg.softcap)), cfg.softcap)
-            x = a.fmul(score, 1.0 / math.log(2.0))
-            m_new = a.fmax(m, x)
-            alpha = a.exp2(a.fsub(m, m_new), fast=False)
-            p = a.exp2(a.fsub(x, m_new), fast=False)
-            v = _load_row(args["v_cache"], a.mul(slot, cfg.value_dim), lane, cfg.value_dim)
-            acc = [a.fma(p, vi, a.fmul(o, alpha)) for o, vi in zip(acc, v, strict=True)]
-            scf.yield_([m_new, a.fma(total, alpha, p), *acc])
-        m, total, *acc = loop.results
+            base = loop.induction_variable
+            carried = list(loop.inner_iter_args)
+            maxima, totals = carried[:group], carried[group : 2 * group]
+            acc = carried[2 * group :]
+            # Every key's loads first; the step's first key is always visible.
+            valid, keys, values = [], [], []
+            for i in range(step):
+                key = a.add(base, i)
+                inside = a.cmp("slt", key, warp_high)
+                key = a.select(inside, key, base)
+                page = a.rem(a.div(key, cfg.block_size), width)
+                physical = _load_index(args["block_table"], a.add(table_row, page))
+                slot = a.add(
+                    a.mul(a.add(a.mul(physical, cfg.heads_kv), kv_head), cfg.block_size),
+                    a.rem(key, cfg.block_size),
+                )
+                valid.append(inside)
+                keys.append(_lane_row(args["k_cache"], a.mul(slot, dim), lane, dim, True))
+                values.append(_lane_row(args["v_cache"], a.mul(slot, vdim), lane, vdim, True))
+            next_m, next_l, next_acc = [], [], []
+            for g in range(group):
+                scores = []
+                for i in range(step):
+                    dot = a.fmul(queries[g][0], keys[i][0])
+                    for x, y in zip(queries[g][1:], keys[i][1:], strict=True):
+                        dot = a.fma(x, y, dot)
+                    score = a.fmul(_warp_reduce(km, dot, a.fadd), cfg.scale)
+                    if cfg.softcap is not None:
+                        score = a.fmul(a.tanh(a.fmul(score, 1.0 / cfg.softcap)), cfg.softcap)
+                    x = a.fmul(score, 1.0 / math.log(2.0))
+                    scores.append(x if i == 0 else a.select(valid[i], x, -math.inf))
+                m_new = a.tree([maxima[g], *scores], a.fmax)
+                alpha = a.exp2(a.fsub(maxima[g], m_new), fast=False)
+                weights = [a.exp2(a.fsub(x, m_new), fast=False) for x in scores]
+                total = a.fmul(totals[g], alpha)
+                out = [a.fmul(o, alpha) for o in acc[g * n_out : (g + 1) * n_out]]
+                for i, p in enumerate(weights):
+                    total = a.fadd(total, p)
+                    out = [a.fma(p, v, o) for o, v in zip(out, values[i], strict=True)]
+                next_m.append(m_new)
+                next_l.append(total)
+                next_acc.extend(out)
+            scf.yield_([*next_m, *next_l, *next_acc])
+        results = list(loop.results)
+        maxima, totals, acc = results[:group], results[group : 2 * group], results[2 * group :]
 
-        # Row (split, batch, head, token) of the scratch.
-        row = a.add(
-            a.mul(a.add(a.mul(a.add(a.mul(split, batches), batch), cfg.heads_q), head), seq_q),
-            token,
-        )
-        _store_row(acc, args["part_o"], a.mul(row, cfg.value_dim), lane, cfg.value_dim)
+        # Row (split, batch, head, token) of the scratch for the block's head g.
+        def scratch_row(g: int) -> ir.Value:
+            head = a.add(head0, g)
+            rows = a.add(a.mul(a.add(a.mul(split, batches), batch), cfg.heads_q), head)
+            return a.add(a.mul(rows, seq_q), token)
+
+        seen = a.cmp("slt", low, high)
+        if warps == 1:
+            _store_direct(args, scratch_row, lane, seen, maxima, totals, acc, vdim)
+        else:
+            _merge_warps(
+                km, cfg, info.name, args, scratch_row, tid, lane, warp, seen, (maxima, totals, acc)
+            )
+        gpu.ReturnOp([])
+
+
+def _store_ml(args: dict[str, ir.Value], row: ir.Value, m: ir.Value, total: ir.Value) -> None:
+    memref.store(m, args["part_ml"], [a.mul(row, 2)])
+    memref.store(total, args["part_ml"], [a.add(a.mul(row, 2), 1)])
+
+
+def _store_direct(
+    args: dict[str, ir.Value],
+    scratch_row: Callable[[int], ir.Value],
+    lane: ir.Value,
+    seen: ir.Value,
+    maxima: list[ir.Value],
+    totals: list[ir.Value],
+    acc: list[ir.Value],
+    vdim: int,
+) -> None:
+    """One warp per block: its results are the split's."""
+    n_out = per_lane(vdim)
+    for g, (m, total) in enumerate(zip(maxima, totals, strict=True)):
+        row = scratch_row(g)
+        written = a.if_op(seen)
+        with ir.InsertionPoint(written.then_block):
+            out = acc[g * n_out : (g + 1) * n_out]
+            _store_lane_row(out, args["part_o"], a.mul(row, vdim), lane, vdim)
+            scf.yield_([])
         first_lane = a.if_op(a.cmp("eq", lane, 0))
         with ir.InsertionPoint(first_lane.then_block):
-            memref.store(m, args["part_ml"], [a.mul(row, 2)])
-            memref.store(total, args["part_ml"], [a.add(a.mul(row, 2), 1)])
+            _store_ml(args, row, m, total)
             scf.yield_([])
-        gpu.ReturnOp([])
+
+
+def _merge_warps(
+    km: KernelModule,
+    cfg: PagedAttentionConfig,
+    name: str,
+    args: dict[str, ir.Value],
+    scratch_row: Callable[[int], ir.Value],
+    tid: ir.Value,
+    lane: ir.Value,
+    warp: ir.Value,
+    seen: ir.Value,
+    partial: tuple[list[ir.Value], list[ir.Value], list[ir.Value]],
+) -> None:
+    """The warps' (max, sum, accumulator) per head meet in shared memory; the block's threads
+    then weigh them into the split's result, each thread a few (head, element) pairs, and
+    store it with consecutive threads on consecutive elements."""
+    maxima, totals, acc = partial
+    warps, group, vdim = cfg.block_warps, cfg.block_heads, cfg.value_dim
+    n_out = per_lane(vdim)
+    f32 = a.f32_type()
+    o_smem = km.shared_array(f"{name}_o", [warps * group * vdim], f32)
+    ml_smem = km.shared_array(f"{name}_ml", [warps * group * 2], f32)
+    for g in range(group):
+        base = a.mul(a.add(a.mul(warp, group), g), vdim)
+        _store_lane_row(acc[g * n_out : (g + 1) * n_out], o_smem, base, lane, vdim)
+    first_lane = a.if_op(a.cmp("eq", lane, 0))
+    with ir.InsertionPoint(first_lane.then_block):
+        for g in range(group):
+            at = a.mul(a.add(a.mul(warp, group), g), 2)
+            memref.store(maxima[g], ml_smem, [at])
+            memref.store(totals[g], ml_smem, [a.add(at, 1)])
+        scf.yield_([])
+    gpu.barrier()
+
+    threads = warps * WARP
+    for g in range(group):
+        ms = [memref.load(ml_smem, [a.idx((w * group + g) * 2)]) for w in range(warps)]
+        top = a.tree(ms, a.fmax)
+        # A split that saw no key keeps -inf; weigh from 0 so no NaN appears.
+        anchor = a.select(a.fcmp("oeq", top, -math.inf), 0.0, top)
+        weights = [a.exp2(a.fsub(m, anchor), fast=False) for m in ms]
+        row = scratch_row(g)
+        first_thread = a.if_op(a.cmp("eq", tid, 0))
+        with ir.InsertionPoint(first_thread.then_block):
+            total = a.f32(0.0)
+            for w, weight in enumerate(weights):
+                part = memref.load(ml_smem, [a.idx((w * group + g) * 2 + 1)])
+                total = a.fma(weight, part, total)
+            _store_ml(args, row, top, total)
+            scf.yield_([])
+        written = a.if_op(seen)
+        with ir.InsertionPoint(written.then_block):
+            for chunk in range(-(-vdim // threads)):
+                d = a.add(tid, chunk * threads)
+                if threads * (chunk + 1) <= vdim:
+                    _store_merged(args, o_smem, row, d, weights, g, group, vdim)
+                    continue
+                edge = a.if_op(a.cmp("slt", d, vdim))
+                with ir.InsertionPoint(edge.then_block):
+                    _store_merged(args, o_smem, row, d, weights, g, group, vdim)
+                    scf.yield_([])
+            scf.yield_([])
+
+
+def _store_merged(
+    args: dict[str, ir.Value],
+    o_smem: ir.Value,
+    row: ir.Value,
+    d: ir.Value,
+    weights: list[ir.Value],
+    g: int,
+    group: int,
+    vdim: int,
+) -> None:
+    """Element d of the block's head g: the warps' accumulators, weighted."""
+    out = a.f32(0.0)
+    for w, weight in enumerate(weights):
+        at = a.add(a.idx((w * group + g) * vdim), d)
+        out = a.fma(weight, memref.load(o_smem, [at]), out)
+    memref.store(out, args["part_o"], [a.add(a.mul(row, vdim), d)])
 
 
 def _emit_combine(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo) -> None:
     args, block = km.add_launched_kernel(info)
+    vdim = cfg.value_dim
     with ir.InsertionPoint(block):
         lane = gpu.thread_id(gpu.Dimension.x)
         seq_q, batches = a.to_index(args["S"]), a.to_index(args["B"])
@@ -256,31 +494,50 @@ def _emit_combine(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo)
         batch = a.div(a.div(unit, seq_q), cfg.heads_q)
         split_rows = a.mul(a.mul(batches, cfg.heads_q), seq_q)
 
-        peak = a.for_op(a.idx(0), splits, [a.f32(-math.inf)])
+        def row_of(split: ir.Value) -> ir.Value:
+            return a.add(a.mul(split, split_rows), unit)
+
+        # The lanes take the splits 32 apart for the maximum, then share it.
+        peak = _step_for(lane, splits, WARP, [a.f32(-math.inf)])
         with ir.InsertionPoint(peak.body):
-            row = a.add(a.mul(peak.induction_variable, split_rows), unit)
-            value = memref.load(args["part_ml"], [a.mul(row, 2)])
-            scf.yield_([a.fmax(peak.inner_iter_args[0], value)])
-        top = peak.results[0]
+            m = memref.load(args["part_ml"], [a.mul(row_of(peak.induction_variable), 2)])
+            scf.yield_([a.fmax(peak.inner_iter_args[0], m)])
+        top = _warp_reduce(km, peak.results[0], a.fmax)
         # A row that saw no key keeps -inf everywhere; weigh from 0 so no NaN appears.
         top = a.select(a.fcmp("oeq", top, -math.inf), 0.0, top)
 
-        n_out = -(-cfg.value_dim // WARP)
-        merge = a.for_op(a.idx(0), splits, [a.f32(0.0)] * (1 + n_out))
+        n_out = per_lane(vdim)
+        f32 = a.f32_type()
+        merge = _step_for(a.idx(0), splits, COMBINE_STEP, [a.f32(0.0)] * (1 + n_out))
         with ir.InsertionPoint(merge.body):
-            row = a.add(a.mul(merge.induction_variable, split_rows), unit)
             total, *acc = merge.inner_iter_args
-            m = memref.load(args["part_ml"], [a.mul(row, 2)])
-            weight = a.exp2(a.fsub(m, top), fast=False)
-            part_total = memref.load(args["part_ml"], [a.add(a.mul(row, 2), 1)])
-            part = _load_row(args["part_o"], a.mul(row, cfg.value_dim), lane, cfg.value_dim)
-            acc = [a.fma(weight, x, o) for o, x in zip(acc, part, strict=True)]
-            scf.yield_([a.fma(weight, part_total, total), *acc])
+            for i in range(COMBINE_STEP):
+                split = a.add(merge.induction_variable, i)
+                inside = a.cmp("slt", split, splits)
+                row = row_of(a.select(inside, split, merge.induction_variable))
+                m = memref.load(args["part_ml"], [a.mul(row, 2)])
+                # Splits past the end and splits that saw no key weigh nothing and are not read.
+                used = a.both(inside, a.fcmp("ogt", m, -math.inf))
+                read = a.if_op(used, [f32] * (1 + n_out))
+                with ir.InsertionPoint(read.then_block):
+                    weight = a.exp2(a.fsub(m, top), fast=False)
+                    part_total = memref.load(args["part_ml"], [a.add(a.mul(row, 2), 1)])
+                    part = _lane_row(args["part_o"], a.mul(row, vdim), lane, vdim, True)
+                    scf.yield_(
+                        [
+                            a.fma(weight, part_total, total),
+                            *(a.fma(weight, x, o) for o, x in zip(acc, part, strict=True)),
+                        ]
+                    )
+                with ir.InsertionPoint(read.else_block):
+                    scf.yield_([total, *acc])
+                total, *acc = read.results
+            scf.yield_([total, *acc])
         total, *acc = merge.results
         inverse = a.select(a.fcmp("ogt", total, 0.0), a.fdiv(1.0, total), 0.0)
         o_start = a.add(
             a.add(a.mul(batch, a.to_index(args["o_sb"])), a.mul(head, a.to_index(args["o_sh"]))),
             a.mul(token, a.to_index(args["o_ss"])),
         )
-        _store_row([a.fmul(x, inverse) for x in acc], args["o"], o_start, lane, cfg.value_dim)
+        _store_lane_row([a.fmul(x, inverse) for x in acc], args["o"], o_start, lane, vdim)
         gpu.ReturnOp([])

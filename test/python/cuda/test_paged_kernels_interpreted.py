@@ -87,20 +87,34 @@ def _as_built(km: KernelModule) -> None:
     """NVIDIA kernels run as built."""
 
 
-# (dtype, head_dim, window, softcap, query tokens per sequence)
-CASES = [
-    ("f32", 24, None, None, 1),
-    ("bf16", 24, 5, 50.0, 1),
-    ("bf16", 64, None, None, 3),
-    ("f16", 40, 6, None, 2),
+# How the partial kernel splits the keys: (keys per split, warps, keys per warp step).
+Layout = tuple[int, int, int]
+
+# (dtype, head_dim, window, softcap, query tokens per sequence, layout). The cache holds 16
+# keys per sequence; the layouts give one warp per block (no merge), warps whose runs end
+# inside a step or hold no visible key, steps longer than a run, and one split for all keys.
+# Head dims 24 and 40 leave lanes idle (40: two-element vector loads), 64 and 256 fill them.
+CASES: list[tuple[str, int, int | None, float | None, int, Layout]] = [
+    ("f32", 24, None, None, 1, (4, 1, 1)),
+    ("bf16", 24, 5, 50.0, 1, (8, 4, 4)),
+    ("bf16", 64, None, None, 3, (4, 2, 3)),
+    ("f16", 40, 6, None, 2, (16, 4, 2)),
+    ("bf16", 256, None, 50.0, 1, (8, 2, 4)),
 ]
 
 
-@pytest.mark.parametrize(("dtype", "head_dim", "window", "softcap", "seq"), CASES)
+@pytest.mark.parametrize(("dtype", "head_dim", "window", "softcap", "seq", "layout"), CASES)
 def test_append_then_paged_attention_matches_float64(
-    dtype: str, head_dim: int, window: int | None, softcap: float | None, seq: int
+    dtype: str,
+    head_dim: int,
+    window: int | None,
+    softcap: float | None,
+    seq: int,
+    layout: Layout,
 ) -> None:
-    check_append_then_paged_attention(_module, _as_built, dtype, head_dim, window, softcap, seq)
+    check_append_then_paged_attention(
+        _module, _as_built, dtype, head_dim, window, softcap, seq, layout
+    )
 
 
 def check_append_then_paged_attention(
@@ -111,13 +125,18 @@ def check_append_then_paged_attention(
     window: int | None,
     softcap: float | None,
     seq: int,
+    layout: Layout,
+    heads: tuple[int, int] = (4, 2),
+    past: tuple[int, int] = (7, 2),
+    width: int = 4,
 ) -> None:
     """Appends the past and a call's tokens into poisoned caches with the kernels ``module()``
     builds (``finish`` readies them, as the target's lowering would), then runs paged
     attention and its combine and compares with float64."""
     generator = torch.Generator().manual_seed(1234 + head_dim + seq)
-    batch, heads_q, heads_kv, block_size, width, blocks = 2, 4, 2, 4, 4, 11
-    past = torch.tensor([7, 2])  # tokens already cached per sequence
+    heads_q, heads_kv = heads
+    batch, block_size, blocks = 2, 4, 2 * width + 3
+    past_tokens = torch.tensor(past)  # tokens already cached per sequence
     kv_start = torch.tensor([0, 1])  # sequence 1 has one token of left padding
     table = _tables(batch, width, blocks, generator)
     context = make_context()
@@ -134,14 +153,16 @@ def check_append_then_paged_attention(
             scale=head_dim**-0.5,
             softcap=softcap,
             window=window,
-            keys_per_split=4,
+            keys_per_split=layout[0],
+            warps=layout[1],
+            keys_per_step=layout[2],
         )
         partial, combine = build_paged_attention(km, cfg)
         build_kv_append(km, append_cfg)
         finish(km)
         km.module.operation.verify()
 
-    total = int(past.max()) + seq
+    total = int(past_tokens.max()) + seq
     keys = _randn((batch, heads_kv, total, head_dim), dtype, generator)
     values = _randn((batch, heads_kv, total, head_dim), dtype, generator)
     caches = (
@@ -150,7 +171,7 @@ def check_append_then_paged_attention(
     )
     # The past, one sequence at a time (each from its own first token), then this call's tokens.
     for b in range(batch):
-        count = int(past[b])
+        count = int(past_tokens[b])
         _append(
             km,
             append_cfg,
@@ -160,9 +181,13 @@ def check_append_then_paged_attention(
             table[b : b + 1],
             torch.tensor([0]),
         )
-    new_k = torch.stack([keys[b, :, int(past[b]) : int(past[b]) + seq] for b in range(batch)])
-    new_v = torch.stack([values[b, :, int(past[b]) : int(past[b]) + seq] for b in range(batch)])
-    _append(km, append_cfg, new_k, new_v, caches, table, past)
+    new_k = torch.stack(
+        [keys[b, :, int(past_tokens[b]) : int(past_tokens[b]) + seq] for b in range(batch)]
+    )
+    new_v = torch.stack(
+        [values[b, :, int(past_tokens[b]) : int(past_tokens[b]) + seq] for b in range(batch)]
+    )
+    _append(km, append_cfg, new_k, new_v, caches, table, past_tokens)
 
     q = _randn((batch, heads_q, seq, head_dim), dtype, generator)
     scalars = {"B": batch, "S": seq, "M": width}
@@ -177,7 +202,7 @@ def check_append_then_paged_attention(
             "k_cache": caches[0],
             "v_cache": caches[1],
             "block_table": Buffer.of(table.flatten(), "i64"),
-            "cache_index": Buffer.of(past, "i64"),
+            "cache_index": Buffer.of(past_tokens, "i64"),
             "kv_start": Buffer.of(kv_start, "i64"),
             "part_o": parts[0],
             "part_ml": parts[1],
@@ -207,7 +232,7 @@ def check_append_then_paged_attention(
     for b in range(batch):
         for h in range(heads_q):
             for s in range(seq):
-                i = int(past[b]) + s
+                i = int(past_tokens[b]) + s
                 first = (
                     int(kv_start[b]) if window is None else max(int(kv_start[b]), i - window + 1)
                 )
@@ -219,6 +244,25 @@ def check_append_then_paged_attention(
                 expected[b, h, s] = torch.softmax(scores, 0) @ v
     error = ((got - expected).norm() / expected.norm()).item()
     assert error < _bound(dtype, head_dim, total), error
+
+
+def test_a_ring_shorter_than_the_sequence() -> None:
+    """A sliding layer's table: 4 blocks of 4 slots hold a window of 6 keys plus a call of 2
+    tokens, while the sequences are 37 and 30 tokens long (each slot rewritten)."""
+    check_append_then_paged_attention(
+        _module, _as_built, "bf16", 24, 6, None, 2, (4, 2, 2), past=(35, 28)
+    )
+
+
+def test_a_group_of_sixteen_heads_spreads_over_two_blocks() -> None:
+    """16 query heads over one kv head: each block serves 8 (their queries and accumulators
+    fill a lane's registers), the second block the second 8."""
+    cfg = PagedAttentionConfig("bf16", 256, 256, 16, 1, 16, scale=1.0)
+    assert (cfg.block_heads, cfg.head_blocks, cfg.step) == (8, 2, 2)
+    assert PagedAttentionConfig("bf16", 256, 256, 12, 1, 16, scale=1.0).block_heads == 6
+    check_append_then_paged_attention(
+        _module, _as_built, "f32", 24, None, None, 1, (4, 2, 2), heads=(16, 1)
+    )
 
 
 def test_append_keeps_the_last_ring_of_a_long_call() -> None:

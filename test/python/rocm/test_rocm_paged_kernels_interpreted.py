@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import amd_interpreter  # noqa: F401  (registers the AMD rules)
 import pytest
-from test_paged_kernels_interpreted import CASES, check_append_then_paged_attention
+from test_paged_kernels_interpreted import CASES, Layout, check_append_then_paged_attention
 
 from tessera.lowering.cuda.kernel import KernelModule
 from tessera.lowering.rocm.device import Amd
@@ -19,9 +19,15 @@ def _expand_math(km: KernelModule) -> None:
 
 
 @pytest.mark.parametrize("arch", ["gfx942", "gfx1100"])
-@pytest.mark.parametrize(("dtype", "head_dim", "window", "softcap", "seq"), CASES)
+@pytest.mark.parametrize(("dtype", "head_dim", "window", "softcap", "seq", "layout"), CASES)
 def test_append_then_paged_attention_matches_float64(
-    arch: str, dtype: str, head_dim: int, window: int | None, softcap: float | None, seq: int
+    arch: str,
+    dtype: str,
+    head_dim: int,
+    window: int | None,
+    softcap: float | None,
+    seq: int,
+    layout: Layout,
 ) -> None:
     check_append_then_paged_attention(
         lambda: KernelModule(arch, device=Amd(arch)),
@@ -31,4 +37,5 @@ def test_append_then_paged_attention_matches_float64(
         window,
         softcap,
         seq,
+        layout,
     )

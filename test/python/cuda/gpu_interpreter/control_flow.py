@@ -63,7 +63,9 @@ def _for(k: Kernel, op: ir.Operation, info: _Op) -> Step:
             lo_t = np.broadcast_to(r[lb], (run.T,))
             hi_t = np.broadcast_to(r[ub], (run.T,))
             start, stop = int(run.lanes(lo_t).min()), int(run.lanes(hi_t).max())
-            for i in range(start, stop, step):
+            # Every value in the union: a thread's own iterations need not fall on the
+            # lowest thread's step grid.
+            for i in range(start, stop):
                 inside = outer & (i >= lo_t) & (i < hi_t) & ((i - lo_t) % step == 0)
                 if not inside.any():
                     continue

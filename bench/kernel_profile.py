@@ -39,7 +39,8 @@ def profile_row(
 ) -> dict:
     """The profile of ``program`` on ``inputs``, with the same call replayed as one CUDA graph
     (no events between its launches) as the first peer, then ``peers``."""
-    rows = kernel_profile(program.kernels, program.launch_times(repeats=REPEATS, **inputs))
+    kernels = program.launched_kernels(**inputs)
+    rows = kernel_profile(kernels, program.launch_times(repeats=REPEATS, **inputs))
     print(f"{case}\n{format_profile(rows)}", flush=True)
     replay = program.graph(*(inputs[spec.name] for spec in program.spec.inputs))
     graph = {"name": "tessera, the same call as one CUDA graph", "ms": round(timed_ms(replay), 4)}

@@ -264,15 +264,29 @@ class CudaProgram:
         """Makes the driver context current before launching (the HIP runtime needs none)."""
         cuda_driver.make_current()
 
+    def _grids(self, frame: _Frame) -> list[list[int] | None]:
+        """Each step's grid for this call, or None for a step whose grid has no block: a step
+        that serves other sizes only (the decode step's GEMVs: one for a single row, one for
+        several, each grid zero for the other's sizes) launches nothing."""
+        grids: list[list[int] | None] = []
+        for launch in self._launches:
+            grid = [expr.evaluate(g, frame.env) for g in launch.step.grid]
+            grids.append(grid if min(grid) > 0 else None)
+        return grids
+
     def _run(self, frame: _Frame, marks: Sequence[torch.cuda.Event] = ()) -> None:
-        """Launches every step; with ``marks`` (one event per launch, and one more), records
-        ``marks[i]`` before launch i and the last after the last launch."""
+        """Launches every step with blocks to run; with ``marks`` (one event per launched
+        step, and one more), records ``marks[i]`` before the i-th and the last after them."""
         self._make_current()
         stream = torch.cuda.current_stream().cuda_stream
         env = frame.env
-        for number, launch in enumerate(self._launches):
+        launched = 0
+        for launch, grid in zip(self._launches, self._grids(frame), strict=True):
+            if grid is None:
+                continue
             if marks:
-                marks[number].record()
+                marks[launched].record()
+            launched += 1
             packer = launch.packer
             for index, produce_buffer in launch.buffers:
                 address, elements = produce_buffer(frame)
@@ -280,7 +294,6 @@ class CudaProgram:
             for index, produce_scalar in launch.scalars:
                 packer.set_scalar(index, produce_scalar(frame))
             step = launch.step
-            grid = [expr.evaluate(g, env) for g in step.grid]
             launch.kernel.launch_packed(
                 grid, step.block, expr.evaluate(step.smem, env), packer, stream
             )
@@ -300,20 +313,36 @@ class CudaProgram:
         """The kernel of each launch, in order."""
         return tuple(launch.step.kernel for launch in self._launches)
 
+    def launched_kernels(self, *inputs: torch.Tensor, **named: torch.Tensor) -> tuple[str, ...]:
+        """The kernel of each launch a call with these inputs makes, in order (``kernels``
+        less the steps whose grid is empty for these sizes)."""
+        tensors = (
+            gather_inputs(self.spec.name, self._inputs, inputs, named) if named else list(inputs)
+        )
+        frame, _outputs = self._frame(tensors)
+        grids = self._grids(frame)
+        return tuple(
+            launch.step.kernel
+            for launch, grid in zip(self._launches, grids, strict=True)
+            if grid is not None
+        )
+
     def launch_times(
         self, *inputs: torch.Tensor, repeats: int = 10, **named: torch.Tensor
     ) -> list[list[float]]:
-        """Milliseconds of each launch (in order) in each of ``repeats`` calls with these
-        inputs, after a warm-up call: the time between CUDA events recorded on the stream
-        before and after each launch (a kernel's run, plus any gap before the next)."""
+        """Milliseconds of each launch a call makes (in ``launched_kernels``' order) in each of
+        ``repeats`` calls with these inputs, after a warm-up call: the time between CUDA events
+        recorded on the stream before and after each launch (a kernel's run, plus any gap
+        before the next)."""
         tensors = (
             gather_inputs(self.spec.name, self._inputs, inputs, named) if named else list(inputs)
         )
         frame, _outputs = self._frame(tensors)
         self._run(frame)
+        launches = sum(grid is not None for grid in self._grids(frame))
         calls = []
         for _ in range(repeats):
-            marks = [torch.cuda.Event(enable_timing=True) for _ in range(len(self._launches) + 1)]
+            marks = [torch.cuda.Event(enable_timing=True) for _ in range(launches + 1)]
             self._run(frame, marks)
             calls.append(marks)
         torch.cuda.synchronize()

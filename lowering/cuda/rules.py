@@ -11,11 +11,13 @@ from mlir import ir
 from tessera.dialects.head_layout import BSHD, LAYOUT_ATTR
 from tessera.runtime.manifest import ArgRef
 
+from .kernel import KernelInfo
 from .kernels.attention import AttentionConfig, build_flash_attention
 from .kernels.lookup import LookupConfig, build_lookup
 from .kernels.rms_norm import RmsNormConfig, build_rms_norm
 from .kernels.rope import RopeConfig, build_rope
 from .plan import LaunchPlan, located, pair_rule, product, rule
+from .row_classes import guarded, row_classes
 
 
 def dtype_of(value: ir.Value) -> str:
@@ -219,13 +221,19 @@ def lower_attention(op: ir.Operation, plan: LaunchPlan) -> None:
     plan.launch(info, bindings)
 
 
-def _gemm(plan: LaunchPlan, op: ir.Operation, **fields: object):  # type: ignore[no-untyped-def]
+def _gemm(plan: LaunchPlan, op: ir.Operation, **fields: object) -> list[KernelInfo]:
+    """The GEMM builds a launch of ``op`` takes: one, or in a decode plan a GEMV per row
+    class, each guarded to its batch sizes (``row_classes``); launch each with the same
+    bindings."""
     from .kernels.gemm import GemmConfig, build_gemm, select_gemm
 
-    cfg = GemmConfig(**fields)  # type: ignore[arg-type]
-    if plan.rows_hint is not None:
-        cfg = select_gemm(cfg, plan.rows_hint)
-    return plan.kernel(f"gemm {cfg}", lambda km: build_gemm(km, cfg))
+    base = GemmConfig(**fields)  # type: ignore[arg-type]
+    infos = []
+    for rows, guard in row_classes(plan.rows_hint):
+        cfg = base if rows is None else select_gemm(base, rows)
+        info = plan.kernel(f"gemm {cfg}", lambda km, cfg=cfg: build_gemm(km, cfg))
+        infos.append(guarded(info, guard))
+    return infos
 
 
 @rule("tessera.mma.proj")
@@ -236,7 +244,7 @@ def lower_proj(op: ir.Operation, plan: LaunchPlan) -> None:
     x_shape = plan.shape(x)
     k = static_dim(plan, x, len(x_shape) - 1, op, "the reduction dim")
     n = static_dim(plan, w, 0 if transpose_w else 1, op, "the output dim")
-    info = _gemm(
+    infos = _gemm(
         plan,
         op,
         dtype=dtype_of(x),
@@ -254,7 +262,8 @@ def lower_proj(op: ir.Operation, plan: LaunchPlan) -> None:
     }
     if bias is not None:
         bindings["bias"] = plan.ref(bias)
-    plan.launch(info, bindings)
+    for info in infos:
+        plan.launch(info, bindings)
 
 
 @rule("tessera.mlp.swi_glu")
@@ -275,12 +284,14 @@ def lower_gated_mlp(op: ir.Operation, plan: LaunchPlan) -> None:
     hidden = plan.scratch_buffer(
         f"h{len(plan.steps)}", dtype, (*x_shape[:-1], str(f)), product((rows, str(f * size)))
     )
-    plan.launch(
-        gated,
-        {"x": plan.ref(x), "w": plan.ref(w_gate), "w2": plan.ref(w_up), "y": hidden, "M": rows},
-    )
-    down = _gemm(plan, op, dtype=dtype, N=d, K=f, transpose_w=True)
-    plan.launch(down, {"x": hidden, "w": plan.ref(w_down), "y": plan.ref(op.results[0]), "M": rows})
+    for info in gated:
+        plan.launch(
+            info,
+            {"x": plan.ref(x), "w": plan.ref(w_gate), "w2": plan.ref(w_up), "y": hidden, "M": rows},
+        )
+    down_bindings = {"x": hidden, "w": plan.ref(w_down), "y": plan.ref(op.results[0]), "M": rows}
+    for info in _gemm(plan, op, dtype=dtype, N=d, K=f, transpose_w=True):
+        plan.launch(info, down_bindings)
 
 
 _SSA = re.compile(r"%[\w.#-]+")

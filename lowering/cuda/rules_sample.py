@@ -10,6 +10,7 @@ from mlir import ir
 from .kernels.gemm import GemmConfig, select_gemm
 from .kernels.greedy_head import build_greedy_head, partial_count
 from .plan import Binding, LaunchPlan, aligned_bytes, located, product, rule
+from .row_classes import guarded, row_classes
 from .rules import _bool, _float, dtype_of, static_dim
 
 # Bytes of an element of the partials: an f32 logit and an i32 index.
@@ -33,13 +34,19 @@ def lower_greedy_sample(op: ir.Operation, plan: LaunchPlan) -> None:
         softcap=_float(op, "softcap"),
         has_bias=bias is not None,
     )
-    # The rows a decode step has (its batch); any count is correct.
-    cfg = select_gemm(cfg, plan.rows_hint or 1)
+    # A build per row class of the decode step (its batch; any count is correct), each
+    # guarded to its sizes; they share the scratch, sized for the one with more partials.
     rounded = _bool(op, "rounded_softcap")
-    partial, combine = build_greedy_head(plan.kernels, cfg, rounded)  # built once per config
-    plan.infos.update({partial.name: partial, combine.name: combine})
+    builds = []
+    parts = 0
+    for rows_class, guard in row_classes(plan.rows_hint or 1):
+        chosen = select_gemm(cfg, rows_class or 1)
+        partial, combine = build_greedy_head(plan.kernels, chosen, rounded)  # once per config
+        plan.infos.update({partial.name: partial, combine.name: combine})
+        builds.append((guarded(partial, guard), guarded(combine, guard)))
+        parts = max(parts, partial_count(chosen))
     rows = product(x_shape[:-1])
-    elements = product((rows, str(partial_count(cfg))))
+    elements = product((rows, str(parts)))
     part_bytes = product((elements, str(_PARTIAL_BYTES)))
     step = len(plan.steps)
     part_value = plan.scratch_buffer(f"part_value{step}", "f32", (elements,), part_bytes)
@@ -49,13 +56,14 @@ def lower_greedy_sample(op: ir.Operation, plan: LaunchPlan) -> None:
     bindings: dict[str, Binding] = {"x": plan.ref(x), "w": plan.ref(w), "M": rows}
     if bias is not None:
         bindings["bias"] = plan.ref(bias)
-    plan.launch(partial, {**bindings, "part_value": part_value, "part_index": part_index})
-    plan.launch(
-        combine,
-        {
-            "part_value": part_value,
-            "part_index": part_index,
-            "tokens": plan.ref(op.results[0]),
-            "M": rows,
-        },
-    )
+    for partial, combine in builds:
+        plan.launch(partial, {**bindings, "part_value": part_value, "part_index": part_index})
+        plan.launch(
+            combine,
+            {
+                "part_value": part_value,
+                "part_index": part_index,
+                "tokens": plan.ref(op.results[0]),
+                "M": rows,
+            },
+        )

@@ -35,7 +35,8 @@ for _folder in (str(_PYTHON_TESTS), str(_PYTHON_TESTS / "generate")):
 
 from test_generate_support import left_padded, varied  # noqa: E402
 
-LENGTHS = [21, 9]
+# Two sequences, then one: a batch of one runs the decode step's 1-row GEMVs.
+BATCHES = ([21, 9], [21])
 NEW_TOKENS = 24
 
 
@@ -43,11 +44,11 @@ NEW_TOKENS = 24
 def test_greedy_generation_equals_transformers(artifacts: Path) -> None:
     failures = []
     entries = json.loads((artifacts / "models.json").read_text())
-    for entry in [e for e in entries if e["dtype"] == "f32"]:
+    for entry, lengths in [(e, b) for e in entries if e["dtype"] == "f32" for b in BATCHES]:
         model = varied(tiny_gemma(entry["name"], attn_implementation=entry["attention"])).cuda()
         artifact = runtime.load(artifacts / entry["folder"])
         artifact.bind(dict(model.state_dict()))
-        ids, mask = left_padded(LENGTHS, model.config.vocab_size, torch.Generator().manual_seed(0))
+        ids, mask = left_padded(lengths, model.config.vocab_size, torch.Generator().manual_seed(0))
         request = Request(NEW_TOKENS, Sampling(), None, frozenset(), pad_token_id=0)
         runs = {}
         # The decode step choosing from its logits, and the greedy step whose LM head chooses
@@ -74,7 +75,7 @@ def test_greedy_generation_equals_transformers(artifacts: Path) -> None:
             ).cpu()
         for how, ours in runs.items():
             same = torch.equal(ours, theirs)
-            line = f"{entry['folder']} ({how}): {'equal' if same else 'DIFFERENT'}"
+            line = f"{entry['folder']} B{len(lengths)} ({how}): {'equal' if same else 'DIFFERENT'}"
             print(line)
             if not same:
                 failures.append(f"{line}\nours   {ours}\ntheirs {theirs}")

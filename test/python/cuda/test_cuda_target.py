@@ -70,10 +70,19 @@ def test_every_step_is_a_launch_over_planned_buffers(cache: Path, program_name: 
             offset = expr.evaluate(buffer.offset, env)
             size = expr.evaluate(buffer.bytes, env)
             assert offset % 256 == 0 and offset + size <= arena, buffer
+    single = {**env, "B": 1}
     for step in program.steps:
         assert step.kind == "launch"
         grid = [expr.evaluate(g, env) for g in step.grid]
-        assert all(g >= 1 for g in grid)
+        single_grid = [expr.evaluate(g, single) for g in step.grid]
+        if program_name.startswith("decode") and step.kernel.startswith(("gemm_", "greedy_")):
+            # The decode step's GEMVs come in two builds: the 1-row one launches for a batch
+            # of one, the other for larger batches.
+            assert (min(grid) >= 1) != (min(single_grid) >= 1), step.kernel
+            if not step.kernel.startswith("greedy_combine"):
+                assert (min(single_grid) >= 1) == ("_r1c" in step.kernel), step.kernel
+        else:
+            assert min(grid) >= 1 and min(single_grid) >= 1, step.kernel
         for arg in step.args:
             if arg.kind == "buffer":
                 assert arg.name in names
@@ -108,14 +117,15 @@ def test_generation_programs_take_the_cache_as_state(cache: Path) -> None:
     assert gemms and all(k.startswith("gemm_gemv_") for k in gemms)
     shared = {k for k in kernels["decode"] - gemms if not k.startswith("tessera_elementwise")}
     assert shared <= kernels["prefill_kv"]
-    # The greedy step is the decode step but for its LM head: a GEMV choosing the token (and
-    # the combine of its blocks' choices) where decode's head GEMV writes the logits.
-    head = [k for k in kernels["decode_greedy"] if k.startswith("greedy_head_")]
-    assert len(head) == 1 and any(k.startswith("greedy_combine_") for k in kernels["decode_greedy"])
-    assert kernels["decode_greedy"] - kernels["decode"] == {
-        head[0],
-        *[k for k in kernels["decode_greedy"] if k.startswith("greedy_combine_")],
-    }
+    # Each GEMV of a step has a 1-row build (a batch of one) and an 8-row one.
+    for rows in ("r1", "r8"):
+        assert any(f"_{rows}c" in k for k in gemms), gemms
+    # The greedy step is the decode step but for its LM head: GEMVs choosing the token (and
+    # the combine of their blocks' choices) where decode's head GEMVs write the logits.
+    head = sorted(k for k in kernels["decode_greedy"] if k.startswith("greedy_head_"))
+    assert [k.split("_nk_")[1][:3] for k in head] == ["r1c", "r8c"], head
+    combines = {k for k in kernels["decode_greedy"] if k.startswith("greedy_combine_")}
+    assert combines and kernels["decode_greedy"] - kernels["decode"] == {*head, *combines}
     greedy = manifest.program("decode_greedy")
     assert [(o.name, o.dtype, o.shape) for o in greedy.outputs] == [("tokens", "i64", ("B", 1))]
     # The cache's size comes from the manifest, as on the CPU (no GPU needed to ask).

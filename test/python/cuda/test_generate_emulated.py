@@ -84,6 +84,8 @@ def _greedy(new_tokens: int) -> Request:
     ("name", "lengths", "new_tokens"),
     [
         ("gemma2-gqa", [17, 8], 7),
+        # a batch of one: the decode step's 1-row GEMVs launch instead of the 8-row ones
+        ("gemma2-gqa", [17], 7),
         pytest.param("gemma3-gqa", [9, 4], 6, marks=pytest.mark.slow),
         pytest.param("gemma1-mqa", [9, 4], 6, marks=pytest.mark.slow),
     ],

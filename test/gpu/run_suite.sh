@@ -54,7 +54,7 @@ step() {  # step SECONDS NAME COMMAND...
 step 20 device nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 step 120 models python3 -m pytest -q -s -p no:cacheprovider test/gpu/test_gpu_models.py \
     --artifacts build/gpu
-step 150 generate python3 -m pytest -q -s -p no:cacheprovider test/gpu/test_gpu_generate.py \
+step 240 generate python3 -m pytest -q -s -p no:cacheprovider test/gpu/test_gpu_generate.py \
     --artifacts build/gpu
 step 60 small python3 test/gpu/check_small_kernels.py build/small --out "$detail" --commit "$commit"
 step 120 attention python3 test/gpu/check_attention.py build/attention --out "$detail" \

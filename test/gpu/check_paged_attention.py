@@ -62,6 +62,11 @@ def case_list() -> list[dict[str, Any]]:
         case.update(layouts=[DEFAULT_LAYOUT], bshd=False)
         case.update(fields)
         case.setdefault("start", [0] * len(case["lengths"]))
+        # A table shorter than a sequence is a ring: only a window's keys may be asked of it.
+        reach = case["M"] * case["BS"]
+        longest = max(case["lengths"]) + case["S"]
+        window = case["window"]
+        assert longest <= reach or (window is not None and window + case["S"] - 1 <= reach), case_id
         cases.append(case)
 
     # small and ragged: lengths off the split and block edges, left padding, several tokens
@@ -77,33 +82,36 @@ def case_list() -> list[dict[str, Any]]:
         tag = "_".join("a" if v is None else str(v) for v in layout)
         add(f"bf16_layout_{tag}", Hq=8, Hkv=1, lengths=[333, 20], layouts=[layout], M=32)
     # Gemma decode shapes, timed: Gemma-2B (MQA, 8 heads), Gemma-3-1B (4 heads, a local layer
-    # with window 512), Gemma-2-2B (GQA 8/4, softcap 50, window 4096)
-    tuned = [DEFAULT_LAYOUT, (32, 4, None), (128, 4, None), (64, 8, None), (64, 2, None)]
-    gemma_2b = {"Hq": 8, "Hkv": 1, "time": True}
-    add("gemma2b_b1_t128", lengths=[128], M=8, **gemma_2b, label="Gemma-2B")
-    add("gemma2b_b1_t2048", lengths=[2048], M=128, **gemma_2b, layouts=tuned, label="Gemma-2B")
-    add("gemma2b_b8_t2048", lengths=[2048] * 8, M=128, **gemma_2b, layouts=tuned, label="Gemma-2B")
-    add("gemma2b_b1_t8192", lengths=[8192], M=512, **gemma_2b, label="Gemma-2B")
+    # with window 512), Gemma-2-2B (GQA 8/4, softcap 50, window 4096). The global tables hold
+    # the keys and some room beyond (empty splits, as a cache sized for a longer generation).
+    tuned = [DEFAULT_LAYOUT, (32, 4, None), (128, 4, None), (32, 8, None), (64, 8, None)]
+    gemma_2b = {"Hq": 8, "Hkv": 1, "time": True, "label": "Gemma-2B"}
+    add("gemma2b_b1_t128", lengths=[128], M=12, **gemma_2b, layouts=tuned)
+    add("gemma2b_b1_t2048", lengths=[2048], M=136, **gemma_2b, layouts=tuned)
+    add("gemma2b_b8_t2048", lengths=[2048] * 8, M=136, **gemma_2b, layouts=tuned)
+    add("gemma2b_b1_t8192", lengths=[8192], M=520, **gemma_2b)
     add(
         "gemma3_1b_b1_t2048_w512",
         Hq=4,
         Hkv=1,
         lengths=[2048],
-        M=128,
+        M=33,
         window=512,
         time=True,
         label="Gemma-3-1B local",
+        layouts=tuned,
     )
     add(
         "gemma2_2b_b1_t4096_cap",
         Hq=8,
         Hkv=4,
         lengths=[4096],
-        M=256,
+        M=257,
         softcap=50.0,
         window=4096,
         time=True,
         label="Gemma-2-2B",
+        layouts=tuned,
     )
     return cases
 

@@ -22,9 +22,10 @@ softcap). The warps' partial results merge through shared memory into one unnorm
 accumulator and one (max, sum) per query head, written to f32 scratch; a split that sees no
 key writes only its (max, sum) = (-inf, 0).
 
-The combine kernel runs one warp per (batch, query head, query token): its lanes find the
-row's maximum over the splits together, then the splits are weighted by 2^(m_split − m) a few
-at a time (their loads in flight together; a split that saw no key is not read), and the
+The combine kernel runs one block of four warps per (batch, query head, query token): the
+lanes of each warp find the row's maximum m over the splits together, then the warps take the
+splits in turns, a few at a time (their loads in flight together; a split that saw no key is
+not read), weighting each by 2^(m_split − m); the warps' sums add in shared memory, and the
 weighted sum divided by the weighted total (zero when no key was visible) is rounded once to
 the output's dtype.
 """
@@ -47,7 +48,8 @@ FLOAT_DTYPES = ("bf16", "f16", "f32")
 # Static shared memory the warps' merge may take (the 48 KB a block gets without opting in,
 # less room for the (max, sum) pairs).
 MERGE_BYTES = 40 * 1024
-# Splits the combine weighs per step (their loads in flight together).
+# The combine's warps, and the splits each weighs per step (their loads in flight together).
+COMBINE_WARPS = 4
 COMBINE_STEP = 4
 # Query heads one block serves at most, and the f32 registers a lane may give to queries,
 # accumulators and a step's K and V rows: at D = 256 (8 elements a lane), 8 heads and a step
@@ -173,7 +175,10 @@ def build_paged_attention(
         (cfg.block_warps * WARP, 1, 1),
     )
     combine = KernelInfo(
-        combine_name, _combine_params(cfg), (f"B * S * {cfg.heads_q}", "1", "1"), (WARP, 1, 1)
+        combine_name,
+        _combine_params(cfg),
+        (f"B * S * {cfg.heads_q}", "1", "1"),
+        (COMBINE_WARPS * WARP, 1, 1),
     )
     if not km.has_kernel(partial_name):
         _emit_partial(km, cfg, partial)
@@ -482,9 +487,11 @@ def _store_merged(
 
 def _emit_combine(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo) -> None:
     args, block = km.add_launched_kernel(info)
-    vdim = cfg.value_dim
+    vdim, warps = cfg.value_dim, COMBINE_WARPS
+    f32 = a.f32_type()
     with ir.InsertionPoint(block):
-        lane = gpu.thread_id(gpu.Dimension.x)
+        tid = gpu.thread_id(gpu.Dimension.x)
+        lane, warp = a.rem(tid, WARP), a.div(tid, WARP)
         seq_q, batches = a.to_index(args["S"]), a.to_index(args["B"])
         splits = a.ceildiv(a.mul(a.to_index(args["M"]), cfg.block_size), cfg.keys_per_split)
         # block x = (batch · Hq + head) · S + token, the scratch's row order within a split
@@ -497,7 +504,7 @@ def _emit_combine(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo)
         def row_of(split: ir.Value) -> ir.Value:
             return a.add(a.mul(split, split_rows), unit)
 
-        # The lanes take the splits 32 apart for the maximum, then share it.
+        # Every warp finds the row's maximum, its lanes taking the splits 32 apart.
         peak = _step_for(lane, splits, WARP, [a.f32(-math.inf)])
         with ir.InsertionPoint(peak.body):
             m = memref.load(args["part_ml"], [a.mul(row_of(peak.induction_variable), 2)])
@@ -506,9 +513,11 @@ def _emit_combine(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo)
         # A row that saw no key keeps -inf everywhere; weigh from 0 so no NaN appears.
         top = a.select(a.fcmp("oeq", top, -math.inf), 0.0, top)
 
+        # Warp w weighs splits w·STEP .. w·STEP + STEP - 1, then the next WARPS·STEP on:
+        # with the maximum known, the weighted sums of the warps simply add.
         n_out = per_lane(vdim)
-        f32 = a.f32_type()
-        merge = _step_for(a.idx(0), splits, COMBINE_STEP, [a.f32(0.0)] * (1 + n_out))
+        stride = warps * COMBINE_STEP
+        merge = _step_for(a.mul(warp, COMBINE_STEP), splits, stride, [a.f32(0.0)] * (1 + n_out))
         with ir.InsertionPoint(merge.body):
             total, *acc = merge.inner_iter_args
             for i in range(COMBINE_STEP):
@@ -534,10 +543,32 @@ def _emit_combine(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo)
                 total, *acc = read.results
             scf.yield_([total, *acc])
         total, *acc = merge.results
+
+        # The warps' sums meet in shared memory; thread t then finishes elements t, t + 32·W...
+        o_smem = km.shared_array(f"{info.name}_o", [warps * vdim], f32)
+        total_smem = km.shared_array(f"{info.name}_total", [warps], f32)
+        _store_lane_row(acc, o_smem, a.mul(warp, vdim), lane, vdim)
+        first_lane = a.if_op(a.cmp("eq", lane, 0))
+        with ir.InsertionPoint(first_lane.then_block):
+            memref.store(total, total_smem, [warp])
+            scf.yield_([])
+        gpu.barrier()
+        total = a.tree([memref.load(total_smem, [a.idx(w)]) for w in range(warps)], a.fadd)
         inverse = a.select(a.fcmp("ogt", total, 0.0), a.fdiv(1.0, total), 0.0)
         o_start = a.add(
             a.add(a.mul(batch, a.to_index(args["o_sb"])), a.mul(head, a.to_index(args["o_sh"]))),
             a.mul(token, a.to_index(args["o_ss"])),
         )
-        _store_lane_row([a.fmul(x, inverse) for x in acc], args["o"], o_start, lane, vdim)
+        element = ir.MemRefType(args["o"].type).element_type
+        threads = warps * WARP
+        for chunk in range(-(-vdim // threads)):
+            d = a.add(tid, chunk * threads)
+            edge = a.if_op(a.cmp("slt", d, vdim))
+            with ir.InsertionPoint(edge.then_block):
+                parts = [memref.load(o_smem, [a.add(a.idx(w * vdim), d)]) for w in range(warps)]
+                out = a.fmul(a.tree(parts, a.fadd), inverse)
+                if not isinstance(element, ir.F32Type):
+                    out = arith.truncf(element, out)
+                memref.store(out, args["o"], [a.add(o_start, d)])
+                scf.yield_([])
         gpu.ReturnOp([])

@@ -254,6 +254,14 @@ def test_a_ring_shorter_than_the_sequence() -> None:
     )
 
 
+def test_many_splits_take_the_combine_warps_several_rounds() -> None:
+    """A split per key over 12 blocks of 4: 48 splits, so each of the combine's four warps
+    weighs three rounds of four splits (the sequences' 42 and 32 keys end inside rounds)."""
+    check_append_then_paged_attention(
+        _module, _as_built, "bf16", 40, None, 50.0, 1, (1, 1, 1), past=(41, 31), width=12
+    )
+
+
 def test_a_group_of_sixteen_heads_spreads_over_two_blocks() -> None:
     """16 query heads over one kv head: each block serves 8 (their queries and accumulators
     fill a lane's registers), the second block the second 8."""

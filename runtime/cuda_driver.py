@@ -160,13 +160,25 @@ class Kernel:
         self.module = module
         self.name = name
         self.handle = handle
-        self._smem_limit = 48 * 1024
+        self._smem_limit: int | None = None
 
     def allow_shared_memory(self, smem: int) -> None:
-        """Raises the kernel's dynamic shared-memory limit (needed above 48 KiB)."""
+        """Raises the kernel's dynamic shared-memory limit where ``smem`` is above it: by
+        default a block gets 48 KiB of shared memory in all, so the dynamic part may be 48 KiB
+        less the kernel's static shared memory (a 48 KiB pipeline beside a small static array
+        needs the opt-in too)."""
+        driver = _driver()
+        if self._smem_limit is None:
+            static = check(
+                driver.cuFuncGetAttribute(
+                    driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, self.handle
+                ),
+                "cuFuncGetAttribute(SHARED_SIZE_BYTES)",
+                f"kernel {self.name}",
+            )
+            self._smem_limit = 48 * 1024 - int(static)
         if smem <= self._smem_limit:
             return
-        driver = _driver()
         attribute = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
         check(
             driver.cuFuncSetAttribute(self.handle, attribute, smem),

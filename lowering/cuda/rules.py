@@ -16,7 +16,7 @@ from .kernels.attention import AttentionConfig, build_flash_attention
 from .kernels.lookup import LookupConfig, build_lookup
 from .kernels.rms_norm import RmsNormConfig, build_rms_norm
 from .kernels.rope import RopeConfig, build_rope
-from .plan import LaunchPlan, located, pair_rule, product, rule
+from .plan import Binding, LaunchPlan, located, pair_rule, product, rule
 from .row_classes import guarded, row_classes
 
 
@@ -227,13 +227,14 @@ def _gemm(plan: LaunchPlan, op: ir.Operation, **fields: object) -> list[KernelIn
     bindings."""
     from .kernels.gemm import GemmConfig, build_gemm, select_gemm
 
+    def build(cfg: GemmConfig) -> KernelInfo:
+        return plan.kernel(f"gemm {cfg}", lambda km: build_gemm(km, cfg))
+
     base = GemmConfig(**fields)  # type: ignore[arg-type]
-    infos = []
-    for rows, guard in row_classes(plan.rows_hint):
-        cfg = base if rows is None else select_gemm(base, rows)
-        info = plan.kernel(f"gemm {cfg}", lambda km, cfg=cfg: build_gemm(km, cfg))
-        infos.append(guarded(info, guard))
-    return infos
+    return [
+        guarded(build(base if rows is None else select_gemm(base, rows)), guard)
+        for rows, guard in row_classes(plan.rows_hint)
+    ]
 
 
 @rule("tessera.mma.proj")
@@ -289,7 +290,12 @@ def lower_gated_mlp(op: ir.Operation, plan: LaunchPlan) -> None:
             info,
             {"x": plan.ref(x), "w": plan.ref(w_gate), "w2": plan.ref(w_up), "y": hidden, "M": rows},
         )
-    down_bindings = {"x": hidden, "w": plan.ref(w_down), "y": plan.ref(op.results[0]), "M": rows}
+    down_bindings: dict[str, Binding] = {
+        "x": hidden,
+        "w": plan.ref(w_down),
+        "y": plan.ref(op.results[0]),
+        "M": rows,
+    }
     for info in _gemm(plan, op, dtype=dtype, N=d, K=f, transpose_w=True):
         plan.launch(info, down_bindings)
 

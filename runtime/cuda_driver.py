@@ -118,6 +118,8 @@ class ParamPacker:
                 fields.extend(_DESCRIPTOR)
             elif kind in _SCALARS:
                 fields.append(_SCALARS[kind])
+            elif kind == "tensormap":
+                fields.append(ctypes.c_uint64)  # the address of the map (runtime/tensor_map.py)
             else:
                 raise CudaError(f"kernel parameter '{param['name']}' has unknown kind '{kind}'")
         self.values = [ctype() for ctype in fields]
@@ -147,6 +149,13 @@ class ParamPacker:
                 if not arg.is_cuda or not arg.is_contiguous():
                     raise CudaError(f"parameter '{names[i]}' must be a contiguous CUDA tensor")
                 self.set_buffer(i, arg.data_ptr(), arg.numel())
+            elif kind == "tensormap":
+                if not isinstance(arg, torch.Tensor) or not arg.is_cuda or arg.nbytes != 128:
+                    raise CudaError(
+                        f"parameter '{names[i]}' is a tensor map: pass the 128-byte CUDA "
+                        "tensor tessera.runtime.tensor_map.tiled made"
+                    )
+                self.set_scalar(i, arg.data_ptr())
             else:
                 if isinstance(arg, torch.Tensor):
                     raise CudaError(f"parameter '{names[i]}' is a scalar ({kind})")

@@ -42,6 +42,12 @@ class Param:
         return Param(name, "buffer", dtype)
 
     @staticmethod
+    def tensormap(name: str, dtype: str, rows: int, cols: int) -> Param:
+        """A pointer to a TMA tensor map whose box is [rows, cols] of ``dtype``, with the
+        128-byte swizzle (``tessera.runtime.tensor_map`` makes it)."""
+        return Param(name, "tensormap", f"{dtype}:{rows}x{cols}")
+
+    @staticmethod
     def scalar(name: str, kind: str = "i32") -> Param:
         if kind not in SCALAR_KINDS:
             raise ValueError(f"scalar kind must be one of {SCALAR_KINDS}, got {kind!r}")
@@ -66,6 +72,10 @@ def element_type(dtype: str) -> ir.Type:
 
 
 def param_type(param: Param) -> ir.Type:
+    if param.kind == "tensormap":
+        # A plain pointer on the wire: the GPU lowering converts no nvgpu type in a kernel's
+        # signature, so the kernel casts it to the map's type (``tensormap_value``).
+        return ir.Type.parse("!llvm.ptr")
     if param.kind == "buffer":
         return ir.MemRefType.get([ir.ShapedType.get_dynamic_size()], element_type(param.dtype))
     return ir.Type.parse(param.kind)
@@ -142,3 +152,16 @@ def info_json(info: KernelInfo) -> dict[str, object]:
         "block": list(info.block),
         "smem_bytes": info.smem_bytes,
     }
+
+
+def tensormap_value(pointer: ir.Value, param: Param) -> ir.Value:
+    """A tensor-map parameter (``pointer``) as the ``!nvgpu.tensormap.descriptor`` its spec
+    names, for the TMA ops (the cast folds away when they lower to NVVM)."""
+    dtype, box = param.dtype.split(":")
+    type_ = ir.Type.parse(
+        f"!nvgpu.tensormap.descriptor<tensor = memref<{box}x{dtype}, 3>, "
+        "swizzle = swizzle_128b, l2promo = none, oob = zero, interleave = none>"
+    )
+    return ir.Operation.create(
+        "builtin.unrealized_conversion_cast", results=[type_], operands=[pointer]
+    ).result

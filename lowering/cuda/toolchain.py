@@ -30,6 +30,7 @@ TO_NVVM = (
     "expand-strided-metadata,"
     "lower-affine,"
     "convert-gpu-to-nvvm,"
+    "convert-nvvm-to-llvm,"
     "canonicalize,cse),"
     "reconcile-unrealized-casts)"
 )

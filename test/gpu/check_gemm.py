@@ -1,4 +1,4 @@
-"""Checks and times the CUDA GEMM kernels (tensor-core mma, f32 simt, gemv).
+"""Checks and times the CUDA GEMM kernels (tensor-core mma, f32 simt, gemv, Hopper wgmma).
 
     python test/gpu/check_gemm.py --build build/gemm     # here: MLIR → cubin + cases.json
     python3 test/gpu/check_gemm.py build/gemm --out $OUT # on the GPU machine
@@ -42,7 +42,7 @@ def case_list() -> list[dict[str, Any]]:
     def add(case_id: str, **fields: Any) -> None:
         case = {"id": case_id, "dtype": "bf16", "transpose_w": True, "softcap": None}
         case.update(has_bias=False, gated=False, activation="gelu_tanh", kernel="auto")
-        case.update(tile=None, gemv=None, time=False, w_scale=1.0)
+        case.update(tile=None, gemv=None, wgmma=None, time=False, w_scale=1.0)
         case.update(fields)
         cases.append(case)
 
@@ -117,6 +117,17 @@ def case_list() -> list[dict[str, Any]]:
     add("gemv_m4", M=4, N=16384, K=2048, kernel="gemv", gemv=(4, 2, 4, 4), time=True)
     add("gemv_m8", M=8, N=16384, K=2048, kernel="gemv", gemv=(8, 2, 4, 2), time=True)
     add("gemv_m1_kn", M=1, N=16384, K=2048, kernel="gemv", transpose_w=False, time=True)
+    # the Hopper kernel (wgmma from shared memory, TMA loads; x and w [N, K] only):
+    # ragged M, N and K tiles (zero-filled by the tensor maps), then the prefill shapes
+    for dt in ("bf16", "f16"):
+        add(f"wgmma_{dt}_odd", dtype=dt, M=37, N=200, K=72, kernel="wgmma", wgmma=(128, 128, 4))
+    add("wgmma_bf16_m129", M=129, N=136, K=200, kernel="wgmma", wgmma=(128, 128, 3))
+    add("wgmma_bf16_m64_n256", M=130, N=520, K=136, kernel="wgmma", wgmma=(64, 256, 4))
+    for n, k in ((16384, 2048), (2048, 2048), (2048, 16384)):
+        for wg in ((128, 128, 4), (128, 128, 3), (64, 256, 4)):
+            tag = "x".join(str(v) for v in wg)
+            add(f"wgmma_n{n}_k{k}_{tag}", M=2048, N=n, K=k, kernel="wgmma", wgmma=wg, time=True)
+    add("bf16_m2048_n2048_k16384", M=2048, N=2048, K=16384, time=True)
     # tile sweep on the prefill shape (the defaults come from here)
     for tile in (
         (128, 128, 32, 2, 2, 3, 8),
@@ -146,6 +157,7 @@ def build(folder: Path) -> None:
     from tessera.context import make_context
     from tessera.lowering.cuda.kernel import KernelModule
     from tessera.lowering.cuda.kernels.gemm import GemmConfig, GemmTile, GemvTile, build_gemm
+    from tessera.lowering.cuda.kernels.gemm_wgmma import WgmmaConfig, build_wgmma_gemm
 
     folder.mkdir(parents=True, exist_ok=True)
     cases = case_list()
@@ -153,6 +165,11 @@ def build(folder: Path) -> None:
     with make_context(), ir.Location.unknown():
         km = KernelModule(arch)
         for case in cases:
+            if case["kernel"] == "wgmma":
+                block_m, block_n, stages = case["wgmma"]
+                hopper = WgmmaConfig(case["dtype"], case["N"], case["K"], block_m, block_n, stages)
+                case["info"] = support.info_json(build_wgmma_gemm(km, hopper))
+                continue
             cfg = GemmConfig(
                 case["dtype"],
                 case["N"],
@@ -230,6 +247,8 @@ def shape_label(case: dict[str, Any]) -> str:
         label += f" softcap{case['softcap']:g}"
     if case["kernel"] == "gemv":
         label += " gemv" + (" r{}c{}w{}u{}".format(*case["gemv"]) if case["gemv"] else "")
+    if case["kernel"] == "wgmma":
+        label += " wgmma {}x{}x64 s{}".format(*case["wgmma"])
     if case["tile"]:
         label += " tile " + "x".join(str(v) for v in case["tile"])
     return label
@@ -259,8 +278,19 @@ class Checker:
             if case["has_bias"]:
                 b["bias"] = self.randn((N,), dt)
             b["y"] = support.poisoned((M, N), dt)
+            if case["kernel"] == "wgmma":
+                b.update(self.tensor_maps(case, b))
             out.append(b)
         return out
+
+    def tensor_maps(self, case: dict[str, Any], b: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The wgmma kernel's TMA maps of x and w (placeholders in a dry run)."""
+        if not support.on_gpu():
+            return {name: torch.zeros(16, dtype=torch.int64) for name in ("x_map", "w_map")}
+        from tessera.runtime.tensor_map import tiled
+
+        block_m, block_n, _ = case["wgmma"]
+        return {"x_map": tiled(b["x"], block_m, 64), "w_map": tiled(b["w"], block_n, 64)}
 
     def launch(self, case: dict[str, Any], b: dict[str, Any]) -> support.KernelLaunch:
         def stand_in() -> None:  # dry run: torch in the case's dtype writes the output

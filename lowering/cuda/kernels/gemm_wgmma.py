@@ -1,0 +1,299 @@
+"""A Hopper GEMM (sm_90a): ``y = x · wᵀ`` with x [M, K] and w [N, K] (both K-contiguous, as
+torch's Linear stores w), bf16 or f16 in, f32 accumulators, ``y`` [M, N] rounded once.
+
+One warpgroup (128 threads) computes a block_m x block_n tile of y (128 x 128):
+
+- **TMA**: the thread 0 of the block issues ``cp.async.bulk.tensor`` loads of the x and w tiles
+  (block_k = 64 elements, 128 bytes, of each row) into shared memory with the tensor maps'
+  128-byte swizzle; each of ``stages`` buffers has an mbarrier that the loads complete
+  (``arrive.expect_tx`` with the tile's bytes). Rows and columns past the tensor's edge read
+  as zeros (the maps' out-of-bounds fill), so M, N and K need no multiple of the tile.
+- **wgmma**: per k tile, ``wgmma.mma_async.m64n{block_n}k16`` reads both operands from shared
+  memory through matrix descriptors (K-major, 128-byte swizzle: 8 rows of 128 bytes make a
+  1024-byte group, the stride between groups; a k step of 16 moves the start by 32 bytes),
+  two m64 halves and four k steps per tile, committed as one group.
+- **pipelining**: the loads run ``stages - 1`` tiles ahead of the tile being multiplied; a
+  buffer is refilled only after the wgmma group that read it has completed (``wait_group 0``
+  at the end of each tile), so one tile's matrix work overlaps the next tiles' loads.
+- **epilogue**: the accumulators stay in the wgmma fragment (warp w of the warpgroup owns rows
+  16w..16w+15 of each m64 half; lane l holds columns 8j + 2(l mod 4) and the next, rows l/4
+  and l/4 + 8) and are rounded and stored straight to global memory, two columns at a time.
+
+The tensor maps are kernel parameters (pointers to the 128-byte ``CUtensorMap`` each, made by
+``tessera.runtime.tensor_map``): x's box is [block_m, 64], w's [block_n, 64]. Shared memory:
+stages x (block_m + block_n) x 64 x 2 bytes, plus 1024 for aligning the first buffer to the
+swizzle's 1024-byte period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlir import ir
+from mlir.dialects import arith, gpu, llvm, memref, nvgpu, nvvm, scf, vector
+
+from ..kernel import WORKGROUP, KernelInfo, KernelModule, Param, tensormap_value
+from . import attention_ir as a
+
+WARPGROUP = 128
+BLOCK_K = 64  # elements: 128 bytes of a 16-bit row, the 128-byte swizzle's width
+SWIZZLE_BYTES = 1024  # 8 rows of 128 bytes: the swizzle's period and the descriptors' stride
+K_STEP = 16  # wgmma k for 16-bit inputs
+WGMMA_M = 64
+TICKS = 10_000_000  # mbarrier try-wait hint
+
+
+@dataclass(frozen=True)
+class WgmmaConfig:
+    """A GEMM's static facts: ``dtype`` (bf16 or f16), N and K, the block tile and the pipeline
+    depth."""
+
+    dtype: str
+    N: int
+    K: int
+    block_m: int = 128
+    block_n: int = 128
+    stages: int = 4
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("bf16", "f16"):
+            raise ValueError(f"the wgmma GEMM takes bf16 or f16, got {self.dtype}")
+        if self.block_m % WGMMA_M or not 8 <= self.block_n <= 256 or self.block_n % 8:
+            raise ValueError(f"block {self.block_m}x{self.block_n} is not a wgmma tile")
+        if self.K % 8:
+            raise ValueError(f"K = {self.K}: a tensor map's row pitch must be 16-byte aligned")
+        if self.stages < 2:
+            raise ValueError("the pipeline needs two stages at least")
+
+    @property
+    def name(self) -> str:
+        return (
+            f"gemm_wgmma_{self.dtype}_n{self.N}_k{self.K}_nk_"
+            f"{self.block_m}x{self.block_n}x{BLOCK_K}s{self.stages}"
+        )
+
+    @property
+    def a_bytes(self) -> int:
+        return self.block_m * BLOCK_K * 2
+
+    @property
+    def b_bytes(self) -> int:
+        return self.block_n * BLOCK_K * 2
+
+    @property
+    def smem_bytes(self) -> int:
+        return self.stages * (self.a_bytes + self.b_bytes) + SWIZZLE_BYTES
+
+
+def build_wgmma_gemm(km: KernelModule, cfg: WgmmaConfig) -> KernelInfo:
+    """Adds the kernel (once per config); returns its launch contract. Parameters: ``x_map``,
+    ``w_map`` (tensor maps), ``y`` [M, N], ``M`` (i32). Grid: (cdiv(N, block_n), cdiv(M,
+    block_m))."""
+    info = KernelInfo(
+        cfg.name,
+        (
+            Param.tensormap("x_map", cfg.dtype, cfg.block_m, BLOCK_K),
+            Param.tensormap("w_map", cfg.dtype, cfg.block_n, BLOCK_K),
+            Param.buffer("y", cfg.dtype),
+            Param.scalar("M", "i32"),
+        ),
+        (f"cdiv({cfg.N}, {cfg.block_n})", f"cdiv(M, {cfg.block_m})", "1"),
+        (WARPGROUP, 1, 1),
+        cfg.smem_bytes,
+    )
+    if not km.has_kernel(info.name):
+        _emit(km, cfg, info)
+    return info
+
+
+def _i64(value: ir.Value) -> ir.Value:
+    return arith.index_cast(ir.IntegerType.get_signless(64), value)
+
+
+def _descriptor(address: ir.Value) -> ir.Value:
+    """A K-major, 128-byte-swizzled wgmma matrix descriptor for the tile at shared ``address``
+    (bytes, 1024-aligned): start address >> 4 in bits 0-13, the leading offset (unused by the
+    swizzled K-major layout, 1 by convention) in 16-29, the 1024-byte stride between 8-row
+    groups >> 4 in 32-45, and the swizzle mode (1: 128 bytes) in 62-63."""
+    i64 = ir.IntegerType.get_signless(64)
+    fields = (1 << 16) | ((SWIZZLE_BYTES >> 4) << 32) | (1 << 62)
+    start = arith.andi(arith.shrui(address, a.const(4, i64)), a.const(0x3FFF, i64))
+    return arith.ori(start, a.const(fields, i64))
+
+
+def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
+    args, block = km.add_launched_kernel(info)
+    i1 = ir.IntegerType.get_signless(1)
+    i64 = ir.IntegerType.get_signless(64)
+    element = ir.BF16Type.get() if cfg.dtype == "bf16" else ir.F16Type.get()
+    space = ir.Attribute.parse(WORKGROUP)
+    halves = cfg.block_m // WGMMA_M
+    n_acc = cfg.block_n // 2  # f32 accumulators per thread per m64 half
+    acc_type = ir.Type.parse("!llvm.struct<(" + ", ".join(["f32"] * n_acc) + ")>")
+    tiles = -(-cfg.K // BLOCK_K)
+    with ir.InsertionPoint(block):
+        maps = {p.name: tensormap_value(args[p.name], p) for p in info.params[:2]}
+        dynamic = gpu.dynamic_shared_memory(
+            ir.MemRefType.get(
+                [ir.ShapedType.get_dynamic_size()],
+                ir.IntegerType.get_signless(8),
+                memory_space=space,
+            )
+        )
+        # The first buffer starts at the next multiple of 1024 bytes (the swizzle's period).
+        base = _i64(memref.extract_aligned_pointer_as_index(dynamic))
+        aligned = arith.andi(
+            arith.addi(base, a.const(SWIZZLE_BYTES - 1, i64)), a.const(-SWIZZLE_BYTES, i64)
+        )
+        shift = arith.index_cast(a.index_type(), arith.subi(aligned, base))
+        tid = gpu.thread_id(gpu.Dimension.x)
+        first = a.cmp("eq", tid, 0)
+        n0 = a.mul(gpu.block_id(gpu.Dimension.x), cfg.block_n)
+        m0 = a.mul(gpu.block_id(gpu.Dimension.y), cfg.block_m)
+
+        barriers = nvgpu.mbarrier_create(
+            ir.Type.parse(
+                f"!nvgpu.mbarrier.group<memorySpace = {WORKGROUP}, num_barriers = {cfg.stages}>"
+            )
+        )
+        for stage in range(cfg.stages):
+            nvgpu.mbarrier_init(barriers, a.idx(1), a.idx(stage), predicate=first)
+        gpu.barrier()
+        nvgpu.tma_prefetch_descriptor(maps["x_map"], predicate=first)
+        nvgpu.tma_prefetch_descriptor(maps["w_map"], predicate=first)
+
+        def offsets(stage: ir.Value) -> tuple[ir.Value, ir.Value]:
+            a_at = a.add(shift, a.mul(stage, cfg.a_bytes))
+            b_at = a.add(a.add(shift, cfg.stages * cfg.a_bytes), a.mul(stage, cfg.b_bytes))
+            return a_at, b_at
+
+        def load(tile: ir.Value, stage: ir.Value) -> None:
+            a_at, b_at = offsets(stage)
+            k0 = a.mul(tile, BLOCK_K)
+            for rows, at, tensor_map, coordinate in (
+                (cfg.block_m, a_at, maps["x_map"], m0),
+                (cfg.block_n, b_at, maps["w_map"], n0),
+            ):
+                view = memref.view(
+                    ir.MemRefType.get([rows, BLOCK_K], element, memory_space=space),
+                    dynamic,
+                    at,
+                    [],
+                )
+                nvgpu.TmaAsyncLoadOp(
+                    view,
+                    barriers,
+                    tensor_map,
+                    coordinates=[k0, coordinate],
+                    mbarId=stage,
+                    predicate=first,
+                )
+            nvgpu.mbarrier_arrive_expect_tx(
+                barriers, a.idx(cfg.a_bytes + cfg.b_bytes), stage, predicate=first
+            )
+
+        for tile in range(min(cfg.stages - 1, tiles)):
+            load(a.idx(tile), a.idx(tile))
+
+        zero = a.f32(0.0)
+        initial = []
+        for _ in range(halves):
+            acc = llvm.mlir_undef(acc_type)
+            for i in range(n_acc):
+                acc = llvm.insertvalue(acc, zero, [i])
+            initial.append(acc)
+        loop = scf.ForOp(a.idx(0), a.idx(tiles), a.idx(1), [*initial, arith.constant(i1, 0)])
+        with ir.InsertionPoint(loop.body):
+            kt = loop.induction_variable
+            *accs, parity = loop.inner_iter_args
+            stage = a.rem(kt, cfg.stages)
+            nvgpu.MBarrierTryWaitParityOp(barriers, parity, a.idx(TICKS), mbarId=stage)
+            a_at, b_at = offsets(stage)
+            a_address = arith.addi(base, _i64(a_at))
+            b_desc = _descriptor(arith.addi(base, _i64(b_at)))
+            nvvm.wgmma_fence_aligned()
+            out = []
+            for half, acc in enumerate(accs):
+                a_desc = _descriptor(arith.addi(a_address, a.const(half * WGMMA_M * 128, i64)))
+                for k in range(BLOCK_K // K_STEP):
+                    step = a.const(k * K_STEP * 2 >> 4, i64)  # 32 bytes along the row
+                    acc = _wgmma(
+                        cfg, acc_type, acc, arith.addi(a_desc, step), arith.addi(b_desc, step)
+                    )
+                out.append(acc)
+            nvvm.wgmma_commit_group_sync_aligned()
+            nvvm.wgmma_wait_group_sync_aligned(0)
+            following = a.add(kt, cfg.stages - 1)
+            more = a.if_op(a.cmp("slt", following, tiles))
+            with ir.InsertionPoint(more.then_block):
+                load(following, a.rem(following, cfg.stages))
+                scf.yield_([])
+            wrapped = a.cmp("eq", stage, cfg.stages - 1)
+            parity = arith.select(wrapped, arith.xori(parity, arith.constant(i1, 1)), parity)
+            scf.yield_([*out, parity])
+        _store(cfg, args, list(loop.results)[:halves], tid, m0, n0, element)
+        gpu.ReturnOp([])
+
+
+def _wgmma(
+    cfg: WgmmaConfig, acc_type: ir.Type, acc: ir.Value, a_desc: ir.Value, b_desc: ir.Value
+) -> ir.Value:
+    """One ``wgmma.mma_async.m64n{block_n}k16`` accumulating into ``acc`` (A and B K-major:
+    layouts row and col)."""
+    attr = ir.Attribute.parse
+    kind = "bf16" if cfg.dtype == "bf16" else "f16"
+    return nvvm.WgmmaMmaAsyncOp(
+        acc_type,
+        acc,
+        a_desc,
+        b_desc,
+        attr(f"#nvvm.shape<m = {WGMMA_M}, n = {cfg.block_n}, k = {K_STEP}>"),
+        attr(f"#nvvm.wgmma_type<{kind}>"),
+        attr(f"#nvvm.wgmma_type<{kind}>"),
+        attr("#nvvm.wgmma_type<f32>"),
+        attr("#nvvm.wgmma_scale_out<one>"),
+        attr("#nvvm.wgmma_scale_in<one>"),
+        attr("#nvvm.wgmma_scale_in<one>"),
+        attr("#nvvm.mma_layout<row>"),
+        attr("#nvvm.mma_layout<col>"),
+    ).result
+
+
+def _store(
+    cfg: WgmmaConfig,
+    args: dict[str, ir.Value],
+    accs: list[ir.Value],
+    tid: ir.Value,
+    m0: ir.Value,
+    n0: ir.Value,
+    element: ir.Type,
+) -> None:
+    """Rounds the fragments and stores them, two columns per store, inside M and N."""
+    f32 = a.f32_type()
+    rows_total = a.to_index(args["M"])
+    warp, lane = a.div(tid, 32), a.rem(tid, 32)
+    pair = ir.VectorType.get([2], element)
+    for half, acc in enumerate(accs):
+        row0 = a.add(a.add(m0, half * WGMMA_M), a.add(a.mul(warp, 16), a.div(lane, 4)))
+        for j in range(cfg.block_n // 8):
+            column = a.add(n0, a.add(8 * j, a.mul(a.rem(lane, 4), 2)))
+            for upper in (0, 1):
+                row = a.add(row0, 8 * upper)
+                values = [
+                    arith.truncf(element, llvm.extractvalue(f32, acc, [4 * j + 2 * upper + e]))
+                    for e in (0, 1)
+                ]
+                inside = a.both(a.cmp("slt", row, rows_total), a.cmp("slt", column, cfg.N))
+                edge = a.if_op(inside)
+                with ir.InsertionPoint(edge.then_block):
+                    at = a.add(a.mul(row, cfg.N), column)
+                    if cfg.N % 2 == 0:
+                        packed = vector.from_elements(pair, values)
+                        vector.store(packed, args["y"], [at], alignment=4)
+                    else:
+                        memref.store(values[0], args["y"], [at])
+                        second = a.if_op(a.cmp("slt", a.add(column, 1), cfg.N))
+                        with ir.InsertionPoint(second.then_block):
+                            memref.store(values[1], args["y"], [a.add(at, 1)])
+                            scf.yield_([])
+                    scf.yield_([])

@@ -124,7 +124,7 @@ def case_list() -> list[dict[str, Any]]:
     add("wgmma_bf16_m129", M=129, N=136, K=200, kernel="wgmma", wgmma=(128, 128, 3))
     add("wgmma_bf16_m64_n256", M=130, N=520, K=136, kernel="wgmma", wgmma=(64, 256, 4))
     for n, k in ((16384, 2048), (2048, 2048), (2048, 16384)):
-        for wg in ((128, 128, 4), (128, 128, 3), (64, 256, 4)):
+        for wg in ((128, 128, 4), (128, 128, 3), (128, 128, 2), (64, 256, 3)):
             tag = "x".join(str(v) for v in wg)
             add(f"wgmma_n{n}_k{k}_{tag}", M=2048, N=n, K=k, kernel="wgmma", wgmma=wg, time=True)
     add("bf16_m2048_n2048_k16384", M=2048, N=2048, K=16384, time=True)

@@ -12,9 +12,9 @@ One warpgroup (128 threads) computes a block_m x block_n tile of y (128 x 128):
   memory through matrix descriptors (K-major, 128-byte swizzle: 8 rows of 128 bytes make a
   1024-byte group, the stride between groups; a k step of 16 moves the start by 32 bytes),
   two m64 halves and four k steps per tile, committed as one group.
-- **pipelining**: the loads run ``stages - 1`` tiles ahead of the tile being multiplied; a
-  buffer is refilled only after the wgmma group that read it has completed (``wait_group 0``
-  at the end of each tile), so one tile's matrix work overlaps the next tiles' loads.
+- **pipelining**: the loads run ``stages - 1`` tiles ahead of the tile being multiplied, and
+  one wgmma group stays in flight while the next tile's is issued (``wait_group 1``); a
+  buffer is refilled once the group that read it has completed.
 - **epilogue**: the accumulators stay in the wgmma fragment (warp w of the warpgroup owns rows
   16w..16w+15 of each m64 half; lane l holds columns 8j + 2(l mod 4) and the next, rows l/4
   and l/4 + 8) and are rounded and stored straight to global memory, two columns at a time.
@@ -222,7 +222,9 @@ def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
                     )
                 out.append(acc)
             nvvm.wgmma_commit_group_sync_aligned()
-            nvvm.wgmma_wait_group_sync_aligned(0)
+            # This tile's group may still run; the previous one has read its buffer, which
+            # the load below refills.
+            nvvm.wgmma_wait_group_sync_aligned(1)
             following = a.add(kt, cfg.stages - 1)
             more = a.if_op(a.cmp("slt", following, tiles))
             with ir.InsertionPoint(more.then_block):
@@ -231,6 +233,7 @@ def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
             wrapped = a.cmp("eq", stage, cfg.stages - 1)
             parity = arith.select(wrapped, arith.xori(parity, arith.constant(i1, 1)), parity)
             scf.yield_([*out, parity])
+        nvvm.wgmma_wait_group_sync_aligned(0)
         _store(cfg, args, list(loop.results)[:halves], tid, m0, n0, element)
         gpu.ReturnOp([])
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         ProgramSpec,
         SymbolSpec,
         TargetSpec,
+        TensorMapArg,
         TensorSpec,
     )
     from .manifest_parse import parse_manifest
@@ -44,6 +45,7 @@ _HOMES = {
     "ProgramSpec": "manifest",
     "SymbolSpec": "manifest",
     "TargetSpec": "manifest",
+    "TensorMapArg": "manifest",
     "TensorSpec": "manifest",
     "parse_manifest": "manifest_parse",
     "Program": "program",
@@ -72,6 +74,7 @@ __all__ = [
     "Resolver",
     "SymbolSpec",
     "TargetSpec",
+    "TensorMapArg",
     "TensorSpec",
     "load",
     "parse_manifest",

@@ -17,9 +17,17 @@ import torch
 
 from tessera.errors import RuntimeInputError
 
-from . import cuda_driver, expr
+from . import cuda_driver, expr, tensor_map
 from .checks import InputCheck, gather_inputs, gather_state, gather_weights, resolve_shape
-from .manifest import ArgRef, ArtifactError, KernelLaunch, ProgramSpec, ScalarArg, TargetSpec
+from .manifest import (
+    ArgRef,
+    ArtifactError,
+    KernelLaunch,
+    ProgramSpec,
+    ScalarArg,
+    TargetSpec,
+    TensorMapArg,
+)
 from .memref import DTYPES
 
 KIND = "cuda"
@@ -97,6 +105,8 @@ class CudaProgram:
         self._symbols = symbols
         self._weights: dict[str, torch.Tensor] | None = None if spec.weights else {}
         self._arena: torch.Tensor | None = None
+        # TMA tensor maps by (address, rows, cols, box), kept (``_tensor_map_producer``).
+        self._tensor_maps: dict[tuple[int, int, int, tuple[int, int]], torch.Tensor] = {}
         self._state_specs = tuple(b for b in spec.buffers if b.kind == "state")
         # The bound state tensors by name and the symbols their shapes bind (a KV cache's
         # block counts); None while a program with state buffers has none bound.
@@ -149,6 +159,9 @@ class CudaProgram:
             if isinstance(arg, ScalarArg):
                 params.append({"name": f"arg{i}", "kind": arg.type, "dtype": ""})
                 scalars.append((i, _scalar_producer(arg)))
+            elif isinstance(arg, TensorMapArg):
+                params.append({"name": arg.of.name, "kind": "tensormap", "dtype": ""})
+                scalars.append((i, self._tensor_map_producer(arg)))
             else:
                 params.append({"name": arg.name, "kind": "buffer", "dtype": ""})
                 buffers.append((i, self._buffer_producer(arg)))
@@ -159,6 +172,36 @@ class CudaProgram:
             tuple(buffers),
             tuple(scalars),
         )
+
+    def _tensor_map_producer(self, arg: TensorMapArg) -> Callable[[_Frame], int]:
+        """The address of the tensor map of ``arg``'s buffer for this call: made once per
+        (address, rows) and kept for the program's life, so a launch captured in a CUDA graph
+        keeps reading a live map (a buffer's address repeats from call to call: the arena is
+        kept, weights are bound once)."""
+        buffer = self._buffer_producer(arg.of)
+        rows = expr.parse(arg.rows)
+        dtype = self._buffer_dtype(arg.of)
+
+        def address(frame: _Frame) -> int:
+            start, _ = buffer(frame)
+            count = rows.evaluate(frame.env)
+            key = (start, count, arg.cols, arg.box)
+            made = self._tensor_maps.get(key)
+            if made is None:
+                device = torch.device("cuda", torch.cuda.current_device())
+                made = tensor_map.encode(start, dtype, count, arg.cols, arg.box, device)
+                self._tensor_maps[key] = made
+            return made.data_ptr()
+
+        return address
+
+    def _buffer_dtype(self, arg: ArgRef) -> torch.dtype:
+        """The element type of the buffer argument ``arg``."""
+        for group in (self.spec.inputs, self.spec.weights, self.spec.buffers):
+            for spec in group:
+                if spec.name == arg.name:
+                    return DTYPES[spec.dtype]
+        raise ArtifactError(f"no buffer named '{arg.name}'", f"programs.{self.spec.name}")
 
     def _buffer_producer(self, arg: ArgRef) -> Callable[[_Frame], tuple[int, int]]:
         name = arg.name

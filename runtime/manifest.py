@@ -90,6 +90,21 @@ class ScalarArg:
 
 
 @dataclass(frozen=True)
+class TensorMapArg:
+    """A TMA tensor map of the buffer argument ``of`` read as a row-major [rows, cols] matrix
+    in boxes of ``box`` = [rows, cols] (128-byte swizzle, zeros past the edges); ``rows`` is an
+    expression over the symbols. The kernel takes a pointer to the 128-byte map, which the
+    runtime makes once per (address, rows) and keeps (``runtime/tensor_map.py``)."""
+
+    of: ArgRef
+    rows: str
+    cols: int
+    box: tuple[int, int]
+
+    kind = "tensormap"
+
+
+@dataclass(frozen=True)
 class BufferSpec:
     """Storage a program owns besides its inputs, weights and outputs.
 
@@ -119,7 +134,7 @@ class KernelLaunch:
     grid: tuple[str, str, str]
     block: tuple[int, int, int]
     smem: str
-    args: tuple[ArgRef | ScalarArg, ...]
+    args: tuple[ArgRef | ScalarArg | TensorMapArg, ...]
 
     kind = "launch"
 
@@ -233,9 +248,17 @@ def _tensor_json(spec: TensorSpec) -> dict[str, Any]:
     return out
 
 
-def _arg_json(arg: ArgRef | ScalarArg) -> dict[str, Any]:
+def _arg_json(arg: ArgRef | ScalarArg | TensorMapArg) -> dict[str, Any]:
     if isinstance(arg, ScalarArg):
         return {"kind": "scalar", "type": arg.type, "value": arg.value}
+    if isinstance(arg, TensorMapArg):
+        return {
+            "kind": arg.kind,
+            "of": _arg_json(arg.of),
+            "rows": arg.rows,
+            "cols": arg.cols,
+            "box": list(arg.box),
+        }
     return {"kind": arg.kind, "name": arg.name}
 
 
@@ -337,11 +360,16 @@ def _check_program(program: ProgramSpec, where: str) -> None:
     for i, step in enumerate(program.steps):
         if isinstance(step, KernelLaunch):
             _check_launch(step, f"{where}.steps[{i}]", symbols)
-        for j, arg in enumerate(step.args):
+        for j, raw in enumerate(step.args):
             at = f"{where}.steps[{i}].args[{j}]"
-            if isinstance(arg, ScalarArg):
-                _check_scalar(arg, at, symbols)
+            if isinstance(raw, ScalarArg):
+                _check_scalar(raw, at, symbols)
                 continue
+            if isinstance(raw, TensorMapArg):
+                _check_tensor_map(raw, at, symbols)
+                arg, at = raw.of, f"{at}.of"
+            else:
+                arg = raw
             names = (
                 buffer_names
                 if arg.kind == "buffer"
@@ -358,6 +386,18 @@ def _check_program(program: ProgramSpec, where: str) -> None:
     for spec in program.outputs:
         if spec.name not in written:
             raise ArtifactError(f"output '{spec.name}' is written by no step", f"{where}.steps")
+
+
+def _check_tensor_map(arg: TensorMapArg, at: str, symbols: Mapping[str, SymbolSpec]) -> None:
+    _check_expr(arg.rows, f"{at}.rows", symbols)
+    if arg.cols <= 0 or len(arg.box) != 2 or min(arg.box) <= 0:
+        raise ArtifactError(
+            f"a tensor map needs positive columns and a box of two sizes, found {arg.cols} "
+            f"columns and box {list(arg.box)}",
+            at,
+        )
+    if arg.of.kind == "output":
+        raise ArtifactError("a tensor map is read from, so it cannot map an output", at)
 
 
 def _check_expr(text: str, at: str, symbols: Mapping[str, SymbolSpec]) -> None:

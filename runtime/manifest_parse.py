@@ -23,6 +23,7 @@ from .manifest import (
     Step,
     SymbolSpec,
     TargetSpec,
+    TensorMapArg,
     TensorSpec,
 )
 
@@ -93,12 +94,20 @@ def _tensor(data: Any, where: str) -> TensorSpec:
     return TensorSpec(reader.get("name", str), reader.get("dtype", str), tuple(shape), range_)
 
 
-def _arg(data: Any, where: str) -> ArgRef | ScalarArg:
+def _arg(data: Any, where: str) -> ArgRef | ScalarArg | TensorMapArg:
     arg = _Reader(data, where)
     kind = arg.get("kind", str)
     if kind == "scalar":
         value = arg.get("value", (str, int, float))
         return ScalarArg(arg.get("type", str), str(value) if isinstance(value, int) else value)
+    if kind == TensorMapArg.kind:
+        of = _arg(arg.get("of", dict), f"{where}.of")
+        if not isinstance(of, ArgRef):
+            raise ArtifactError("a tensor map maps a buffer argument", f"{where}.of")
+        box = arg.get("box", list)
+        if len(box) != 2 or not all(isinstance(b, int) and not isinstance(b, bool) for b in box):
+            raise ArtifactError("expected two integers", f"{where}.box")
+        return TensorMapArg(of, _expr(arg, "rows"), arg.get("cols", int), (box[0], box[1]))
     return ArgRef(kind, arg.get("name", str))
 
 
@@ -112,8 +121,8 @@ def _step(data: Any, where: str) -> Step:
     kind = reader.get("kind", str)
     args = tuple(_arg(raw, f"{where}.args[{j}]") for j, raw in enumerate(reader.get("args", list)))
     if kind == HostCall.kind:
-        if any(isinstance(a, ScalarArg) for a in args):
-            raise ArtifactError("a host call takes no scalar arguments", f"{where}.args")
+        if any(isinstance(a, ScalarArg | TensorMapArg) for a in args):
+            raise ArtifactError("a host call takes buffer arguments only", f"{where}.args")
         refs = tuple(a for a in args if isinstance(a, ArgRef))
         return HostCall(reader.get("binary", str), reader.get("symbol", str), refs)
     if kind == KernelLaunch.kind:

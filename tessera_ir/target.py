@@ -7,7 +7,8 @@ of every target; a target's ``finish`` writes the artifact.
 
 Target names: ``cpu`` (this machine's CPU), ``cpu:<isa>`` (a portable instruction-set level such
 as ``cpu:avx2``); ``cuda`` (the arch of this machine's GPU, else sm_90a), ``cuda:sm_80``,
-``cuda:sm_90`` (sm_90a code where Hopper-only instructions are used); ``rocm`` (gfx942),
+``cuda:sm_90`` (Hopper without its arch-specific instructions: no wgmma), ``cuda:sm_90a``
+(Hopper with them: the prefill projections run the wgmma + TMA GEMM); ``rocm`` (gfx942),
 ``rocm:gfx90a``, ``rocm:gfx942``, ``rocm:gfx1100`` (AMD GPUs, compiled without one); ``auto``
 picks cuda when a CUDA device and ptxas are found, else cpu.
 """

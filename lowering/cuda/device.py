@@ -50,6 +50,11 @@ class Device(Protocol):
     # registers at its tile, which the code object's limits refuse).
     decode_gemv: bool
 
+    @property
+    def hopper_gemm(self) -> bool:
+        """Whether plain projections outside the decode step take the wgmma + TMA GEMM."""
+        ...
+
     def target_attribute(self) -> ir.Attribute:
         """The ``gpu.module`` target attribute."""
         ...
@@ -106,6 +111,12 @@ class Nvidia:
 
     def __init__(self, arch: str) -> None:
         self.arch = arch
+
+    @property
+    def hopper_gemm(self) -> bool:
+        """Whether the prefill GEMMs take the wgmma + TMA kernel (``gemm_wgmma``): sm_90a
+        only, as wgmma is an arch-specific instruction of that target."""
+        return self.arch == "sm_90a"
 
     def target_attribute(self) -> ir.Attribute:
         features = "+ptx80" if self.arch.startswith("sm_9") else "+ptx70"

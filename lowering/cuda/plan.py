@@ -20,11 +20,11 @@ from tessera.errors import LoweringError
 from tessera.passes.plan_memory import ALIGNMENT, MemoryPlan, PlannedValue
 from tessera.passes.shape_exprs import Poly
 from tessera.runtime.expr import substitute
-from tessera.runtime.manifest import ArgRef, BufferSpec, KernelLaunch, ScalarArg
+from tessera.runtime.manifest import ArgRef, BufferSpec, KernelLaunch, ScalarArg, TensorMapArg
 
 from .kernel import KernelInfo, KernelModule
 
-Binding = ArgRef | str | int | float
+Binding = ArgRef | TensorMapArg | str | int | float
 Rule = Callable[[ir.Operation, "LaunchPlan"], None]
 RULES: dict[str, Rule] = {}
 # Ops that compute nothing at run time: shapes, views, index arithmetic, constants folded
@@ -104,12 +104,20 @@ class LaunchPlan:
     def launch(self, info: KernelInfo, bindings: Mapping[str, Binding]) -> None:
         """Appends a launch of ``info`` with each parameter bound: buffers to ``ArgRef``s,
         scalars to expressions over the program's symbols (or a float for f32)."""
-        args: list[ArgRef | ScalarArg] = []
+        args: list[ArgRef | ScalarArg | TensorMapArg] = []
         scalars: dict[str, str | int] = {}
         for param in info.params:
             if param.name not in bindings:
                 raise LoweringError(f"kernel {info.name}: parameter '{param.name}' is unbound")
             value = bindings[param.name]
+            if (param.kind == "tensormap") != isinstance(value, TensorMapArg):
+                raise LoweringError(
+                    f"kernel {info.name}: '{param.name}' takes "
+                    + ("a tensor map" if param.kind == "tensormap" else "no tensor map")
+                )
+            if isinstance(value, TensorMapArg):
+                args.append(value)
+                continue
             if param.kind == "buffer":
                 if not isinstance(value, ArgRef):
                     raise LoweringError(f"kernel {info.name}: '{param.name}' takes a buffer")

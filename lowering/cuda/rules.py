@@ -9,7 +9,7 @@ import re
 from mlir import ir
 
 from tessera.dialects.head_layout import BSHD, LAYOUT_ATTR
-from tessera.runtime.manifest import ArgRef
+from tessera.runtime.manifest import ArgRef, TensorMapArg
 
 from .kernel import KernelInfo
 from .kernels.attention import AttentionConfig, build_flash_attention
@@ -255,16 +255,46 @@ def lower_proj(op: ir.Operation, plan: LaunchPlan) -> None:
         softcap=_float(op, "softcap"),
         has_bias=bias is not None,
     )
-    bindings: dict[str, ArgRef | str | int | float] = {
+    rows = product(x_shape[:-1])
+    bindings: dict[str, Binding] = {
         "x": plan.ref(x),
         "w": plan.ref(w),
         "y": plan.ref(op.results[0]),
-        "M": product(x_shape[:-1]),
+        "M": rows,
     }
     if bias is not None:
         bindings["bias"] = plan.ref(bias)
+    hopper = _hopper_gemm(plan, dtype_of(x), n, k, transpose_w, bias is None, op)
+    if hopper is not None:
+        info, box_m, box_n, box_k = hopper
+        bindings["x_map"] = TensorMapArg(plan.ref(x), rows, k, (box_m, box_k))
+        bindings["w_map"] = TensorMapArg(plan.ref(w), str(n), k, (box_n, box_k))
+        infos = [info]
     for info in infos:
         plan.launch(info, bindings)
+
+
+def _hopper_gemm(
+    plan: LaunchPlan, dtype: str, n: int, k: int, transpose_w: bool, plain: bool, op: ir.Operation
+) -> tuple[KernelInfo, int, int, int] | None:
+    """The wgmma + TMA GEMM for a plain projection outside the decode step on sm_90a (16-bit
+    x and w [N, K] with K a multiple of 8, no bias or softcap, which its epilogue does not
+    take yet); None where the mma.sync family serves. Returns its launch contract and the
+    tensor maps' boxes."""
+    from .kernels.gemm_wgmma import BLOCK_K, WgmmaConfig, build_wgmma_gemm
+
+    device = plan.kernels.device
+    if not device.hopper_gemm or plan.rows_hint is not None:
+        return None
+    if dtype not in ("bf16", "f16") or not transpose_w or not plain or k % 8:
+        return None
+    if _float(op, "softcap") is not None:
+        return None
+    # 128 x 128 tiles three stages deep: two blocks fit an SM, which measured fastest on
+    # the Gemma projection shapes (bench/results/h100-2026-12-07-gemm-wgmma-wait1.json).
+    cfg = WgmmaConfig(dtype, n, k, block_m=128, block_n=128, stages=3)
+    info = plan.kernel(f"gemm {cfg}", lambda km: build_wgmma_gemm(km, cfg))
+    return info, cfg.block_m, cfg.block_n, BLOCK_K
 
 
 @rule("tessera.mlp.swi_glu")
@@ -296,7 +326,14 @@ def lower_gated_mlp(op: ir.Operation, plan: LaunchPlan) -> None:
         "y": plan.ref(op.results[0]),
         "M": rows,
     }
-    for info in _gemm(plan, op, dtype=dtype, N=d, K=f, transpose_w=True):
+    down = _gemm(plan, op, dtype=dtype, N=d, K=f, transpose_w=True)
+    hopper = _hopper_gemm(plan, dtype, d, f, True, True, op)
+    if hopper is not None:
+        info, box_m, box_n, box_k = hopper
+        down_bindings["x_map"] = TensorMapArg(hidden, rows, f, (box_m, box_k))
+        down_bindings["w_map"] = TensorMapArg(plan.ref(w_down), str(d), f, (box_n, box_k))
+        down = [info]
+    for info in down:
         plan.launch(info, down_bindings)
 
 

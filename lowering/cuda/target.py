@@ -37,7 +37,7 @@ from . import (
 from .gpu_programs import build_programs, metadata, plan_stage, program_specs
 from .kernel import KernelModule
 
-ARCHS = {"sm_80": "sm_80", "sm_90": "sm_90a", "sm_90a": "sm_90a"}
+ARCHS = {"sm_80": "sm_80", "sm_90": "sm_90", "sm_90a": "sm_90a"}
 DEFAULT_ARCH = "sm_90a"
 
 

@@ -202,7 +202,7 @@ def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
             for i in range(n_acc):
                 acc = llvm.insertvalue(acc, zero, [i])
             initial.append(acc)
-        loop = scf.ForOp(a.idx(0), a.idx(tiles), a.idx(1), [*initial, arith.constant(i1, 0)])
+        loop = scf.ForOp(a.idx(0), a.idx(tiles), a.idx(1), [*initial, a.const(0, i1)])  # type: ignore[call-arg]
         with ir.InsertionPoint(loop.body):
             kt = loop.induction_variable
             *accs, parity = loop.inner_iter_args
@@ -231,7 +231,7 @@ def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
                 load(following, a.rem(following, cfg.stages))
                 scf.yield_([])
             wrapped = a.cmp("eq", stage, cfg.stages - 1)
-            parity = arith.select(wrapped, arith.xori(parity, arith.constant(i1, 1)), parity)
+            parity = arith.select(wrapped, arith.xori(parity, a.const(1, i1)), parity)
             scf.yield_([*out, parity])
         nvvm.wgmma_wait_group_sync_aligned(0)
         _store(cfg, args, list(loop.results)[:halves], tid, m0, n0, element)

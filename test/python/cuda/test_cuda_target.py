@@ -47,7 +47,7 @@ def test_model_compiles_to_launches_for_each_arch(cache: Path, arch: str) -> Non
 
 
 def test_attention_and_the_cache_read_the_projections_without_transposes(cache: Path) -> None:
-    compiled = tessera.compile(tiny_gemma("gemma2-gqa", dtype=torch.bfloat16), target="cuda")
+    compiled = tessera.compile(tiny_gemma("gemma2-gqa", dtype=torch.bfloat16), target="cuda:sm_90a")
     plan = compiled.ir("plan")
     layers = compiled.ir("mid").count('"tessera.attention.flash"')
     # The forward function's flash attentions, and each cache function's appends and paged
@@ -181,3 +181,38 @@ def test_an_unfused_reduction_is_a_located_error(cache: Path) -> None:
 
     with pytest.raises(LoweringError, match=r"no GPU kernel for this linalg\.generic"):
         tessera.compile(Bidirectional(), target="cuda:sm_90a")
+
+
+def test_hopper_projections_read_through_tensor_maps(cache: Path) -> None:
+    """On sm_90a the prefill programs' plain bf16 projections (and the MLP's down
+    projection) run the wgmma GEMM, whose x and w reach it as TMA tensor maps; the decode
+    step keeps its GEMVs, and sm_90 and f32 keep the mma.sync family. The manifest carries
+    the maps through JSON, and refuses one that maps an output."""
+    compiled = tessera.compile(tiny_gemma("gemma2-gqa", dtype=torch.bfloat16), target="cuda:sm_90a")
+    manifest = compiled.manifest
+    for name in ("prefill", "prefill_kv"):
+        hopper = [s for s in manifest.program(name).steps if s.kernel.startswith("gemm_wgmma_")]
+        assert hopper, name
+        for step in hopper:
+            maps = [a for a in step.args if isinstance(a, runtime.TensorMapArg)]
+            assert [(m.box, m.of.kind) for m in maps][1] == ((128, 64), "weight")
+            assert maps[0].box == (128, 64) and maps[0].of.kind in ("buffer", "input")
+    decode = manifest.program("decode").steps
+    assert not any(s.kernel.startswith("gemm_wgmma_") for s in decode)
+    for target, dtype in (("cuda:sm_90", torch.bfloat16), ("cuda:sm_90a", torch.float32)):
+        other = tessera.compile(tiny_gemma("gemma2-gqa", dtype=dtype), target=target).manifest
+        kernels = {s.kernel for p in other.programs for s in p.steps}
+        assert not any(k.startswith("gemm_wgmma_") for k in kernels), target
+
+    data = json.loads(json.dumps(manifest.to_json()))
+    assert runtime.parse_manifest(data) == manifest
+    steps = data["programs"]["prefill"]["steps"]
+    at = next(
+        (i, j)
+        for i, step in enumerate(steps)
+        for j, arg in enumerate(step["args"])
+        if arg["kind"] == "tensormap"
+    )
+    steps[at[0]]["args"][at[1]]["of"] = {"kind": "output", "name": "logits"}
+    with pytest.raises(runtime.ArtifactError, match=r"a tensor map is read from"):
+        runtime.parse_manifest(data)

@@ -21,6 +21,7 @@ from tessera.lowering.cuda.kernels.gemm import (
     build_gemm,
     select_gemm,
 )
+from tessera.lowering.cuda.kernels.gemm_wgmma import WgmmaConfig, build_wgmma_gemm
 
 ARCHS = ["sm_80", "sm_90a"]
 MMA = "mma.sync.aligned.m16n8k16.row.col.f32.{t}.{t}.f32"
@@ -171,3 +172,37 @@ def test_bad_tiles_are_refused() -> None:
             build_gemm(km, GemmConfig("bf16", 64, 63))
         with pytest.raises(LoweringError, match="every field must be >= 1"):
             build_gemm(km, GemmConfig("bf16", 64, 64, kernel="gemv", gemv=GemvTile(rows=0)))
+
+
+def test_hopper_gemm_uses_wgmma_tma_and_mbarriers() -> None:
+    """The sm_90a GEMM: per 64-wide k tile, two m64 halves of four k16 wgmma from shared
+    memory; TMA copies two tiles ahead (a prologue of two tiles, one refill per tile) on
+    mbarriers; one wgmma group left in flight; no local memory."""
+    with make_context(), ir.Location.unknown():
+        km = KernelModule("sm_90a")
+        info = build_wgmma_gemm(km, WgmmaConfig("bf16", 2048, 2048, stages=3))
+        toolchain.to_nvvm(km.module)
+        ptx = toolchain.to_ptx(km.module)
+    body = kernel_ptx(ptx, info.name)
+    assert body.count("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16") == 8
+    assert body.count("cp.async.bulk.tensor.2d.shared") == 2 * 2 + 2
+    assert "mbarrier.try_wait.parity.shared.b64" in body
+    waits = re.findall(r"wgmma\.wait_group\.sync\.aligned\s+(\d)", body)
+    assert sorted(set(waits)) == ["0", "1"]
+    assert_no_local_memory(toolchain.resource_usage(ptx, "sm_90a"))
+    assert info.smem_bytes == 3 * (128 * 64 + 128 * 64) * 2 + 1024
+    assert [p.kind for p in info.params] == ["tensormap", "tensormap", "buffer", "i32"]
+    assert info.grid == ("cdiv(2048, 128)", "cdiv(M, 128)", "1")
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (lambda: WgmmaConfig("f32", 64, 64), "bf16 or f16"),
+        (lambda: WgmmaConfig("bf16", 64, 60), "16-byte aligned"),
+        (lambda: WgmmaConfig("bf16", 64, 64, block_m=96), "not a wgmma tile"),
+    ],
+)
+def test_hopper_gemm_refuses_what_it_cannot_run(config, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=message):
+        config()

@@ -264,7 +264,9 @@ def lower_proj(op: ir.Operation, plan: LaunchPlan) -> None:
     }
     if bias is not None:
         bindings["bias"] = plan.ref(bias)
-    hopper = _hopper_gemm(plan, dtype_of(x), n, k, transpose_w, bias is None, op)
+    hopper = _hopper_gemm(
+        plan, dtype_of(x), n, k, transpose_w, bias is not None, _float(op, "softcap")
+    )
     if hopper is not None:
         info, box_m, box_n, box_k = hopper
         bindings["x_map"] = TensorMapArg(plan.ref(x), rows, k, (box_m, box_k))
@@ -275,24 +277,41 @@ def lower_proj(op: ir.Operation, plan: LaunchPlan) -> None:
 
 
 def _hopper_gemm(
-    plan: LaunchPlan, dtype: str, n: int, k: int, transpose_w: bool, plain: bool, op: ir.Operation
+    plan: LaunchPlan,
+    dtype: str,
+    n: int,
+    k: int,
+    transpose_w: bool,
+    has_bias: bool,
+    softcap: float | None = None,
+    activation: str | None = None,
 ) -> tuple[KernelInfo, int, int, int] | None:
-    """The wgmma + TMA GEMM for a plain projection outside the decode step on sm_90a (16-bit
-    x and w [N, K] with K a multiple of 8, no bias or softcap, which its epilogue does not
-    take yet); None where the mma.sync family serves. Returns its launch contract and the
-    tensor maps' boxes."""
+    """The wgmma + TMA GEMM for a projection outside the decode step on sm_90a (16-bit x and
+    w [N, K] with K a multiple of 8, no bias, which its epilogue does not take; the gated form
+    where ``activation`` is given); None where the mma.sync family serves. Returns its launch
+    contract and the tensor maps' boxes."""
     from .kernels.gemm_wgmma import BLOCK_K, WgmmaConfig, build_wgmma_gemm
 
     device = plan.kernels.device
     if not device.hopper_gemm or plan.rows_hint is not None:
         return None
-    if dtype not in ("bf16", "f16") or not transpose_w or not plain or k % 8:
+    if dtype not in ("bf16", "f16") or not transpose_w or has_bias or k % 8:
         return None
-    if _float(op, "softcap") is not None:
-        return None
-    # 128 x 128 tiles three stages deep: two blocks fit an SM, which measured fastest on
-    # the Gemma projection shapes (bench/results/h100-2026-12-07-gemm-wgmma-wait1.json).
-    cfg = WgmmaConfig(dtype, n, k, block_m=128, block_n=128, stages=3)
+    # 128-row tiles three stages deep: two blocks fit an SM, which measured fastest on the
+    # Gemma projection shapes (bench/results/h100-2026-12-07-gemm-wgmma-wait1.json); the
+    # gated form holds two accumulators, so its tiles are 64 columns wide.
+    gated = activation is not None
+    cfg = WgmmaConfig(
+        dtype,
+        n,
+        k,
+        block_m=128,
+        block_n=64 if gated else 128,
+        stages=3,
+        gated=gated,
+        activation=activation or "gelu_tanh",
+        softcap=softcap,
+    )
     info = plan.kernel(f"gemm {cfg}", lambda km: build_wgmma_gemm(km, cfg))
     return info, cfg.block_m, cfg.block_n, BLOCK_K
 
@@ -315,11 +334,22 @@ def lower_gated_mlp(op: ir.Operation, plan: LaunchPlan) -> None:
     hidden = plan.scratch_buffer(
         f"h{len(plan.steps)}", dtype, (*x_shape[:-1], str(f)), product((rows, str(f * size)))
     )
+    gate_bindings: dict[str, Binding] = {
+        "x": plan.ref(x),
+        "w": plan.ref(w_gate),
+        "w2": plan.ref(w_up),
+        "y": hidden,
+        "M": rows,
+    }
+    hopper_gated = _hopper_gemm(plan, dtype, f, d, True, False, activation=activation)
+    if hopper_gated is not None:
+        info, box_m, box_n, box_k = hopper_gated
+        gate_bindings["x_map"] = TensorMapArg(plan.ref(x), rows, d, (box_m, box_k))
+        for name, weight in (("w_map", w_gate), ("w2_map", w_up)):
+            gate_bindings[name] = TensorMapArg(plan.ref(weight), str(f), d, (box_n, box_k))
+        gated = [info]
     for info in gated:
-        plan.launch(
-            info,
-            {"x": plan.ref(x), "w": plan.ref(w_gate), "w2": plan.ref(w_up), "y": hidden, "M": rows},
-        )
+        plan.launch(info, gate_bindings)
     down_bindings: dict[str, Binding] = {
         "x": hidden,
         "w": plan.ref(w_down),
@@ -327,7 +357,7 @@ def lower_gated_mlp(op: ir.Operation, plan: LaunchPlan) -> None:
         "M": rows,
     }
     down = _gemm(plan, op, dtype=dtype, N=d, K=f, transpose_w=True)
-    hopper = _hopper_gemm(plan, dtype, d, f, True, True, op)
+    hopper = _hopper_gemm(plan, dtype, d, f, True, False)
     if hopper is not None:
         info, box_m, box_n, box_k = hopper
         down_bindings["x_map"] = TensorMapArg(hidden, rows, f, (box_m, box_k))

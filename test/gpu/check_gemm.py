@@ -122,6 +122,29 @@ def case_list() -> list[dict[str, Any]]:
     for dt in ("bf16", "f16"):
         add(f"wgmma_{dt}_odd", dtype=dt, M=37, N=200, K=72, kernel="wgmma", wgmma=(128, 128, 4))
     add("wgmma_bf16_m129", M=129, N=136, K=200, kernel="wgmma", wgmma=(128, 128, 3))
+    gated = {"gated": True, "w_scale": 2.0, "kernel": "wgmma", "wgmma": (128, 64, 3)}
+    add("wgmma_gated_gelu_tanh_odd", M=37, N=200, K=72, **gated)
+    add("wgmma_f16_gated_silu_odd", dtype="f16", M=37, N=200, K=72, activation="silu", **gated)
+    add(
+        "wgmma_cap_odd",
+        M=37,
+        N=200,
+        K=72,
+        softcap=30.0,
+        w_scale=8.0,
+        kernel="wgmma",
+        wgmma=(128, 128, 3),
+    )
+    for stages in (3, 4):
+        add(
+            f"wgmma_prefill_gated_s{stages}",
+            **PREFILL,
+            **{**gated, "wgmma": (128, 64, stages)},
+            time=True,
+        )
+    head = {"M": 2048, "N": 256000, "K": 2048, "time": True}
+    add("wgmma_head", **head, kernel="wgmma", wgmma=(128, 128, 3))
+    add("mma_head", **head)
     add("wgmma_bf16_m64_n256", M=130, N=520, K=136, kernel="wgmma", wgmma=(64, 256, 4))
     for n, k in ((16384, 2048), (2048, 2048), (2048, 16384)):
         for wg in ((128, 128, 4), (128, 128, 3), (128, 128, 2), (64, 256, 3)):
@@ -167,7 +190,17 @@ def build(folder: Path) -> None:
         for case in cases:
             if case["kernel"] == "wgmma":
                 block_m, block_n, stages = case["wgmma"]
-                hopper = WgmmaConfig(case["dtype"], case["N"], case["K"], block_m, block_n, stages)
+                hopper = WgmmaConfig(
+                    case["dtype"],
+                    case["N"],
+                    case["K"],
+                    block_m,
+                    block_n,
+                    stages,
+                    gated=case["gated"],
+                    activation=case["activation"],
+                    softcap=case["softcap"],
+                )
                 case["info"] = support.info_json(build_wgmma_gemm(km, hopper))
                 continue
             cfg = GemmConfig(
@@ -285,12 +318,16 @@ class Checker:
 
     def tensor_maps(self, case: dict[str, Any], b: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The wgmma kernel's TMA maps of x and w (placeholders in a dry run)."""
+        names = ("x_map", "w_map", "w2_map") if case["gated"] else ("x_map", "w_map")
         if not support.on_gpu():
-            return {name: torch.zeros(16, dtype=torch.int64) for name in ("x_map", "w_map")}
+            return {name: torch.zeros(16, dtype=torch.int64) for name in names}
         from tessera.runtime.tensor_map import tiled
 
         block_m, block_n, _ = case["wgmma"]
-        return {"x_map": tiled(b["x"], block_m, 64), "w_map": tiled(b["w"], block_n, 64)}
+        maps = {"x_map": tiled(b["x"], block_m, 64), "w_map": tiled(b["w"], block_n, 64)}
+        if case["gated"]:
+            maps["w2_map"] = tiled(b["w2"], block_n, 64)
+        return maps
 
     def launch(self, case: dict[str, Any], b: dict[str, Any]) -> support.KernelLaunch:
         def stand_in() -> None:  # dry run: torch in the case's dtype writes the output

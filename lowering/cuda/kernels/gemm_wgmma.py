@@ -1,5 +1,7 @@
 """A Hopper GEMM (sm_90a): ``y = x · wᵀ`` with x [M, K] and w [N, K] (both K-contiguous, as
-torch's Linear stores w), bf16 or f16 in, f32 accumulators, ``y`` [M, N] rounded once.
+torch's Linear stores w), bf16 or f16 in, f32 accumulators, ``y`` [M, N] rounded once; the
+gated form (the MLP's gate and up projections) ``y = act(x · wᵀ) · (x · w2ᵀ)``, and an
+optional softcap ``c · tanh(y / c)``, applied to the accumulators before the rounding.
 
 One warpgroup (128 threads) computes a block_m x block_n tile of y (128 x 128):
 
@@ -34,6 +36,10 @@ from mlir.dialects import arith, gpu, llvm, memref, nvgpu, nvvm, scf, vector
 
 from ..kernel import WORKGROUP, KernelInfo, KernelModule, Param, tensormap_value
 from . import attention_ir as a
+from .gemm import ACTIVATIONS
+from .gemm_epilogue import activation
+from .gemm_ir import Ix
+from .gemm_tiles import block_origin
 
 WARPGROUP = 128
 BLOCK_K = 64  # elements: 128 bytes of a 16-bit row, the 128-byte swizzle's width
@@ -45,8 +51,8 @@ TICKS = 10_000_000  # mbarrier try-wait hint
 
 @dataclass(frozen=True)
 class WgmmaConfig:
-    """A GEMM's static facts: ``dtype`` (bf16 or f16), N and K, the block tile and the pipeline
-    depth."""
+    """A GEMM's static facts: ``dtype`` (bf16 or f16), N and K, the block tile, the pipeline
+    depth and the row tiles of a launch-order group."""
 
     dtype: str
     N: int
@@ -54,6 +60,10 @@ class WgmmaConfig:
     block_m: int = 128
     block_n: int = 128
     stages: int = 4
+    group_m: int = 8
+    gated: bool = False
+    activation: str = "gelu_tanh"
+    softcap: float | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in ("bf16", "f16"):
@@ -62,15 +72,25 @@ class WgmmaConfig:
             raise ValueError(f"block {self.block_m}x{self.block_n} is not a wgmma tile")
         if self.K % 8:
             raise ValueError(f"K = {self.K}: a tensor map's row pitch must be 16-byte aligned")
-        if self.stages < 2:
-            raise ValueError("the pipeline needs two stages at least")
+        if self.stages < 2 or self.group_m < 1:
+            raise ValueError("the pipeline needs two stages at least, a group one row tile")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation {self.activation!r} is not one of {ACTIVATIONS}")
 
     @property
     def name(self) -> str:
+        epilogue = f"_{self.activation}" if self.gated else ""
+        if self.softcap is not None:
+            epilogue += f"_cap{self.softcap:g}".replace(".", "p")
         return (
-            f"gemm_wgmma_{self.dtype}_n{self.N}_k{self.K}_nk_"
-            f"{self.block_m}x{self.block_n}x{BLOCK_K}s{self.stages}"
+            f"gemm_wgmma_{self.dtype}_n{self.N}_k{self.K}_nk{epilogue}_"
+            f"{self.block_m}x{self.block_n}x{BLOCK_K}s{self.stages}g{self.group_m}"
         )
+
+    @property
+    def operands(self) -> int:
+        """The w operands: two (gate and up) in the gated form."""
+        return 2 if self.gated else 1
 
     @property
     def a_bytes(self) -> int:
@@ -81,23 +101,30 @@ class WgmmaConfig:
         return self.block_n * BLOCK_K * 2
 
     @property
+    def stage_bytes(self) -> int:
+        return self.a_bytes + self.operands * self.b_bytes
+
+    @property
     def smem_bytes(self) -> int:
-        return self.stages * (self.a_bytes + self.b_bytes) + SWIZZLE_BYTES
+        return self.stages * self.stage_bytes + SWIZZLE_BYTES
 
 
 def build_wgmma_gemm(km: KernelModule, cfg: WgmmaConfig) -> KernelInfo:
-    """Adds the kernel (once per config); returns its launch contract. Parameters: ``x_map``,
-    ``w_map`` (tensor maps), ``y`` [M, N], ``M`` (i32). Grid: (cdiv(N, block_n), cdiv(M,
-    block_m))."""
+    """Adds the kernel (once per config); returns its launch contract. Parameters: the
+    tensor maps ``x_map``, ``w_map`` (and ``w2_map``, gated), ``y`` [M, N], ``M`` (i32).
+    Grid: cdiv(M, block_m) · cdiv(N, block_n) blocks, numbered along M first within groups
+    of ``group_m`` row tiles (so the blocks running together share each w tile through L2:
+    an LM head's 1 GB of weights is then read once, not once per row tile)."""
     info = KernelInfo(
         cfg.name,
         (
             Param.tensormap("x_map", cfg.dtype, cfg.block_m, BLOCK_K),
             Param.tensormap("w_map", cfg.dtype, cfg.block_n, BLOCK_K),
+            *([Param.tensormap("w2_map", cfg.dtype, cfg.block_n, BLOCK_K)] if cfg.gated else []),
             Param.buffer("y", cfg.dtype),
             Param.scalar("M", "i32"),
         ),
-        (f"cdiv({cfg.N}, {cfg.block_n})", f"cdiv(M, {cfg.block_m})", "1"),
+        (f"cdiv(M, {cfg.block_m}) * {-(-cfg.N // cfg.block_n)}", "1", "1"),
         (WARPGROUP, 1, 1),
         cfg.smem_bytes,
     )
@@ -132,7 +159,9 @@ def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
     acc_type = ir.Type.parse("!llvm.struct<(" + ", ".join(["f32"] * n_acc) + ")>")
     tiles = -(-cfg.K // BLOCK_K)
     with ir.InsertionPoint(block):
-        maps = {p.name: tensormap_value(args[p.name], p) for p in info.params[:2]}
+        maps = {
+            p.name: tensormap_value(args[p.name], p) for p in info.params if p.kind == "tensormap"
+        }
         dynamic = gpu.dynamic_shared_memory(
             ir.MemRefType.get(
                 [ir.ShapedType.get_dynamic_size()],
@@ -148,8 +177,9 @@ def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
         shift = arith.index_cast(a.index_type(), arith.subi(aligned, base))
         tid = gpu.thread_id(gpu.Dimension.x)
         first = a.cmp("eq", tid, 0)
-        n0 = a.mul(gpu.block_id(gpu.Dimension.x), cfg.block_n)
-        m0 = a.mul(gpu.block_id(gpu.Dimension.y), cfg.block_m)
+        m0, n0 = block_origin(
+            Ix.at_top(), a.to_index(args["M"]), cfg.N, cfg.block_m, cfg.block_n, cfg.group_m
+        )
 
         barriers = nvgpu.mbarrier_create(
             ir.Type.parse(
@@ -159,21 +189,24 @@ def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
         for stage in range(cfg.stages):
             nvgpu.mbarrier_init(barriers, a.idx(1), a.idx(stage), predicate=first)
         gpu.barrier()
-        nvgpu.tma_prefetch_descriptor(maps["x_map"], predicate=first)
-        nvgpu.tma_prefetch_descriptor(maps["w_map"], predicate=first)
+        for tensor_map in maps.values():
+            nvgpu.tma_prefetch_descriptor(tensor_map, predicate=first)
+        w_maps = [maps["w_map"], *([maps["w2_map"]] if cfg.gated else [])]
 
-        def offsets(stage: ir.Value) -> tuple[ir.Value, ir.Value]:
-            a_at = a.add(shift, a.mul(stage, cfg.a_bytes))
-            b_at = a.add(a.add(shift, cfg.stages * cfg.a_bytes), a.mul(stage, cfg.b_bytes))
-            return a_at, b_at
+        def offsets(stage: ir.Value) -> tuple[ir.Value, list[ir.Value]]:
+            """Byte offsets of a stage's x tile and w tiles: [x | w (| w2)] per stage."""
+            a_at = a.add(shift, a.mul(stage, cfg.stage_bytes))
+            return a_at, [a.add(a_at, cfg.a_bytes + i * cfg.b_bytes) for i in range(cfg.operands)]
 
         def load(tile: ir.Value, stage: ir.Value) -> None:
-            a_at, b_at = offsets(stage)
+            a_at, b_ats = offsets(stage)
             k0 = a.mul(tile, BLOCK_K)
-            for rows, at, tensor_map, coordinate in (
-                (cfg.block_m, a_at, maps["x_map"], m0),
-                (cfg.block_n, b_at, maps["w_map"], n0),
-            ):
+            copies = [(cfg.block_m, a_at, maps["x_map"], m0)]
+            copies += [
+                (cfg.block_n, at, tensor_map, n0)
+                for at, tensor_map in zip(b_ats, w_maps, strict=True)
+            ]
+            for rows, at, tensor_map, coordinate in copies:
                 view = memref.view(
                     ir.MemRefType.get([rows, BLOCK_K], element, memory_space=space),
                     dynamic,
@@ -189,7 +222,7 @@ def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
                     predicate=first,
                 )
             nvgpu.mbarrier_arrive_expect_tx(
-                barriers, a.idx(cfg.a_bytes + cfg.b_bytes), stage, predicate=first
+                barriers, a.idx(cfg.stage_bytes), stage, predicate=first
             )
 
         for tile in range(min(cfg.stages - 1, tiles)):
@@ -197,7 +230,7 @@ def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
 
         zero = a.f32(0.0)
         initial = []
-        for _ in range(halves):
+        for _ in range(halves * cfg.operands):
             acc = llvm.mlir_undef(acc_type)
             for i in range(n_acc):
                 acc = llvm.insertvalue(acc, zero, [i])
@@ -208,12 +241,14 @@ def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
             *accs, parity = loop.inner_iter_args
             stage = a.rem(kt, cfg.stages)
             nvgpu.MBarrierTryWaitParityOp(barriers, parity, a.idx(TICKS), mbarId=stage)
-            a_at, b_at = offsets(stage)
+            a_at, b_ats = offsets(stage)
             a_address = arith.addi(base, _i64(a_at))
-            b_desc = _descriptor(arith.addi(base, _i64(b_at)))
+            b_descs = [_descriptor(arith.addi(base, _i64(at))) for at in b_ats]
             nvvm.wgmma_fence_aligned()
             out = []
-            for half, acc in enumerate(accs):
+            # Accumulator h·operands + o: m64 half h against w operand o.
+            for index, acc in enumerate(accs):
+                half, b_desc = divmod(index, cfg.operands)[0], b_descs[index % cfg.operands]
                 a_desc = _descriptor(arith.addi(a_address, a.const(half * WGMMA_M * 128, i64)))
                 for k in range(BLOCK_K // K_STEP):
                     step = a.const(k * K_STEP * 2 >> 4, i64)  # 32 bytes along the row
@@ -234,7 +269,7 @@ def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
             parity = arith.select(wrapped, arith.xori(parity, a.const(1, i1)), parity)
             scf.yield_([*out, parity])
         nvvm.wgmma_wait_group_sync_aligned(0)
-        _store(cfg, args, list(loop.results)[:halves], tid, m0, n0, element)
+        _store(cfg, args, list(loop.results)[: halves * cfg.operands], tid, m0, n0, element)
         gpu.ReturnOp([])
 
 
@@ -271,21 +306,29 @@ def _store(
     n0: ir.Value,
     element: ir.Type,
 ) -> None:
-    """Rounds the fragments and stores them, two columns per store, inside M and N."""
+    """Finishes the fragments (the gated form: act(gate) · up; then the softcap), rounds them
+    and stores them, two columns per store, inside M and N."""
     f32 = a.f32_type()
     rows_total = a.to_index(args["M"])
     warp, lane = a.div(tid, 32), a.rem(tid, 32)
     pair = ir.VectorType.get([2], element)
-    for half, acc in enumerate(accs):
+
+    def finished(half: int, at: int) -> ir.Value:
+        value = llvm.extractvalue(f32, accs[half * cfg.operands], [at])
+        if cfg.gated:
+            up = llvm.extractvalue(f32, accs[half * cfg.operands + 1], [at])
+            value = arith.mulf(activation(cfg.activation, value), up)
+        if cfg.softcap is not None:
+            value = a.fmul(a.tanh(a.fmul(value, 1.0 / cfg.softcap)), cfg.softcap)
+        return arith.truncf(element, value)
+
+    for half in range(len(accs) // cfg.operands):
         row0 = a.add(a.add(m0, half * WGMMA_M), a.add(a.mul(warp, 16), a.div(lane, 4)))
         for j in range(cfg.block_n // 8):
             column = a.add(n0, a.add(8 * j, a.mul(a.rem(lane, 4), 2)))
             for upper in (0, 1):
                 row = a.add(row0, 8 * upper)
-                values = [
-                    arith.truncf(element, llvm.extractvalue(f32, acc, [4 * j + 2 * upper + e]))
-                    for e in (0, 1)
-                ]
+                values = [finished(half, 4 * j + 2 * upper + e) for e in (0, 1)]
                 inside = a.both(a.cmp("slt", row, rows_total), a.cmp("slt", column, cfg.N))
                 edge = a.if_op(inside)
                 with ir.InsertionPoint(edge.then_block):

@@ -36,6 +36,7 @@ from tessera.runtime import kv_layout
 from tessera.runtime.manifest import BufferSpec, ProgramSpec, SymbolSpec, TensorSpec
 from tessera.target import Build
 
+from . import tuning
 from .attention_layout import fold_attention_transposes
 from .kernel import KernelModule
 from .plan import LaunchPlan, build_launches
@@ -131,12 +132,13 @@ def build_programs(build: Build, kernels: KernelModule) -> dict[str, LaunchPlan]
     """Every planned function's launches, its kernels added to ``kernels`` (shared)."""
     launches: dict[str, LaunchPlan] = {}
     infos: dict[str, Any] = {}
+    tuned = tuning.load(kernels.arch)
     for planned in build.scratch["planned"]:
         func = function(build.module, planned.symbol)
         decode = planned.program in (kv_layout.DECODE_PROGRAM, kv_layout.GREEDY_DECODE_PROGRAM)
         rows = DECODE_ROWS if decode and kernels.device.decode_gemv else None
         launch_plan = LaunchPlan(
-            kernels, planned.plan, shape_exprs(func), infos=infos, rows_hint=rows
+            kernels, planned.plan, shape_exprs(func), infos=infos, rows_hint=rows, tuning=tuned
         )
         build_launches(func, launch_plan)
         launches[planned.program] = launch_plan

@@ -23,6 +23,7 @@ from tessera.runtime.expr import substitute
 from tessera.runtime.manifest import ArgRef, BufferSpec, KernelLaunch, ScalarArg, TensorMapArg
 
 from .kernel import KernelInfo, KernelModule
+from .tuning import Tuning
 
 Binding = ArgRef | TensorMapArg | str | int | float
 Rule = Callable[[ir.Operation, "LaunchPlan"], None]
@@ -71,6 +72,8 @@ class LaunchPlan:
     # The rows a GEMM of this program is expected to have (None: many). The decode program's
     # rows are its batch, a few sequences: its GEMMs take the bandwidth-bound GEMV.
     rows_hint: int | None = None
+    # Kernel choices timed on the card (``tuning.py``); empty: every rule's defaults.
+    tuning: Tuning = field(default_factory=Tuning)
 
     def shape(self, value: ir.Value) -> tuple[str, ...]:
         return self.shapes[value]

@@ -18,6 +18,7 @@ from .kernels.rms_norm import RmsNormConfig, build_rms_norm
 from .kernels.rope import RopeConfig, build_rope
 from .plan import Binding, LaunchPlan, located, pair_rule, product, rule
 from .row_classes import guarded, row_classes
+from .tuning import wgmma_key
 
 
 def dtype_of(value: ir.Value) -> str:
@@ -297,17 +298,18 @@ def _hopper_gemm(
         return None
     if dtype not in ("bf16", "f16") or not transpose_w or has_bias or k % 8:
         return None
-    # 128-row tiles three stages deep: two blocks fit an SM, which measured fastest on the
-    # Gemma projection shapes (bench/results/h100-2026-12-07-gemm-wgmma-wait1.json); the
-    # gated form holds two accumulators, so its tiles are 64 columns wide.
+    # Untuned: 128-row tiles three stages deep (two blocks fit an SM), which measured fastest
+    # over the Gemma projection shapes (bench/results/h100-2026-12-07-gemm-wgmma-wait1.json);
+    # the gated form holds two accumulators, so its tiles are 64 columns wide. The tuning
+    # table (bench/tune.py) picks per shape.
     gated = activation is not None
+    tile = {"block_m": 128, "block_n": 64 if gated else 128, "stages": 3}
+    tile.update(plan.tuning.get(wgmma_key(dtype, n, k, gated)) or {})
     cfg = WgmmaConfig(
         dtype,
         n,
         k,
-        block_m=128,
-        block_n=64 if gated else 128,
-        stages=3,
+        **tile,
         gated=gated,
         activation=activation or "gelu_tanh",
         softcap=softcap,

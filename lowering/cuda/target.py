@@ -33,6 +33,7 @@ from . import (
     rules_kv,  # noqa: F401
     rules_sample,  # noqa: F401
     toolchain,
+    tuning,
 )
 from .gpu_programs import build_programs, metadata, plan_stage, program_specs
 from .kernel import KernelModule
@@ -56,6 +57,7 @@ class CudaTarget:
         return {
             "arch": self.arch,
             "ptxas": toolchain.ptxas_version(ptxas) if ptxas else "none",
+            "tuning": tuning.load(self.arch).fingerprint(),
         }
 
     def stages(self) -> tuple[Stage, ...]:

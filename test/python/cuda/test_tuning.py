@@ -1,0 +1,79 @@
+"""The tuning tables (``lowering/cuda/tuning.py``): the shipped table overlaid by the user's,
+checked field by field, read by the wgmma rule, and part of the compile cache's key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import tessera
+from tessera.errors import LoweringError
+from tessera.lowering.cuda import tuning
+from tessera.lowering.cuda.target import CudaTarget
+from tessera.models.tiny import tiny_gemma
+
+
+def _table(path: Path, entry_map: dict, **fields: object) -> Path:
+    body = json.loads(tuning.table_json("sm_90a", "a card", "2026-12-07", "abc", entry_map))
+    body.update(fields)
+    path.write_text(json.dumps(body))
+    return path
+
+
+@pytest.fixture
+def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "tuning" / "sm_90a.json"
+    path.parent.mkdir()
+    monkeypatch.setenv(tuning.USER_ENV, str(path.parent))
+    monkeypatch.setenv("TESSERA_CACHE_DIR", str(tmp_path / "cache"))
+    return path
+
+
+def test_the_users_table_overlays_the_shipped_one(user: Path) -> None:
+    shipped = tuning.load("sm_90a")
+    key = "wgmma/bf16/n48/k64/plain"
+    _table(user, {key: {"block_m": 64, "block_n": 128, "stages": 2}})
+    merged = tuning.load("sm_90a")
+    assert merged.get(key) == {"block_m": 64, "block_n": 128, "stages": 2}
+    assert merged.sources[-1] == str(user)
+    assert {k: v for k, v in merged.entries.items() if k != key} == {
+        k: v for k, v in shipped.entries.items() if k != key
+    }
+    assert merged.fingerprint() != shipped.fingerprint()
+    assert tuning.load("gfx942").sources == ()  # another arch reads its own file
+
+
+@pytest.mark.parametrize(
+    ("fields", "entries", "message"),
+    [
+        ({"format": "other"}, {}, "format: expected 'tessera-tuning'"),
+        ({"version": 9}, {}, "version: expected 1, found 9"),
+        ({"arch": "sm_80"}, {}, "arch: the table is for 'sm_80', the compile for 'sm_90a'"),
+        ({}, {"wgmma/bf16/n8/k8/plain": {"stages": 0}}, "entries.wgmma/bf16/n8/k8/plain"),
+        ({"entries": [1]}, {}, "entries: expected an object"),
+    ],
+)
+def test_a_malformed_table_is_named(user: Path, fields: dict, entries: dict, message: str) -> None:
+    _table(user, entries, **fields)
+    with pytest.raises(LoweringError, match=f"tuning table {user}: {message}"):
+        tuning.load("sm_90a")
+
+
+def test_the_wgmma_rule_takes_the_tuned_tile_and_recompiles(user: Path) -> None:
+    model = tiny_gemma("gemma2-gqa", dtype=torch.bfloat16)
+
+    def gemms() -> set[str]:
+        compiled = tessera.compile(model, target="cuda:sm_90a")
+        return {s.kernel for s in compiled.manifest.program("prefill").steps if "wgmma" in s.kernel}
+
+    before = gemms()
+    assert "gemm_wgmma_bf16_n48_k64_nk_128x128x64s3g8" in before
+    fingerprint = CudaTarget("sm_90a").fingerprint()
+    _table(user, {tuning.wgmma_key("bf16", 48, 64, False): {"block_n": 64, "stages": 4}})
+    assert CudaTarget("sm_90a").fingerprint() != fingerprint
+    after = gemms()
+    assert "gemm_wgmma_bf16_n48_k64_nk_128x64x64s4g8" in after
+    assert before - after == {"gemm_wgmma_bf16_n48_k64_nk_128x128x64s3g8"}

@@ -10,6 +10,7 @@
 | TESSERA_VERIFY_EACH | 0 skips the tessera verifier between passes in ``compile`` (default 1) |
 | TESSERA_LOG | ``info`` or ``debug`` turns the ``tessera`` logger on, to stderr (default: silent) |
 | TESSERA_CUDA_GRAPHS | 0 runs the GPU decode step launch by launch, not as one CUDA graph |
+| TESSERA_TUNING | the folder of the user's kernel tuning tables (default: the cache's ``tuning``) |
 | CUDA_HOME, CUDA_PATH | where ptxas is looked for when it is not on PATH |
 """
 
@@ -49,6 +50,13 @@ def cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("tessera", appauthor=False))
+
+
+def tuning_dir() -> Path:
+    """TESSERA_TUNING, else ``tuning`` in the cache folder: where the user's kernel tuning
+    tables (``<arch>.json``) are read from and ``bench/tune.py --install`` writes."""
+    value = os.environ.get("TESSERA_TUNING")
+    return Path(value).expanduser() if value else cache_dir() / "tuning"
 
 
 def always_compile() -> bool:

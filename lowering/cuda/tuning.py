@@ -9,8 +9,9 @@ A tuning table is JSON::
 
 ``load(arch)`` reads the table shipped with the compiler (``tuning/<arch>.json``, made on an
 H100 by ``bench/tune.py``) and lays over it the user's table for the same arch, if one exists:
-``<arch>.json`` in the folder ``TESSERA_TUNING`` names, else in ``~/.cache/tessera/tuning``
-(where ``bench/tune.py --install`` writes). A key the tables do not hold keeps the rule's default.
+``<arch>.json`` in the folder ``TESSERA_TUNING`` names, else in the compile cache's
+``tuning`` folder (where ``bench/tune.py --install`` writes). A key the tables do not hold
+keeps the rule's default.
 The merged table's fingerprint is part of the CUDA target's, so a compile cached under one
 table is not reused under another. A malformed table is an error that names the file and
 the field, never a silent default.
@@ -20,11 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tessera import knobs
 from tessera.errors import LoweringError
 
 FORMAT = "tessera-tuning"
@@ -35,11 +36,9 @@ USER_ENV = "TESSERA_TUNING"
 
 def user_table(arch: str) -> Path:
     """Where the user's table for ``arch`` is read from (and ``bench/tune.py`` installs):
-    ``<arch>.json`` in the folder ``TESSERA_TUNING`` names, else in
-    ``~/.cache/tessera/tuning``."""
-    folder = os.environ.get(USER_ENV)
-    root = Path(folder) if folder else Path.home() / ".cache" / "tessera" / "tuning"
-    return root / f"{arch}.json"
+    ``<arch>.json`` in ``knobs.tuning_dir()`` (``TESSERA_TUNING``, else ``tuning`` in the
+    compile cache's folder)."""
+    return knobs.tuning_dir() / f"{arch}.json"
 
 
 @dataclass(frozen=True)

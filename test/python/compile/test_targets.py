@@ -15,8 +15,9 @@ def test_names_resolve_to_their_target() -> None:
     assert resolve("cpu").name == "cpu"
     assert resolve("cpu:avx2").name == "cpu:avx2"
     assert resolve("cuda:sm_80").name == "cuda:sm_80"
-    # Hopper code uses Hopper-only instructions, which need the arch-specific variant.
-    assert resolve("cuda:sm_90").name == "cuda:sm_90a"
+    # Hopper without its arch-specific instructions (no wgmma), and with them.
+    assert resolve("cuda:sm_90").name == "cuda:sm_90"
+    assert resolve("cuda:sm_90a").name == "cuda:sm_90a"
 
 
 @pytest.mark.parametrize(

@@ -182,9 +182,21 @@ class Tuner:
         return support.median_ms(run, 1, replays=10)
 
 
-def tune(args: argparse.Namespace) -> int:
-    from tessera.lowering.cuda import tuning
+def _tuning_module() -> Any:
+    """``lowering/cuda/tuning.py`` loaded by path: the GPU machine has no MLIR, which the
+    ``tessera.lowering`` package imports, and the table's format lives in that one file."""
+    import importlib.util
 
+    path = Path(__file__).resolve().parents[1] / "lowering" / "cuda" / "tuning.py"
+    spec = importlib.util.spec_from_file_location("tessera_tuning_table", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tune(args: argparse.Namespace) -> int:
+    tuning = _tuning_module()
     tuner = Tuner(args.folder)
     rows: list[dict[str, Any]] = []
     for done, case in enumerate(tuner.cases, start=1):

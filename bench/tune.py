@@ -191,6 +191,7 @@ def _tuning_module() -> Any:
     spec = importlib.util.spec_from_file_location("tessera_tuning_table", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -77,3 +77,13 @@ def test_the_wgmma_rule_takes_the_tuned_tile_and_recompiles(user: Path) -> None:
     after = gemms()
     assert "gemm_wgmma_bf16_n48_k64_nk_128x64x64s4g8" in after
     assert before - after == {"gemm_wgmma_bf16_n48_k64_nk_128x128x64s3g8"}
+
+
+def test_the_shipped_h100_table_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table timed on an H100 ships with the compiler and covers the Gemma-2B shapes."""
+    monkeypatch.setenv(tuning.USER_ENV, str(tmp_path))  # no user table
+    shipped = tuning.load("sm_90a")
+    assert shipped.sources == (str(tuning.SHIPPED / "sm_90a.json"),)
+    for n, k, gated in ((2048, 2048, False), (16384, 2048, True), (256000, 2048, False)):
+        entry = shipped.get(tuning.wgmma_key("bf16", n, k, gated))
+        assert entry is not None and set(entry) == {"block_m", "block_n", "stages"}

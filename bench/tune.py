@@ -116,15 +116,7 @@ class Tuner:
             b["w2"] = support.randn(self.generator, (n, k), "bf16", scale)
         b["y"] = support.poisoned((rows, n), "bf16")
         tile = case["tile"]
-        names = ["x_map", "w_map"] + (["w2_map"] if case["gated"] else [])
-        if support.on_gpu():
-            from tessera.runtime.tensor_map import tiled
-
-            boxes = [tile["block_m"]] + [tile["block_n"]] * (len(names) - 1)
-            for name, source, rows_box in zip(names, ("x", "w", "w2"), boxes, strict=False):
-                b[name] = tiled(b[source], rows_box, 64)
-        else:
-            b.update({name: torch.zeros(16, dtype=torch.int64) for name in names})
+        b.update(support.gemm_tensor_maps(b, tile["block_m"], tile["block_n"], case["gated"]))
         return b
 
     def reference(self, case: dict[str, Any], b: dict[str, Any]) -> torch.Tensor:

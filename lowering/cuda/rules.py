@@ -5,6 +5,7 @@ over the program's symbols."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from mlir import ir
 
@@ -246,9 +247,18 @@ def lower_proj(op: ir.Operation, plan: LaunchPlan) -> None:
     x_shape = plan.shape(x)
     k = static_dim(plan, x, len(x_shape) - 1, op, "the reduction dim")
     n = static_dim(plan, w, 0 if transpose_w else 1, op, "the output dim")
-    infos = _gemm(
+    bindings: dict[str, Binding] = {
+        "x": plan.ref(x),
+        "w": plan.ref(w),
+        "y": plan.ref(op.results[0]),
+        "M": product(x_shape[:-1]),
+    }
+    if bias is not None:
+        bindings["bias"] = plan.ref(bias)
+    _launch_gemm(
         plan,
         op,
+        bindings,
         dtype=dtype_of(x),
         N=n,
         K=k,
@@ -256,64 +266,63 @@ def lower_proj(op: ir.Operation, plan: LaunchPlan) -> None:
         softcap=_float(op, "softcap"),
         has_bias=bias is not None,
     )
-    rows = product(x_shape[:-1])
-    bindings: dict[str, Binding] = {
-        "x": plan.ref(x),
-        "w": plan.ref(w),
-        "y": plan.ref(op.results[0]),
-        "M": rows,
+
+
+def _launch_gemm(
+    plan: LaunchPlan, op: ir.Operation, bindings: dict[str, Binding], **fields: Any
+) -> None:
+    """Launches the GEMM ``fields`` describe (``GemmConfig``'s) on ``bindings``: the wgmma
+    kernel where it serves, x and the weights then also bound as its tensor maps; else the
+    builds ``_gemm`` picks (one, or a GEMV per row class in a decode plan)."""
+    hopper = _hopper_gemm(plan, **fields)
+    if hopper is None:
+        for info in _gemm(plan, op, **fields):
+            plan.launch(info, bindings)
+        return
+    info, box_m, box_n, box_k = hopper
+    rows, n, k = str(bindings["M"]), str(fields["N"]), fields["K"]
+    x, w = bindings["x"], bindings["w"]
+    assert isinstance(x, ArgRef) and isinstance(w, ArgRef)
+    maps: dict[str, Binding] = {
+        "x_map": TensorMapArg(x, rows, k, (box_m, box_k)),
+        "w_map": TensorMapArg(w, n, k, (box_n, box_k)),
     }
-    if bias is not None:
-        bindings["bias"] = plan.ref(bias)
-    hopper = _hopper_gemm(
-        plan, dtype_of(x), n, k, transpose_w, bias is not None, _float(op, "softcap")
-    )
-    if hopper is not None:
-        info, box_m, box_n, box_k = hopper
-        bindings["x_map"] = TensorMapArg(plan.ref(x), rows, k, (box_m, box_k))
-        bindings["w_map"] = TensorMapArg(plan.ref(w), str(n), k, (box_n, box_k))
-        infos = [info]
-    for info in infos:
-        plan.launch(info, bindings)
+    if fields.get("gated"):
+        w2 = bindings["w2"]
+        assert isinstance(w2, ArgRef)
+        maps["w2_map"] = TensorMapArg(w2, n, k, (box_n, box_k))
+    plan.launch(info, {**bindings, **maps})
 
 
 def _hopper_gemm(
     plan: LaunchPlan,
     dtype: str,
-    n: int,
-    k: int,
-    transpose_w: bool,
-    has_bias: bool,
+    N: int,
+    K: int,
+    transpose_w: bool = False,
+    has_bias: bool = False,
     softcap: float | None = None,
-    activation: str | None = None,
+    gated: bool = False,
+    activation: str = "gelu_tanh",
 ) -> tuple[KernelInfo, int, int, int] | None:
-    """The wgmma + TMA GEMM for a projection outside the decode step on sm_90a (16-bit x and
-    w [N, K] with K a multiple of 8, no bias, which its epilogue does not take; the gated form
-    where ``activation`` is given); None where the mma.sync family serves. Returns its launch
-    contract and the tensor maps' boxes."""
+    """The wgmma + TMA GEMM for a GEMM outside the decode step on sm_90a (16-bit x and w
+    [N, K] with K a multiple of 8, no bias, which its epilogue does not take; gated or not);
+    None where the mma.sync family serves. Returns its launch contract and the tensor maps'
+    boxes."""
     from .kernels.gemm_wgmma import BLOCK_K, WgmmaConfig, build_wgmma_gemm
 
     device = plan.kernels.device
     if not device.hopper_gemm or plan.rows_hint is not None:
         return None
-    if dtype not in ("bf16", "f16") or not transpose_w or has_bias or k % 8:
+    if dtype not in ("bf16", "f16") or not transpose_w or has_bias or K % 8:
         return None
     # Untuned: 128-row tiles three stages deep (two blocks fit an SM), which measured fastest
     # over the Gemma projection shapes (bench/results/h100-2026-12-07-gemm-wgmma-wait1.json);
     # the gated form holds two accumulators, so its tiles are 64 columns wide. The tuning
     # table (bench/tune.py) picks per shape.
-    gated = activation is not None
     tile = {"block_m": 128, "block_n": 64 if gated else 128, "stages": 3}
-    tile.update(plan.tuning.get(wgmma_key(dtype, n, k, gated)) or {})
-    cfg = WgmmaConfig(
-        dtype,
-        n,
-        k,
-        **tile,
-        gated=gated,
-        activation=activation or "gelu_tanh",
-        softcap=softcap,
-    )
+    tile.update(plan.tuning.get(wgmma_key(dtype, N, K, gated)) or {})
+    cfg = WgmmaConfig(dtype, N, K, **tile, gated=gated, activation=activation, softcap=softcap)
     info = plan.kernel(f"gemm {cfg}", lambda km: build_wgmma_gemm(km, cfg))
     return info, cfg.block_m, cfg.block_n, BLOCK_K
 
@@ -329,9 +338,6 @@ def lower_gated_mlp(op: ir.Operation, plan: LaunchPlan) -> None:
     f = static_dim(plan, w_gate, 0, op, "the hidden dim")
     rows = product(x_shape[:-1])
     activation = _string(op, "activation", "gelu_tanh")
-    gated = _gemm(
-        plan, op, dtype=dtype, N=f, K=d, transpose_w=True, gated=True, activation=activation
-    )
     size = {"bf16": 2, "f16": 2, "f32": 4}[dtype]
     hidden = plan.scratch_buffer(
         f"h{len(plan.steps)}", dtype, (*x_shape[:-1], str(f)), product((rows, str(f * size)))
@@ -343,30 +349,24 @@ def lower_gated_mlp(op: ir.Operation, plan: LaunchPlan) -> None:
         "y": hidden,
         "M": rows,
     }
-    hopper_gated = _hopper_gemm(plan, dtype, f, d, True, False, activation=activation)
-    if hopper_gated is not None:
-        info, box_m, box_n, box_k = hopper_gated
-        gate_bindings["x_map"] = TensorMapArg(plan.ref(x), rows, d, (box_m, box_k))
-        for name, weight in (("w_map", w_gate), ("w2_map", w_up)):
-            gate_bindings[name] = TensorMapArg(plan.ref(weight), str(f), d, (box_n, box_k))
-        gated = [info]
-    for info in gated:
-        plan.launch(info, gate_bindings)
+    _launch_gemm(
+        plan,
+        op,
+        gate_bindings,
+        dtype=dtype,
+        N=f,
+        K=d,
+        transpose_w=True,
+        gated=True,
+        activation=activation,
+    )
     down_bindings: dict[str, Binding] = {
         "x": hidden,
         "w": plan.ref(w_down),
         "y": plan.ref(op.results[0]),
         "M": rows,
     }
-    down = _gemm(plan, op, dtype=dtype, N=d, K=f, transpose_w=True)
-    hopper = _hopper_gemm(plan, dtype, d, f, True, False)
-    if hopper is not None:
-        info, box_m, box_n, box_k = hopper
-        down_bindings["x_map"] = TensorMapArg(hidden, rows, f, (box_m, box_k))
-        down_bindings["w_map"] = TensorMapArg(plan.ref(w_down), str(d), f, (box_n, box_k))
-        down = [info]
-    for info in down:
-        plan.launch(info, down_bindings)
+    _launch_gemm(plan, op, down_bindings, dtype=dtype, N=d, K=f, transpose_w=True)
 
 
 _SSA = re.compile(r"%[\w.#-]+")

@@ -312,22 +312,10 @@ class Checker:
                 b["bias"] = self.randn((N,), dt)
             b["y"] = support.poisoned((M, N), dt)
             if case["kernel"] == "wgmma":
-                b.update(self.tensor_maps(case, b))
+                block_m, block_n, _ = case["wgmma"]
+                b.update(support.gemm_tensor_maps(b, block_m, block_n, case["gated"]))
             out.append(b)
         return out
-
-    def tensor_maps(self, case: dict[str, Any], b: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """The wgmma kernel's TMA maps of x and w (placeholders in a dry run)."""
-        names = ("x_map", "w_map", "w2_map") if case["gated"] else ("x_map", "w_map")
-        if not support.on_gpu():
-            return {name: torch.zeros(16, dtype=torch.int64) for name in names}
-        from tessera.runtime.tensor_map import tiled
-
-        block_m, block_n, _ = case["wgmma"]
-        maps = {"x_map": tiled(b["x"], block_m, 64), "w_map": tiled(b["w"], block_n, 64)}
-        if case["gated"]:
-            maps["w2_map"] = tiled(b["w2"], block_n, 64)
-        return maps
 
     def launch(self, case: dict[str, Any], b: dict[str, Any]) -> support.KernelLaunch:
         def stand_in() -> None:  # dry run: torch in the case's dtype writes the output
@@ -463,23 +451,18 @@ class Checker:
 
 def check(args: argparse.Namespace) -> int:
     """Checks (and times) every case the options select; returns the exit status."""
-    folder, quick, only = args.folder, args.quick, args.only
-    checker = Checker(folder)
-    for case in checker.cases:
-        if only and only not in case["id"]:
-            continue
-        if quick and (case["time"] or case["M"] * case["N"] * case["K"] > 1e8):
-            continue
-        if not support.on_gpu() and case["M"] * case["N"] * case["K"] > 1e10:
-            continue  # the dry run skips the largest shapes (CPU time)
-        support.guarded(checker.rows, case["id"], lambda case=case: checker.run(case, quick))
-    support.write_results(args.out, "gemm", checker.bench, checker.rows, args.commit)
-    return support.summarize(checker.rows, checker.bench)
+
+    def skip(case: dict[str, Any]) -> bool:
+        size = case["M"] * case["N"] * case["K"]
+        if args.quick and (case["time"] or size > 1e8):
+            return True
+        return not support.on_gpu() and size > 1e10  # the dry run skips the largest shapes
+
+    return support.run_cases(Checker(args.folder), args, "gemm", skip)
 
 
 def main() -> int:
-    only = {"default": None, "help": "run the cases whose id contains this"}
-    return support.main(__doc__, build, check, {"--only": only})
+    return support.main(__doc__, build, check, support.ONLY)
 
 
 if __name__ == "__main__":

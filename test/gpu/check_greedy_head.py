@@ -302,7 +302,6 @@ class Checker:
         self.generator = support.generator(20261210)
         self.rows: list[dict[str, Any]] = []  # every case's detail
         self.bench: list[dict[str, Any]] = []  # the timed cases, in the benchmark format
-        self.copy_rate: float | None = None
 
     # -- sizes and inputs --------------------------------------------------------------------
 
@@ -479,18 +478,6 @@ class Checker:
 
     # -- timing ------------------------------------------------------------------------------
 
-    def measured_copy_rate(self) -> float:
-        """Bytes moved (read plus written) per second by a device-to-device copy of 1 GiB (64
-        MiB on the CPU), as a CUDA graph: measured once per run, before the first timing."""
-        if self.copy_rate is None:
-            size = 1 << (30 if support.on_gpu() else 26)
-            source = torch.empty(size, dtype=torch.uint8, device=support.device())
-            target = torch.empty_like(source)
-            ms = support.median_ms(lambda: target.copy_(source), replays=20)
-            self.copy_rate = 2 * size / (ms * 1e-3)
-            del source, target
-        return self.copy_rate
-
     def time(self, case: dict[str, Any], row: dict[str, Any]) -> None:
         """Times the greedy pair, the unfused Tessera path (plain GEMV, then torch's softcap
         ops if rounded and torch.argmax), torch (F.linear, softcap ops, argmax) and the pair
@@ -499,7 +486,7 @@ class Checker:
         M, N, K, _ = self.sizes(case)
         size = DTYPES[case["dtype"]].itemsize
         w_bytes = N * K * size
-        rate = self.measured_copy_rate()
+        rate = support.copy_rate()
         sets = max(2, math.ceil(4 * L2_BYTES / w_bytes))
         bindings = [self.inputs(case) for _ in range(sets)]
         greedy = [self.greedy(case, b) for b in bindings]
@@ -596,20 +583,16 @@ def shape_label(case: dict[str, Any], M: int, N: int) -> str:
 
 def check(args: argparse.Namespace) -> int:
     """Checks (and times) every case the options select; returns the exit status."""
-    checker = Checker(args.folder)
-    for case in checker.cases:
-        if args.only and args.only not in case["id"]:
-            continue
-        if args.quick and (case["time"] or case["N"] * case["K"] > QUICK_ELEMENTS):
-            continue
-        support.guarded(checker.rows, case["id"], lambda case=case: checker.run(case, args.quick))
-    support.write_results(args.out, "greedy_head", checker.bench, checker.rows, args.commit)
-    return support.summarize(checker.rows, checker.bench)
+    return support.run_cases(
+        Checker(args.folder),
+        args,
+        "greedy_head",
+        lambda case: bool(args.quick and (case["time"] or case["N"] * case["K"] > QUICK_ELEMENTS)),
+    )
 
 
 def main() -> int:
-    only = {"default": None, "help": "run the cases whose id contains this"}
-    return support.main(__doc__, build, check, {"--only": only})
+    return support.main(__doc__, build, check, support.ONLY)
 
 
 if __name__ == "__main__":

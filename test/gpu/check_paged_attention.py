@@ -198,7 +198,6 @@ class Checker:
         self.generator = support.generator(20261207)
         self.rows: list[dict[str, Any]] = []
         self.bench: list[dict[str, Any]] = []
-        self.copy_rate: float | None = None
 
     def inputs(self, case: dict[str, Any]) -> dict[str, Any]:
         """One input set: logical keys and values per sequence, the paged caches (NaN where
@@ -307,18 +306,6 @@ class Checker:
             self.rows.append(row)
             print(json.dumps(row), flush=True)
 
-    def measured_copy_rate(self) -> float:
-        """Bytes moved (read plus written) per second by a device-to-device copy of 1 GiB (64
-        MiB on the CPU), as a CUDA graph: measured once per run, before the first timing."""
-        if self.copy_rate is None:
-            size = 1 << (30 if support.on_gpu() else 26)
-            source = torch.empty(size, dtype=torch.uint8, device=support.device())
-            target = torch.empty_like(source)
-            ms = support.median_ms(lambda: target.copy_(source), replays=20)
-            self.copy_rate = 2 * size / (ms * 1e-3)
-            del source, target
-        return self.copy_rate
-
     def time(self, case: dict[str, Any], built: dict[str, Any], row: dict[str, Any]) -> None:
         """Times the pair and SDPA over the same keys, rotating cache sets four times L2."""
         size = DTYPES[case["dtype"]].itemsize
@@ -348,7 +335,7 @@ class Checker:
             for q, k, v in dense:
                 F.scaled_dot_product_attention(q, k, v, enable_gqa=case["Hq"] != Hkv)
 
-        rate = self.measured_copy_rate()
+        rate = support.copy_rate()
         ms = {
             "ours": support.median_ms(ours, sets, replays=30),
             "sdpa": support.median_ms(sdpa, sets, replays=30),
@@ -386,20 +373,16 @@ class Checker:
 
 def check(args: argparse.Namespace) -> int:
     """Checks (and times) every case the options select; returns the exit status."""
-    checker = Checker(args.folder)
-    for case in checker.cases:
-        if args.only and args.only not in case["id"]:
-            continue
-        if args.quick and (case["time"] or sum(case["lengths"]) > QUICK_KEYS):
-            continue
-        support.guarded(checker.rows, case["id"], lambda case=case: checker.run(case, args.quick))
-    support.write_results(args.out, "paged_attention", checker.bench, checker.rows, args.commit)
-    return support.summarize(checker.rows, checker.bench)
+    return support.run_cases(
+        Checker(args.folder),
+        args,
+        "paged_attention",
+        lambda case: bool(args.quick and (case["time"] or sum(case["lengths"]) > QUICK_KEYS)),
+    )
 
 
 def main() -> int:
-    only = {"default": None, "help": "run the cases whose id contains this"}
-    return support.main(__doc__, build, check, {"--only": only})
+    return support.main(__doc__, build, check, support.ONLY)
 
 
 if __name__ == "__main__":

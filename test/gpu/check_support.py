@@ -197,6 +197,21 @@ class KernelLaunch:
 # Correctness
 
 
+def gemm_tensor_maps(
+    b: Mapping[str, Any], block_m: int, block_n: int, gated: bool
+) -> dict[str, torch.Tensor]:
+    """The wgmma GEMM's TMA maps of ``b``'s x, w (and w2, gated) in boxes of [block_m, 64]
+    and [block_n, 64] (placeholders in a dry run, where the kernel does not run)."""
+    sources = {"x_map": ("x", block_m), "w_map": ("w", block_n)}
+    if gated:
+        sources["w2_map"] = ("w2", block_n)
+    if not on_gpu():
+        return {name: torch.zeros(16, dtype=torch.int64) for name in sources}
+    from tessera.runtime.tensor_map import tiled
+
+    return {name: tiled(b[key], rows, 64) for name, (key, rows) in sources.items()}
+
+
 def poison(tensor: torch.Tensor) -> torch.Tensor:
     """Fills ``tensor`` with NaN (floats) or POISON_BYTE (anything else), so an element the
     kernel does not write shows; returns it."""
@@ -298,6 +313,24 @@ def median_ms(
     return statistics.median(times) / calls
 
 
+_copy_rate: float | None = None
+
+
+def copy_rate() -> float:
+    """Bytes moved (read plus written) per second by a device-to-device copy of 1 GiB (64
+    MiB on the CPU), as a CUDA graph: measured once per run, before the first timing that
+    states a bandwidth bound."""
+    global _copy_rate
+    if _copy_rate is None:
+        size = 1 << (30 if on_gpu() else 26)
+        source = torch.empty(size, dtype=torch.uint8, device=_device)
+        target = torch.empty_like(source)
+        ms = median_ms(lambda: target.copy_(source), replays=20)
+        _copy_rate = 2 * size / (ms * 1e-3)
+        del source, target
+    return _copy_rate
+
+
 # ---------------------------------------------------------------------------------------------
 # Results
 
@@ -391,6 +424,26 @@ def summarize(detail: list[dict[str, Any]], rows: list[dict[str, Any]]) -> int:
         )
     print(f"card: {name}")
     return 1 if failed else 0
+
+
+def run_cases(
+    checker: Any, args: argparse.Namespace, name: str, skip: Callable[[Any], bool]
+) -> int:
+    """Runs ``checker.run(case, quick)`` for every case of ``checker.cases`` that ``--only``
+    selects and ``skip`` keeps, each guarded; writes ``<name>.json`` and its detail under
+    ``--out`` and returns the exit status (``summarize``)."""
+    for case in checker.cases:
+        if args.only and args.only not in case["id"]:
+            continue
+        if skip(case):
+            continue
+        guarded(checker.rows, case["id"], lambda case=case: checker.run(case, args.quick))
+    write_results(args.out, name, checker.bench, checker.rows, args.commit)
+    return summarize(checker.rows, checker.bench)
+
+
+# ``--only``: the option of the scripts whose cases have ids.
+ONLY = {"--only": {"default": None, "help": "run the cases whose id contains this"}}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,9 +58,9 @@ def if_op(condition: ir.Value, results: list[ir.Type] | None = None) -> scf.IfOp
     return scf.IfOp(condition)  # type: ignore[call-arg]
 
 
-def for_op(first: ir.Value, end: ir.Value, carried: list[ir.Value]) -> scf.ForOp:
-    """``scf.for`` from ``first`` to ``end`` by 1, through the bindings' wrapper."""
-    return scf.ForOp(first, end, idx(1), carried)  # type: ignore[call-arg]
+def for_op(first: ir.Value, end: ir.Value, carried: list[ir.Value], step: int = 1) -> scf.ForOp:
+    """``scf.for`` from ``first`` to ``end`` by ``step``, through the bindings' wrapper."""
+    return scf.ForOp(first, end, idx(step), carried)  # type: ignore[call-arg]
 
 
 def bit_width(type_: ir.Type) -> int:

@@ -235,7 +235,7 @@ def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
             for i in range(n_acc):
                 acc = llvm.insertvalue(acc, zero, [i])
             initial.append(acc)
-        loop = scf.ForOp(a.idx(0), a.idx(tiles), a.idx(1), [*initial, a.const(0, i1)])  # type: ignore[call-arg]
+        loop = a.for_op(a.idx(0), a.idx(tiles), [*initial, a.const(0, i1)])
         with ir.InsertionPoint(loop.body):
             kt = loop.induction_variable
             *accs, parity = loop.inner_iter_args

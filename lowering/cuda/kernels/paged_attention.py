@@ -241,6 +241,9 @@ def _store_lane_row(
     for e, value in enumerate(values):
         d = a.add(first, e)
         out = value if isinstance(element, ir.F32Type) else arith.truncf(element, value)
+        if WARP * len(values) == dim:  # every lane's run lies inside the row
+            memref.store(out, buffer, [a.add(start, d)])
+            continue
         edge = a.if_op(a.cmp("slt", d, dim))
         with ir.InsertionPoint(edge.then_block):
             memref.store(out, buffer, [a.add(start, d)])
@@ -257,10 +260,6 @@ def _warp_reduce(
     for mask in (16, 8, 4, 2, 1):
         value = combine(value, km.device.shuffle_xor(value, mask))
     return value
-
-
-def _step_for(first: ir.Value, end: ir.Value, step: int, carried: list[ir.Value]) -> scf.ForOp:
-    return scf.ForOp(first, end, a.idx(step), carried)  # type: ignore[call-arg]
 
 
 def _emit_partial(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo) -> None:
@@ -310,7 +309,7 @@ def _emit_partial(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo)
 
         n_out = per_lane(vdim)
         init = [a.f32(-math.inf)] * group + [a.f32(0.0)] * group + [a.f32(0.0)] * (group * n_out)
-        loop = _step_for(warp_low, a.smax(warp_high, warp_low), step, init)
+        loop = a.for_op(warp_low, a.smax(warp_high, warp_low), init, step)
         with ir.InsertionPoint(loop.body):
             base = loop.induction_variable
             carried = list(loop.inner_iter_args)
@@ -505,7 +504,7 @@ def _emit_combine(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo)
             return a.add(a.mul(split, split_rows), unit)
 
         # Every warp finds the row's maximum, its lanes taking the splits 32 apart.
-        peak = _step_for(lane, splits, WARP, [a.f32(-math.inf)])
+        peak = a.for_op(lane, splits, [a.f32(-math.inf)], WARP)
         with ir.InsertionPoint(peak.body):
             m = memref.load(args["part_ml"], [a.mul(row_of(peak.induction_variable), 2)])
             scf.yield_([a.fmax(peak.inner_iter_args[0], m)])
@@ -517,7 +516,7 @@ def _emit_combine(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo)
         # with the maximum known, the weighted sums of the warps simply add.
         n_out = per_lane(vdim)
         stride = warps * COMBINE_STEP
-        merge = _step_for(a.mul(warp, COMBINE_STEP), splits, stride, [a.f32(0.0)] * (1 + n_out))
+        merge = a.for_op(a.mul(warp, COMBINE_STEP), splits, [a.f32(0.0)] * (1 + n_out), stride)
         with ir.InsertionPoint(merge.body):
             total, *acc = merge.inner_iter_args
             for i in range(COMBINE_STEP):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -87,52 +88,47 @@ def _as_built(km: KernelModule) -> None:
     """NVIDIA kernels run as built."""
 
 
-# How the partial kernel splits the keys: (keys per split, warps, keys per warp step).
-Layout = tuple[int, int, int]
+class PagedCase(NamedTuple):
+    """One append-then-attend check: dtype, head dim, window, softcap, query tokens per
+    sequence, how the partial kernel splits the keys (keys per split, warps, keys per warp
+    step), (query heads, kv heads), tokens already cached per sequence, table width."""
 
-# (dtype, head_dim, window, softcap, query tokens per sequence, layout). The cache holds 16
-# keys per sequence; the layouts give one warp per block (no merge), warps whose runs end
-# inside a step or hold no visible key, steps longer than a run, and one split for all keys.
-# Head dims 24 and 40 leave lanes idle (40: two-element vector loads), 64 and 256 fill them.
-CASES: list[tuple[str, int, int | None, float | None, int, Layout]] = [
-    ("f32", 24, None, None, 1, (4, 1, 1)),
-    ("bf16", 24, 5, 50.0, 1, (8, 4, 4)),
-    ("bf16", 64, None, None, 3, (4, 2, 3)),
-    ("f16", 40, 6, None, 2, (16, 4, 2)),
-    ("bf16", 256, None, 50.0, 1, (8, 2, 4)),
+    dtype: str
+    head_dim: int
+    window: int | None
+    softcap: float | None
+    seq: int
+    layout: tuple[int, int, int]
+    heads: tuple[int, int] = (4, 2)
+    past: tuple[int, int] = (7, 2)
+    width: int = 4
+
+
+# The cache holds 16 keys per sequence; the layouts give one warp per block (no merge),
+# warps whose runs end inside a step or hold no visible key, steps longer than a run, and one
+# split for all keys. Head dims 24 and 40 leave lanes idle (40: two-element vector loads), 64
+# and 256 fill them.
+CASES = [
+    PagedCase("f32", 24, None, None, 1, (4, 1, 1)),
+    PagedCase("bf16", 24, 5, 50.0, 1, (8, 4, 4)),
+    PagedCase("bf16", 64, None, None, 3, (4, 2, 3)),
+    PagedCase("f16", 40, 6, None, 2, (16, 4, 2)),
+    PagedCase("bf16", 256, None, 50.0, 1, (8, 2, 4)),
 ]
 
 
-@pytest.mark.parametrize(("dtype", "head_dim", "window", "softcap", "seq", "layout"), CASES)
-def test_append_then_paged_attention_matches_float64(
-    dtype: str,
-    head_dim: int,
-    window: int | None,
-    softcap: float | None,
-    seq: int,
-    layout: Layout,
-) -> None:
-    check_append_then_paged_attention(
-        _module, _as_built, dtype, head_dim, window, softcap, seq, layout
-    )
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_append_then_paged_attention_matches_float64(case: PagedCase) -> None:
+    check_append_then_paged_attention(_module, _as_built, case)
 
 
 def check_append_then_paged_attention(
-    module: Callable[[], KernelModule],
-    finish: Callable[[KernelModule], None],
-    dtype: str,
-    head_dim: int,
-    window: int | None,
-    softcap: float | None,
-    seq: int,
-    layout: Layout,
-    heads: tuple[int, int] = (4, 2),
-    past: tuple[int, int] = (7, 2),
-    width: int = 4,
+    module: Callable[[], KernelModule], finish: Callable[[KernelModule], None], case: PagedCase
 ) -> None:
     """Appends the past and a call's tokens into poisoned caches with the kernels ``module()``
     builds (``finish`` readies them, as the target's lowering would), then runs paged
     attention and its combine and compares with float64."""
+    dtype, head_dim, window, softcap, seq, layout, heads, past, width = case
     generator = torch.Generator().manual_seed(1234 + head_dim + seq)
     heads_q, heads_kv = heads
     batch, block_size, blocks = 2, 4, 2 * width + 3
@@ -249,17 +245,15 @@ def check_append_then_paged_attention(
 def test_a_ring_shorter_than_the_sequence() -> None:
     """A sliding layer's table: 4 blocks of 4 slots hold a window of 6 keys plus a call of 2
     tokens, while the sequences are 37 and 30 tokens long (each slot rewritten)."""
-    check_append_then_paged_attention(
-        _module, _as_built, "bf16", 24, 6, None, 2, (4, 2, 2), past=(35, 28)
-    )
+    case = PagedCase("bf16", 24, 6, None, 2, (4, 2, 2), past=(35, 28))
+    check_append_then_paged_attention(_module, _as_built, case)
 
 
 def test_many_splits_take_the_combine_warps_several_rounds() -> None:
     """A split per key over 12 blocks of 4: 48 splits, so each of the combine's four warps
     weighs three rounds of four splits (the sequences' 42 and 32 keys end inside rounds)."""
-    check_append_then_paged_attention(
-        _module, _as_built, "bf16", 40, None, 50.0, 1, (1, 1, 1), past=(41, 31), width=12
-    )
+    case = PagedCase("bf16", 40, None, 50.0, 1, (1, 1, 1), past=(41, 31), width=12)
+    check_append_then_paged_attention(_module, _as_built, case)
 
 
 def test_a_group_of_sixteen_heads_spreads_over_two_blocks() -> None:
@@ -268,9 +262,8 @@ def test_a_group_of_sixteen_heads_spreads_over_two_blocks() -> None:
     cfg = PagedAttentionConfig("bf16", 256, 256, 16, 1, 16, scale=1.0)
     assert (cfg.block_heads, cfg.head_blocks, cfg.step) == (8, 2, 2)
     assert PagedAttentionConfig("bf16", 256, 256, 12, 1, 16, scale=1.0).block_heads == 6
-    check_append_then_paged_attention(
-        _module, _as_built, "f32", 24, None, None, 1, (4, 2, 2), heads=(16, 1)
-    )
+    case = PagedCase("f32", 24, None, None, 1, (4, 2, 2), heads=(16, 1))
+    check_append_then_paged_attention(_module, _as_built, case)
 
 
 def test_append_keeps_the_last_ring_of_a_long_call() -> None:

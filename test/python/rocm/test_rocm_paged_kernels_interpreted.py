@@ -5,9 +5,11 @@ devices and run in the kernel interpreter as the ROCm lowering receives them (af
 
 from __future__ import annotations
 
+import functools
+
 import amd_interpreter  # noqa: F401  (registers the AMD rules)
 import pytest
-from test_paged_kernels_interpreted import CASES, Layout, check_append_then_paged_attention
+from test_paged_kernels_interpreted import CASES, PagedCase, check_append_then_paged_attention
 
 from tessera.lowering.cuda.kernel import KernelModule
 from tessera.lowering.rocm.device import Amd
@@ -19,23 +21,7 @@ def _expand_math(km: KernelModule) -> None:
 
 
 @pytest.mark.parametrize("arch", ["gfx942", "gfx1100"])
-@pytest.mark.parametrize(("dtype", "head_dim", "window", "softcap", "seq", "layout"), CASES)
-def test_append_then_paged_attention_matches_float64(
-    arch: str,
-    dtype: str,
-    head_dim: int,
-    window: int | None,
-    softcap: float | None,
-    seq: int,
-    layout: Layout,
-) -> None:
-    check_append_then_paged_attention(
-        lambda: KernelModule(arch, device=Amd(arch)),
-        _expand_math,
-        dtype,
-        head_dim,
-        window,
-        softcap,
-        seq,
-        layout,
-    )
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_append_then_paged_attention_matches_float64(arch: str, case: PagedCase) -> None:
+    module = functools.partial(KernelModule, arch, device=Amd(arch))
+    check_append_then_paged_attention(module, _expand_math, case)

@@ -72,11 +72,18 @@ KERNELS: dict[str, dict[str, Any]] = {
 def _case(kernel: str, B: int, S: int, T: int, layout: str, **fields: Any) -> dict[str, Any]:
     """A case: kernel key, sizes, layout ("bhsd", "bshd" or "fused" QKV), and optionally
     ``amp`` (q's scale: larger scores reach the softcap), ``quick`` (small enough for the
-    sanitizer), ``time`` and the torch ``peers`` to time against."""
+    sanitizer), ``time``, the torch ``peers`` to time against, and ``against``: the default
+    kernel's case of the same shape, whose time in this run joins the peers."""
     return dict(kernel=kernel, B=B, S=S, T=T, layout=layout, **fields)
 
 
 PEERS = ["flash", "cudnn"]
+# The default kernels' timed cases (kernel, B, layout; each is timed at one length): a
+# variant or another layout of the same shape is timed against the one measured earlier in
+# the same run.
+DEFAULT_1 = ("d256_mqa_causal", 1, "bhsd")
+DEFAULT_4 = ("d256_gqa_causal", 4, "bhsd")
+DEFAULT_128 = ("d128_gqa_causal", 4, "bhsd")
 CASES: list[dict[str, Any]] = [
     _case("tiny_bf16", 1, 37, 37, "bhsd", amp=8.0, quick=True),
     _case("tiny_bf16", 2, 37, 37, "bshd", amp=8.0, quick=True),
@@ -94,18 +101,21 @@ CASES: list[dict[str, Any]] = [
     _case("f32_d128_causal", 1, 512, 512, "bshd"),
     _case("f32_d256_full", 1, 130, 300, "bhsd", quick=True),
     _case("d256_mqa_causal", 1, 4096, 4096, "bhsd", time=True, peers=PEERS),
-    _case("d256_mqa_causal", 1, 4096, 4096, "bshd", time=True),
+    _case("d256_mqa_causal", 1, 4096, 4096, "bshd", time=True, peers=PEERS, against=DEFAULT_1),
     _case("d256_gqa_causal", 4, 4096, 4096, "bhsd", time=True, peers=PEERS),
-    _case("d256_gqa_causal", 4, 4096, 4096, "fused", time=True),
+    _case("d256_gqa_causal", 4, 4096, 4096, "fused", time=True, peers=PEERS, against=DEFAULT_4),
     _case("d128_gqa_causal", 4, 4096, 4096, "bhsd", time=True, peers=PEERS),
     _case("f16_d256_mqa_causal", 1, 4096, 4096, "bhsd", time=True, peers=["flash"]),
     _case("d256_softcap_w4096", 1, 8192, 8192, "bhsd", time=True, peers=["flex", "flash_causal"]),
     _case("d256_w512", 1, 8192, 8192, "bhsd", time=True, peers=["flex", "flash_causal"]),
     *[
-        _case(v, 1, 4096, 4096, "bhsd", time=True)
+        _case(v, 1, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_1)
         for v in ("v_m128_n64_s1", "v_m128_n32_s3", "v_m64_n64_s2")
     ],
-    *[_case(v, 4, 4096, 4096, "bhsd", time=True) for v in ("v128_w4_n32", "v128_w8_qsmem")],
+    *[
+        _case(v, 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_128)
+        for v in ("v128_w4_n32", "v128_w8_qsmem")
+    ],
 ]
 
 # Relative-error bounds: the output is rounded once to the dtype (unit roundoff u: 2^-8 bf16,
@@ -358,6 +368,7 @@ class Checker:
         self.start = time.time()
         self.rows: list[dict[str, Any]] = []  # every case's detail
         self.bench: list[dict[str, Any]] = []  # the timed cases, in the benchmark format
+        self.timed: dict[tuple[Any, ...], tuple[str, float]] = {}  # case key: (label, ms)
 
     def run(self, index: int, case: dict[str, Any]) -> None:
         entry = self.table[case["kernel"]]
@@ -423,6 +434,11 @@ class Checker:
             except Exception as error:  # a peer that cannot run is reported, not fatal
                 row[peer] = f"failed: {type(error).__name__}: {str(error)[:120]}"
         label = shape_label(case, cfg)
+        key = (case["kernel"], case["B"], case["layout"])
+        self.timed[key] = (label, ms)
+        if case.get("against") in self.timed:
+            against_label, against_ms = self.timed[case["against"]]
+            peers.append({"name": f"Tessera {against_label} (default)", "ms": against_ms})
         bench = support.bench_row("attention", label, ms, row["rel_error"], peers, flops=flops)
         self.bench.append(bench)
 

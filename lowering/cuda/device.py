@@ -51,8 +51,9 @@ class Device(Protocol):
     decode_gemv: bool
 
     @property
-    def hopper_gemm(self) -> bool:
-        """Whether plain projections outside the decode step take the wgmma + TMA GEMM."""
+    def wgmma(self) -> bool:
+        """Whether the wgmma kernels apply: the GEMM outside the decode step (wgmma + TMA)
+        and flash attention."""
         ...
 
     def target_attribute(self) -> ir.Attribute:
@@ -113,9 +114,10 @@ class Nvidia:
         self.arch = arch
 
     @property
-    def hopper_gemm(self) -> bool:
-        """Whether the prefill GEMMs take the wgmma + TMA kernel (``gemm_wgmma``): sm_90a
-        only, as wgmma is an arch-specific instruction of that target."""
+    def wgmma(self) -> bool:
+        """Whether the prefill GEMMs and attention take the wgmma kernels (``gemm_wgmma``,
+        ``attention_wgmma``): sm_90a only, as wgmma is an arch-specific instruction of that
+        target."""
         return self.arch == "sm_90a"
 
     def target_attribute(self) -> ir.Attribute:

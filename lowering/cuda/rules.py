@@ -312,7 +312,7 @@ def _hopper_gemm(
     from .kernels.gemm_wgmma import BLOCK_K, WgmmaConfig, build_wgmma_gemm
 
     device = plan.kernels.device
-    if not device.hopper_gemm or plan.rows_hint is not None:
+    if not device.wgmma or plan.rows_hint is not None:
         return None
     if dtype not in ("bf16", "f16") or not transpose_w or has_bias or K % 8:
         return None

@@ -45,7 +45,7 @@ class Amd:
     mma_attention = False
     # The GEMV spills registers at its tile here: the decode step keeps the MFMA/WMMA GEMMs.
     decode_gemv = False
-    hopper_gemm = False
+    wgmma = False
 
     def __init__(self, arch: str) -> None:
         self.chip: Chip = chip(arch)

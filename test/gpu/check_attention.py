@@ -58,22 +58,28 @@ KERNELS: dict[str, dict[str, Any]] = {
     "d36_dv48": _kernel("bf16", 36, 4, 1, value_dim=48, scale=0.2, causal=True),
     "f32_d128_causal": _kernel("f32", 128, 4, 2, causal=True),
     "f32_d256_full": _kernel("f32", 256, 2, 1),
-    # Tile variants of the D=256 causal kernel, timed against the default.
-    "v_m128_n64_s1": _kernel("bf16", 256, 8, 1, causal=True, stages=1),
-    "v_m128_n32_s3": _kernel("bf16", 256, 8, 1, causal=True, block_n=32, stages=3),
-    "v_m64_n64_s2": _kernel("bf16", 256, 8, 1, causal=True, block_m=64, stages=2),
-    "v128_w4_n32": _kernel(
-        "bf16", 128, 8, 4, causal=True, warps=4, block_n=32, blocks_per_sm=2, stages=2
+    # The mma.sync kernel at the default kernels' shapes (sm_90a takes the wgmma one).
+    "mma_d256_mqa_causal": _kernel("bf16", 256, 8, 1, causal=True, wgmma=False),
+    "mma_d256_gqa_causal": _kernel("bf16", 256, 8, 4, causal=True, wgmma=False),
+    "mma_d128_gqa_causal": _kernel("bf16", 128, 8, 4, causal=True, wgmma=False),
+    "mma_d256_softcap_w4096": _kernel(
+        "bf16", 256, 8, 4, causal=True, window=4096, softcap=50.0, wgmma=False
     ),
-    "v128_w8_qsmem": _kernel("bf16", 128, 8, 4, causal=True, q_in_registers=False),
+    "mma_d256_w512": _kernel("bf16", 256, 4, 1, causal=True, window=512, wgmma=False),
+    # Tile variants of the D=256 and D=128 causal kernels, timed against the default.
+    "v_n32_s3": _kernel("bf16", 256, 8, 1, causal=True, block_n=32, stages=3),
+    "v_m64": _kernel("bf16", 256, 8, 1, causal=True, block_m=64),
+    "v_s1": _kernel("bf16", 256, 8, 1, causal=True, stages=1),
+    "v128_n64_s3": _kernel("bf16", 128, 8, 4, causal=True, block_n=64, stages=3),
 }
 
 
 def _case(kernel: str, B: int, S: int, T: int, layout: str, **fields: Any) -> dict[str, Any]:
     """A case: kernel key, sizes, layout ("bhsd", "bshd" or "fused" QKV), and optionally
     ``amp`` (q's scale: larger scores reach the softcap), ``quick`` (small enough for the
-    sanitizer), ``time``, the torch ``peers`` to time against, and ``against``: the default
-    kernel's case of the same shape, whose time in this run joins the peers."""
+    sanitizer), ``time``, the torch ``peers`` to time against, and ``against``: another
+    kernel's case of the same shape (the default, or the mma.sync kernel), whose time in this
+    run joins the peers."""
     return dict(kernel=kernel, B=B, S=S, T=T, layout=layout, **fields)
 
 
@@ -84,6 +90,9 @@ PEERS = ["flash", "cudnn"]
 DEFAULT_1 = ("d256_mqa_causal", 1, "bhsd")
 DEFAULT_4 = ("d256_gqa_causal", 4, "bhsd")
 DEFAULT_128 = ("d128_gqa_causal", 4, "bhsd")
+MMA_1, MMA_4, MMA_128 = (
+    ("mma_" + kernel, b, layout) for kernel, b, layout in (DEFAULT_1, DEFAULT_4, DEFAULT_128)
+)
 CASES: list[dict[str, Any]] = [
     _case("tiny_bf16", 1, 37, 37, "bhsd", amp=8.0, quick=True),
     _case("tiny_bf16", 2, 37, 37, "bshd", amp=8.0, quick=True),
@@ -96,26 +105,56 @@ CASES: list[dict[str, Any]] = [
     _case("d64_full", 1, 1, 4097, "bshd"),
     _case("d256_mqa_causal", 1, 300, 200, "bhsd", quick=True),
     _case("d256_mqa_causal", 1, 1, 4096, "bshd"),
+    _case("d256_gqa_causal", 2, 333, 1000, "fused", quick=True),
+    _case("d128_gqa_causal", 2, 333, 333, "bshd", quick=True),
+    _case("f16_d256_mqa_causal", 1, 200, 260, "bhsd", quick=True),
+    _case("d256_softcap_w4096", 1, 300, 5000, "bhsd", amp=8.0, quick=True),
     _case("d256_w512", 1, 700, 1300, "bshd", quick=True),
     _case("d256_w512", 2, 700, 700, "fused"),
+    _case("v_s1", 1, 300, 200, "bshd", quick=True),
+    _case("v_m64", 1, 300, 200, "bshd", quick=True),
+    _case("v_n32_s3", 1, 300, 200, "bshd", quick=True),
+    _case("v128_n64_s3", 1, 300, 200, "bshd", quick=True),
+    _case("mma_d256_mqa_causal", 1, 300, 200, "bhsd", quick=True),
     _case("f32_d128_causal", 1, 512, 512, "bshd"),
     _case("f32_d256_full", 1, 130, 300, "bhsd", quick=True),
-    _case("d256_mqa_causal", 1, 4096, 4096, "bhsd", time=True, peers=PEERS),
+    # The mma.sync kernel first: each default kernel's row lists it as a peer.
+    _case("mma_d256_mqa_causal", 1, 4096, 4096, "bhsd", time=True),
+    _case("d256_mqa_causal", 1, 4096, 4096, "bhsd", time=True, peers=PEERS, against=MMA_1),
     _case("d256_mqa_causal", 1, 4096, 4096, "bshd", time=True, peers=PEERS, against=DEFAULT_1),
-    _case("d256_gqa_causal", 4, 4096, 4096, "bhsd", time=True, peers=PEERS),
+    _case("mma_d256_gqa_causal", 4, 4096, 4096, "bhsd", time=True),
+    _case("d256_gqa_causal", 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=MMA_4),
     _case("d256_gqa_causal", 4, 4096, 4096, "fused", time=True, peers=PEERS, against=DEFAULT_4),
-    _case("d128_gqa_causal", 4, 4096, 4096, "bhsd", time=True, peers=PEERS),
+    _case("mma_d128_gqa_causal", 4, 4096, 4096, "bhsd", time=True),
+    _case("d128_gqa_causal", 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=MMA_128),
     _case("f16_d256_mqa_causal", 1, 4096, 4096, "bhsd", time=True, peers=["flash"]),
-    _case("d256_softcap_w4096", 1, 8192, 8192, "bhsd", time=True, peers=["flex", "flash_causal"]),
-    _case("d256_w512", 1, 8192, 8192, "bhsd", time=True, peers=["flex", "flash_causal"]),
+    _case("mma_d256_softcap_w4096", 1, 8192, 8192, "bhsd", time=True),
+    _case(
+        "d256_softcap_w4096",
+        1,
+        8192,
+        8192,
+        "bhsd",
+        time=True,
+        peers=["flex", "flash_causal"],
+        against=("mma_d256_softcap_w4096", 1, "bhsd"),
+    ),
+    _case("mma_d256_w512", 1, 8192, 8192, "bhsd", time=True),
+    _case(
+        "d256_w512",
+        1,
+        8192,
+        8192,
+        "bhsd",
+        time=True,
+        peers=["flex", "flash_causal"],
+        against=("mma_d256_w512", 1, "bhsd"),
+    ),
     *[
         _case(v, 1, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_1)
-        for v in ("v_m128_n64_s1", "v_m128_n32_s3", "v_m64_n64_s2")
+        for v in ("v_n32_s3", "v_m64", "v_s1")
     ],
-    *[
-        _case(v, 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_128)
-        for v in ("v128_w4_n32", "v128_w8_qsmem")
-    ],
+    _case("v128_n64_s3", 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_128),
 ]
 
 # Relative-error bounds: the output is rounded once to the dtype (unit roundoff u: 2^-8 bf16,
@@ -181,7 +220,8 @@ def visible_pairs(cfg: dict[str, Any], S: int, T: int) -> int:
 def shape_label(case: dict[str, Any], cfg: dict[str, Any]) -> str:
     """The case as the benchmark rows name it, e.g. ``B1 H8 KV1 S4096 D256 causal``: sizes,
     then the mask and softcap, then what differs from the common case (layout other than
-    [B, H, S, D], dtype other than bf16, tile fields set by hand)."""
+    [B, H, S, D], dtype other than bf16, tile fields set by hand, the mma.sync kernel
+    where the wgmma one would run)."""
     d, dv = cfg["head_dim"], cfg.get("value_dim") or cfg["head_dim"]
     label = f"B{case['B']} H{cfg['heads_q']} KV{cfg['heads_kv']} S{case['S']}"
     label += f" T{case['T']}" if case["T"] != case["S"] else ""
@@ -193,6 +233,7 @@ def shape_label(case: dict[str, Any], cfg: dict[str, Any]) -> str:
     label += f" {cfg['dtype']}" if cfg["dtype"] != "bf16" else ""
     tiles = ("block_m", "block_n", "warps", "stages", "blocks_per_sm", "q_in_registers")
     set_by_hand = [f"{k}={cfg[k]}" for k in tiles if k in cfg]
+    set_by_hand += ["mma.sync"] if cfg.get("wgmma") is False else []
     return label + (" " + " ".join(set_by_hand) if set_by_hand else "")
 
 
@@ -438,7 +479,8 @@ class Checker:
         self.timed[key] = (label, ms)
         if case.get("against") in self.timed:
             against_label, against_ms = self.timed[case["against"]]
-            peers.append({"name": f"Tessera {against_label} (default)", "ms": against_ms})
+            name = f"Tessera {case['against'][0]}: {against_label}"
+            peers.append({"name": name, "ms": against_ms})
         bench = support.bench_row("attention", label, ms, row["rel_error"], peers, flops=flops)
         self.bench.append(bench)
 

@@ -6,8 +6,10 @@ the end of the keys (query s sees key t iff t <= s + T - S), the optional window
 t > s + T - S - w); masked scores are -inf and a query that sees no key gets zeros. This is
 the CPU lowering's definition (``lowering/cpu/attention_flash.py``).
 
-bf16 and f16 run on the tensor cores (``attention_mma.py``: mma.sync, ldmatrix, cp.async, an
-online softmax in registers); f32 runs a plain SIMT kernel (``attention_simt.py``).
+bf16 and f16 run on the tensor cores: on sm_90a, head dims that are multiples of 64 up to 256
+take the warpgroup-MMA kernel (``attention_wgmma.py``: wgmma on swizzled shared tiles, P·V
+from registers); elsewhere ``attention_mma.py`` (mma.sync, ldmatrix, cp.async, an online
+softmax in registers). f32 runs a plain SIMT kernel (``attention_simt.py``).
 
 Kernel parameters, in order: the buffers ``q``, ``k``, ``v``, ``o``; the i64 element strides
 ``q_sb, q_sh, q_ss, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, o_sb, o_sh, o_ss`` (batch, head,
@@ -47,7 +49,8 @@ class AttentionConfig:
     ``stages`` the depth of the K/V copy pipeline, ``q_in_registers`` whether each warp keeps
     its query fragments in registers (small D) or reloads them from shared memory (D=256),
     ``warps`` (16·m rows each), ``blocks_per_sm`` an occupancy floor handed to ptxas
-    (``.minnctapersm``, which caps registers per thread accordingly; 0 = none).
+    (``.minnctapersm``, which caps registers per thread accordingly; 0 = none). ``wgmma``
+    False keeps the mma.sync kernel where the wgmma one would apply.
     """
 
     dtype: str
@@ -65,6 +68,7 @@ class AttentionConfig:
     stages: int = 0
     q_in_registers: bool | None = None
     blocks_per_sm: int = 0
+    wgmma: bool = True
 
     @property
     def dv(self) -> int:
@@ -217,8 +221,14 @@ def build_flash_attention(km: KernelModule, cfg: AttentionConfig) -> KernelInfo:
     ``km.arch``."""
     from .attention_mma import emit_mma_kernel
     from .attention_simt import emit_simt_kernel
+    from .attention_wgmma import emit_wgmma_kernel, resolve_wgmma, wgmma_shape
 
     simt = cfg.dtype == "f32" or not km.device.mma_attention
+    if not simt and cfg.wgmma and km.device.wgmma and wgmma_shape(cfg):
+        resolved = resolve_wgmma(cfg, km.arch)
+        name = kernel_name(resolved).replace("flash_attention", "flash_attention_wgmma", 1)
+        threads, smem = emit_wgmma_kernel(km, resolved, name)
+        return KernelInfo(name, typed_params(resolved.dtype), grid(resolved), (threads, 1, 1), smem)
     resolved = resolve(cfg, km.arch, simt)
     name = kernel_name(resolved)
     if simt:

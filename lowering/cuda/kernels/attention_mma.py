@@ -113,12 +113,6 @@ class _MmaKernel:
                 memory_space=workgroup(),
             )
         )
-        element = a.half_type(self.dtype)
-        tiles = {
-            "q": tile_view(smem, 0, cfg.block_m, cfg.head_dim, element),
-            "k": tile_view(smem, self.q_bytes, cfg.block_n, cfg.head_dim, element),
-            "v": tile_view(smem, self.q_bytes + self.k_bytes, cfg.block_n, cfg.dv, element),
-        }
         ln = lanes(tid)
         return _Frame(
             ln=ln,
@@ -136,8 +130,18 @@ class _MmaKernel:
             },
             strides={t: a.to_index(args[f"{t}_ss"]) for t in "qkvo"},
             buffers={t: args[t] for t in "qkvo"},
-            tiles=tiles,
+            tiles=self.shared_tiles(smem),
         )
+
+    def shared_tiles(self, smem: ir.Value) -> dict[str, ir.Value]:
+        """The shared-memory views the kernel reads: the padded Q, K and V tiles."""
+        cfg = self.cfg
+        element = a.half_type(self.dtype)
+        return {
+            "q": tile_view(smem, 0, cfg.block_m, cfg.head_dim, element),
+            "k": tile_view(smem, self.q_bytes, cfg.block_n, cfg.head_dim, element),
+            "v": tile_view(smem, self.q_bytes + self.k_bytes, cfg.block_n, cfg.dv, element),
+        }
 
     def key_tiles(self, fr: _Frame) -> tuple[ir.Value, ir.Value]:
         """[first, end) of the key tiles holding a key visible to some query of the tile."""

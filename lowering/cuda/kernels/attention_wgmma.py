@@ -69,9 +69,8 @@ STAGES = 2  # K and V tiles in shared memory at once, each
 
 def wgmma_shape(cfg: AttentionConfig) -> bool:
     """Whether the Hopper kernel takes ``cfg``: bf16/f16, D and Dv multiples of 64 up to 256."""
-    return (
-        cfg.dtype in ("bf16", "f16")
-        and all(dim % CHUNK == 0 and dim <= 256 for dim in (cfg.head_dim, cfg.dv))
+    return cfg.dtype in ("bf16", "f16") and all(
+        dim % CHUNK == 0 and dim <= 256 for dim in (cfg.head_dim, cfg.dv)
     )
 
 
@@ -226,7 +225,13 @@ class _WgmmaKernel(_MmaKernel):
         inside = a.both(a.cmp("slt", tile, end), a.cmp("sge", tile, 0))
         limit = a.select(inside, fr.seq_k, 0)
         return self.copy_tile(
-            fr, tensor, self.stage_at(tensor, tile), cfg.block_n, dim, a.mul(tile, cfg.block_n), limit
+            fr,
+            tensor,
+            self.stage_at(tensor, tile),
+            cfg.block_n,
+            dim,
+            a.mul(tile, cfg.block_n),
+            limit,
         )
 
     def stage_at(self, tensor: str, tile: ir.Value) -> ir.Value:
@@ -306,9 +311,7 @@ class _WgmmaKernel(_MmaKernel):
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def main_loop(
-        self, fr: _Frame, q_group: ir.Value
-    ) -> tuple[list[Fragments], list[RowState]]:
+    def main_loop(self, fr: _Frame, q_group: ir.Value) -> tuple[list[Fragments], list[RowState]]:
         """Iteration j: wait for K_j and V_{j-1}; issue the copies of K_{j+1} and V_j; issue
         S_j = Q·K_jᵀ, then O += P_{j-1}·V_{j-1}; once S_j is in, its softmax runs while the
         P·V product is still on the tensor cores; then O is rescaled by α_j. The P·V of the
@@ -343,13 +346,13 @@ class _WgmmaKernel(_MmaKernel):
             flat = self.issue_values(flat, words, self.address(fr, self.stage_at("v", a.sub(j, 1))))
             nvvm.wgmma_wait_group_sync_aligned(1)  # S_j is in; the P·V group may still run
             f32 = a.f32_type()
-            scores = _pin([llvm.extractvalue(f32, scores_acc, [i]) for i in range(cfg.block_n // 2)])
+            scores = _pin(
+                [llvm.extractvalue(f32, scores_acc, [i]) for i in range(cfg.block_n // 2)]
+            )
             tiles = [scores[4 * t : 4 * t + 4] for t in range(cfg.block_n // 8)]
             r = self._masked(fr, a.mul(j, cfg.block_n), [raw_scores(cfg, tiles)])
             p, alpha, state = softmax_step(cfg, r[0], states[0])
-            new_words = [
-                _word(x) for step in pack_probabilities(cfg.dtype, p) for x in step
-            ]
+            new_words = [_word(x) for step in pack_probabilities(cfg.dtype, p) for x in step]
             nvvm.wgmma_wait_group_sync_aligned(0)
             flat = _pin(flat)
             rescaled = rescale([flat[4 * t : 4 * t + 4] for t in range(n_acc)], alpha)
@@ -417,9 +420,7 @@ def _wgmma_register_a(
         f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{dtype}.{dtype} "
         f"{{{outputs}}}, {{{words}}}, ${count + 4}, p, 1, 1, 1;\n}}\n"
     )
-    constraints = ",".join(
-        ["=f"] * count + ["r"] * 4 + ["l", "r"] + [str(i) for i in range(count)]
-    )
+    constraints = ",".join(["=f"] * count + ["r"] * 4 + ["l", "r"] + [str(i) for i in range(count)])
     result = llvm.InlineAsmOp(
         _struct(count),
         [*a_words, b_desc, a.i32(1), *acc],

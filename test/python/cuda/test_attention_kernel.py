@@ -43,7 +43,7 @@ def _build(arch: str, configs: list[AttentionConfig]) -> tuple[list[KernelInfo],
         return infos, before, toolchain.to_ptx(km.module)
 
 
-@pytest.fixture(scope="module", params=["sm_80", "sm_90a"])
+@pytest.fixture(scope="module", params=["sm_80", "sm_90"])
 def built(request: pytest.FixtureRequest) -> tuple[str, list[KernelInfo], str, str]:
     arch = request.param
     return (arch, *_build(arch, [GEMMA_256, TINY_F16, TINY_F32]))
@@ -61,7 +61,7 @@ def test_launch_contract(built: tuple[str, list[KernelInfo], str, str]) -> None:
     assert tiny.grid == ("B*4", "cdiv(S, 64)", "1") and tiny.block == (128, 1, 1)
     assert simt.grid == ("B*4", "cdiv(S, 4)", "1") and simt.smem_bytes == 0
     # Q tile 128 x (256 + 8) bf16 plus, per stage, K and V tiles of 64 rows.
-    stages = 2 if arch == "sm_90a" else 1
+    stages = 2 if arch == "sm_90" else 1
     assert gemma.smem_bytes == 128 * 264 * 2 + stages * 2 * 64 * 264 * 2
     assert gemma.name.startswith("flash_attention_bf16_d256_h8kv1_causal_")
 
@@ -71,7 +71,7 @@ def test_key_loop_goes_through_the_pipelining_pass(
 ) -> None:
     arch, _, before, _ = built
     stages = re.findall(r"tessera.pipeline_stages = (\d+)", before)
-    if arch == "sm_90a":
+    if arch == "sm_90":
         assert stages == ["2", "2"]  # the two tensor-core kernels
         assert "nvgpu.device_async_wait %" in before and "numGroups = 0" in before
     else:
@@ -145,7 +145,7 @@ def _kernel(
     cfg: AttentionConfig, mutate: Callable[[ir.Operation], None] | None
 ) -> tuple[Kernel, KernelInfo]:
     with make_context(), ir.Location.unknown():
-        km = KernelModule("sm_90a")
+        km = KernelModule("sm_90")
         info = build_flash_attention(km, cfg)
         func = kernels_in(km.module)[info.name]
         if mutate is not None:

@@ -1,0 +1,110 @@
+"""The sm_90a flash-attention kernel (wgmma) without a GPU: which configurations take it, its
+launch contract, the instructions in its PTX (wgmma from shared memory and from registers,
+the async-proxy fence, the two wgmma groups in flight), and ptxas's register report. Its
+arithmetic is checked on the card (test/gpu/check_attention.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from mlir import ir
+
+from tessera.context import make_context
+from tessera.lowering.cuda import toolchain
+from tessera.lowering.cuda.kernel import KernelInfo, KernelModule
+from tessera.lowering.cuda.kernels.attention import AttentionConfig, build_flash_attention
+from tessera.lowering.cuda.kernels.attention_wgmma import resolve_wgmma, wgmma_shape
+
+GEMMA_256 = AttentionConfig("bf16", 256, 8, 1, 1 / 16, causal=True)
+GEMMA_128 = AttentionConfig("f16", 128, 8, 4, 128**-0.5, causal=True, window=64, softcap=50.0)
+
+
+def _build(arch: str, configs: list[AttentionConfig]) -> tuple[list[KernelInfo], str]:
+    with make_context(), ir.Location.unknown():
+        km = KernelModule(arch)
+        infos = [build_flash_attention(km, cfg) for cfg in configs]
+        km.module.operation.verify()
+        toolchain.to_nvvm(km.module)
+        return infos, toolchain.to_ptx(km.module)
+
+
+@pytest.fixture(scope="module")
+def built() -> tuple[list[KernelInfo], str]:
+    return _build("sm_90a", [GEMMA_256, GEMMA_128])
+
+
+def _entry(ptx: str, name: str) -> str:
+    start = ptx.index(f".entry {name}(")
+    end = ptx.find(".entry ", start + 1)
+    return ptx[start : end if end > 0 else len(ptx)]
+
+
+def test_which_configurations_take_it() -> None:
+    assert wgmma_shape(GEMMA_256) and wgmma_shape(GEMMA_128)
+    assert not wgmma_shape(AttentionConfig("f32", 256, 8, 1, 0.1))
+    assert not wgmma_shape(AttentionConfig("bf16", 96, 8, 1, 0.1))  # not a multiple of 64
+    assert not wgmma_shape(AttentionConfig("bf16", 512, 8, 1, 0.1))  # past wgmma's n = 256
+    assert not wgmma_shape(AttentionConfig("bf16", 64, 8, 1, 0.1, value_dim=48))
+    # Other architectures, and wgmma=False, keep the mma.sync kernel.
+    infos, _ = _build("sm_90", [GEMMA_256])
+    assert not infos[0].name.startswith("flash_attention_wgmma")
+    with make_context(), ir.Location.unknown():
+        km = KernelModule("sm_90a")
+        info = build_flash_attention(km, AttentionConfig("bf16", 256, 8, 1, 0.1, wgmma=False))
+        assert not info.name.startswith("flash_attention_wgmma")
+
+
+def test_launch_contract(built: tuple[list[KernelInfo], str]) -> None:
+    (gemma, small), _ = built
+    assert gemma.name.startswith("flash_attention_wgmma_bf16_d256_h8kv1_causal_")
+    assert gemma.grid == ("B*8", "cdiv(S, 128)", "1") and gemma.block == (256, 1, 1)
+    # Q 128 x 256, two K and two V stages of 64 x 256, 1024 bytes of alignment slack.
+    assert gemma.smem_bytes == 128 * 256 * 2 + 2 * 2 * 64 * 256 * 2 + 1024
+    # D = 128: 128 keys a tile.
+    assert small.smem_bytes == 128 * 128 * 2 + 2 * 2 * 128 * 128 * 2 + 1024
+
+
+def test_ptx_runs_wgmma_from_shared_memory_and_registers(
+    built: tuple[list[KernelInfo], str],
+) -> None:
+    (gemma, small), ptx = built
+    body = _entry(ptx, gemma.name)
+    # Q·Kᵀ: 16 k steps of m64n64k16 from descriptors; P·V: 4 register-A m64n256k16 in the
+    # loop and 4 after it (the last tile's product).
+    assert body.count("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16") == 16
+    assert body.count("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16") == 8
+    register_a = re.findall(r"m64n256k16\.f32\.bf16\.bf16\s+\{[^}]+\},\s+\{([^}]+)\}", body)
+    assert len(register_a) == 8 and all(len(words.split(",")) == 4 for words in register_a)
+    # Two groups in flight: S_j is waited for alone (wait_group 1), then the P·V product.
+    waits = re.findall(r"wgmma\.wait_group\.sync\.aligned\s+(\d)", body)
+    assert "1" in waits and "0" in waits
+    assert "fence.proxy.async.shared::cta" in body and "wgmma.fence.sync.aligned" in body
+    assert re.search(r"cp\.async\.cg\.shared\.global \[[^]]+\], \[[^]]+\], 16, ", body)
+    assert "ldmatrix" not in body and "mma.sync" not in body
+    f16 = _entry(ptx, small.name)
+    assert f16.count("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16") == 8 + 2 * 8
+
+
+def test_no_local_memory(built: tuple[list[KernelInfo], str]) -> None:
+    _, ptx = built
+    report = toolchain.resource_usage(ptx, "sm_90a")
+    frames = re.findall(r"(\d+) bytes stack frame, (\d+) bytes spill stores", report)
+    assert len(frames) == 2 and all(f == ("0", "0") for f in frames), report
+    assert "warning" not in report.lower(), report  # e.g. wgmma serialized by ptxas
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (dict(stages=3), "keeps 2 K/V stages"),
+        (dict(block_m=96), "multiple of 64"),
+        (dict(block_n=272), "from 16 to 256"),
+        (dict(warps=4), "runs 8 warps"),
+        (dict(block_n=256), "shared memory"),
+    ],
+)
+def test_refuses_tiles_it_cannot_run(fields: dict[str, int], message: str) -> None:
+    cfg = AttentionConfig("bf16", 256, 8, 1, 0.1, causal=True, **fields)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        resolve_wgmma(cfg, "sm_90a")

@@ -13,7 +13,8 @@ from tessera.dialects.head_layout import BSHD, LAYOUT_ATTR
 from tessera.runtime.manifest import ArgRef, TensorMapArg
 
 from .kernel import KernelInfo
-from .kernels.attention import AttentionConfig, build_flash_attention
+from .kernels.attention import AttentionConfig
+from .kernels.flash_attention import build_flash_attention
 from .kernels.lookup import LookupConfig, build_lookup
 from .kernels.rms_norm import RmsNormConfig, build_rms_norm
 from .kernels.rope import RopeConfig, build_rope

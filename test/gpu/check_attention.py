@@ -173,7 +173,8 @@ def build(folder: Path) -> None:
 
     from tessera.context import make_context
     from tessera.lowering.cuda.kernel import KernelModule
-    from tessera.lowering.cuda.kernels.attention import AttentionConfig, build_flash_attention
+    from tessera.lowering.cuda.kernels.attention import AttentionConfig
+    from tessera.lowering.cuda.kernels.flash_attention import build_flash_attention
 
     folder.mkdir(parents=True, exist_ok=True)
     table: dict[str, Any] = {}

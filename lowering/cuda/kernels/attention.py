@@ -28,7 +28,7 @@ import hashlib
 import math
 from dataclasses import dataclass, replace
 
-from ..kernel import KernelInfo, KernelModule, Param
+from ..kernel import Param
 
 DTYPES = ("bf16", "f16", "f32")
 STRIDE_NAMES = tuple(f"{t}_{s}" for t in "qkvo" for s in ("sb", "sh", "ss"))
@@ -213,26 +213,3 @@ def grid(cfg: AttentionConfig) -> tuple[str, str, str]:
     K/V tiles while they are in L2), and with a causal mask the tiles with the most keys come
     first (the kernel reverses y), which evens out the last wave."""
     return (f"B*{cfg.heads_q}", f"cdiv(S, {cfg.block_m})", "1")
-
-
-def build_flash_attention(km: KernelModule, cfg: AttentionConfig) -> KernelInfo:
-    """Adds the kernel for ``cfg`` to ``km`` and returns how to launch it (see the module
-    docstring for the parameters). Tile fields left at their defaults are chosen for
-    ``km.arch``."""
-    from .attention_mma import emit_mma_kernel
-    from .attention_simt import emit_simt_kernel
-    from .attention_wgmma import emit_wgmma_kernel, resolve_wgmma, wgmma_shape
-
-    simt = cfg.dtype == "f32" or not km.device.mma_attention
-    if not simt and cfg.wgmma and km.device.wgmma and wgmma_shape(cfg):
-        resolved = resolve_wgmma(cfg, km.arch)
-        name = kernel_name(resolved).replace("flash_attention", "flash_attention_wgmma", 1)
-        threads, smem = emit_wgmma_kernel(km, resolved, name)
-        return KernelInfo(name, typed_params(resolved.dtype), grid(resolved), (threads, 1, 1), smem)
-    resolved = resolve(cfg, km.arch, simt)
-    name = kernel_name(resolved)
-    if simt:
-        block = emit_simt_kernel(km, resolved, name)
-        return KernelInfo(name, typed_params(resolved.dtype), grid(resolved), (block, 1, 1), 0)
-    threads, smem = emit_mma_kernel(km, resolved, name)
-    return KernelInfo(name, typed_params(resolved.dtype), grid(resolved), (threads, 1, 1), smem)

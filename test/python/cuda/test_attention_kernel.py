@@ -22,9 +22,9 @@ from tessera.lowering.cuda.kernel import KernelInfo, KernelModule
 from tessera.lowering.cuda.kernels.attention import (
     STRIDE_NAMES,
     AttentionConfig,
-    build_flash_attention,
     resolve,
 )
+from tessera.lowering.cuda.kernels.flash_attention import build_flash_attention
 from tessera.runtime import expr
 
 GEMMA_256 = AttentionConfig("bf16", 256, 8, 1, 1 / 16, causal=True)

@@ -13,8 +13,9 @@ from mlir import ir
 from tessera.context import make_context
 from tessera.lowering.cuda import toolchain
 from tessera.lowering.cuda.kernel import KernelInfo, KernelModule
-from tessera.lowering.cuda.kernels.attention import AttentionConfig, build_flash_attention
+from tessera.lowering.cuda.kernels.attention import AttentionConfig
 from tessera.lowering.cuda.kernels.attention_wgmma import resolve_wgmma, wgmma_shape
+from tessera.lowering.cuda.kernels.flash_attention import build_flash_attention
 
 GEMMA_256 = AttentionConfig("bf16", 256, 8, 1, 1 / 16, causal=True)
 GEMMA_128 = AttentionConfig("f16", 128, 8, 4, 128**-0.5, causal=True, window=64, softcap=50.0)

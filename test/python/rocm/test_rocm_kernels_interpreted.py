@@ -19,8 +19,9 @@ from mlir import ir
 from tessera.context import make_context
 from tessera.lowering.cpu.rope import inverse_frequencies
 from tessera.lowering.cuda.kernel import KernelInfo, KernelModule
-from tessera.lowering.cuda.kernels.attention import AttentionConfig, build_flash_attention
+from tessera.lowering.cuda.kernels.attention import AttentionConfig
 from tessera.lowering.cuda.kernels.elementwise import build_elementwise, generics_from_text
+from tessera.lowering.cuda.kernels.flash_attention import build_flash_attention
 from tessera.lowering.cuda.kernels.lookup import LookupConfig, build_lookup
 from tessera.lowering.cuda.kernels.rms_norm import RmsNormConfig, build_rms_norm
 from tessera.lowering.cuda.kernels.rope import RopeConfig, build_rope

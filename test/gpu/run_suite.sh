@@ -63,7 +63,7 @@ step 100 gemm python3 test/gpu/check_gemm.py build/gemm --out "$detail" --commit
 step 90 greedy python3 test/gpu/check_greedy_head.py build/greedy_head --out "$detail" --commit "$commit"
 step 120 paged python3 test/gpu/check_paged_attention.py build/paged_attention --out "$detail" \
     --commit "$commit"
-step 200 prefill python3 bench/gpu.py build/bench --out "$detail/prefill.json" --commit "$commit"
+step 480 prefill python3 bench/gpu.py build/bench --out "$detail/prefill.json" --commit "$commit"
 step 300 decode python3 bench/decode.py build/bench --out "$detail/decode.json" --commit "$commit"
 step 120 profile python3 bench/kernel_profile.py build/bench --out "$detail/profile.json" --commit "$commit"
 if ! command -v compute-sanitizer >/dev/null; then

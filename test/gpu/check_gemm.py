@@ -146,6 +146,22 @@ def case_list() -> list[dict[str, Any]]:
     add("wgmma_head", **head, kernel="wgmma", wgmma=(128, 128, 3))
     add("mma_head", **head)
     add("wgmma_bf16_m64_n256", M=130, N=520, K=136, kernel="wgmma", wgmma=(64, 256, 4))
+    # warp specialized: a producer warpgroup and two consumers (wgmma's fourth field)
+    ws = {"kernel": "wgmma", "wgmma": (128, 256, 4, 2)}
+    add("ws_bf16_odd", M=37, N=200, K=72, **ws)
+    add("ws_f16_m129", dtype="f16", M=129, N=520, K=200, **ws)
+    add("ws_256x128_m300", M=300, N=136, K=520, kernel="wgmma", wgmma=(256, 128, 3, 2))
+    ws_gated = {**gated, "wgmma": (128, 128, 4, 2)}
+    add("ws_gated_gelu_tanh_odd", M=37, N=200, K=72, **ws_gated)
+    add("ws_cap_m129", M=129, N=300, K=136, softcap=30.0, w_scale=8.0, **ws)
+    for wg in ((128, 128, 4, 2), (256, 64, 4, 2)):
+        tag = "x".join(str(v) for v in wg)
+        add(f"ws_prefill_gated_{tag}", **PREFILL, **{**gated, "wgmma": wg}, time=True)
+    add("ws_head", **head, kernel="wgmma", wgmma=(128, 256, 4, 2))
+    for n, k in ((16384, 2048), (2048, 2048), (2048, 16384)):
+        for wg in ((128, 256, 4, 2), (128, 256, 3, 2), (256, 128, 4, 2)):
+            tag = "x".join(str(v) for v in wg)
+            add(f"ws_n{n}_k{k}_{tag}", M=2048, N=n, K=k, kernel="wgmma", wgmma=wg, time=True)
     for n, k in ((16384, 2048), (2048, 2048), (2048, 16384)):
         for wg in ((128, 128, 4), (128, 128, 3), (128, 128, 2), (64, 256, 3)):
             tag = "x".join(str(v) for v in wg)
@@ -189,7 +205,7 @@ def build(folder: Path) -> None:
         km = KernelModule(arch)
         for case in cases:
             if case["kernel"] == "wgmma":
-                block_m, block_n, stages = case["wgmma"]
+                block_m, block_n, stages, *consumers = case["wgmma"]
                 hopper = WgmmaConfig(
                     case["dtype"],
                     case["N"],
@@ -197,6 +213,7 @@ def build(folder: Path) -> None:
                     block_m,
                     block_n,
                     stages,
+                    consumers=consumers[0] if consumers else 1,
                     gated=case["gated"],
                     activation=case["activation"],
                     softcap=case["softcap"],
@@ -281,7 +298,8 @@ def shape_label(case: dict[str, Any]) -> str:
     if case["kernel"] == "gemv":
         label += " gemv" + (" r{}c{}w{}u{}".format(*case["gemv"]) if case["gemv"] else "")
     if case["kernel"] == "wgmma":
-        label += " wgmma {}x{}x64 s{}".format(*case["wgmma"])
+        label += " wgmma {}x{}x64 s{}".format(*case["wgmma"][:3])
+        label += " warp-specialized" if len(case["wgmma"]) > 3 else ""
     if case["tile"]:
         label += " tile " + "x".join(str(v) for v in case["tile"])
     return label
@@ -312,7 +330,7 @@ class Checker:
                 b["bias"] = self.randn((N,), dt)
             b["y"] = support.poisoned((M, N), dt)
             if case["kernel"] == "wgmma":
-                block_m, block_n, _ = case["wgmma"]
+                block_m, block_n = case["wgmma"][:2]
                 b.update(support.gemm_tensor_maps(b, block_m, block_n, case["gated"]))
             out.append(b)
         return out

@@ -47,6 +47,7 @@ SWIZZLE_BYTES = 1024  # 8 rows of 128 bytes: the swizzle's period and the descri
 K_STEP = 16  # wgmma k for 16-bit inputs
 WGMMA_M = 64
 TICKS = 10_000_000  # mbarrier try-wait hint
+MAX_ACCUMULATORS = 160  # per consumer thread, next to its addressing, in 232 registers
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class WgmmaConfig:
     gated: bool = False
     activation: str = "gelu_tanh"
     softcap: float | None = None
+    consumers: int = 1
 
     def __post_init__(self) -> None:
         if self.dtype not in ("bf16", "f16"):
@@ -76,16 +78,41 @@ class WgmmaConfig:
             raise ValueError("the pipeline needs two stages at least, a group one row tile")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation {self.activation!r} is not one of {ACTIVATIONS}")
+        if self.consumers not in (1, 2) or self.block_m % (WGMMA_M * self.consumers):
+            raise ValueError(
+                f"{self.consumers} consumer warpgroup(s) cannot split {self.block_m} rows "
+                f"(one or two warpgroups of a multiple of {WGMMA_M} rows each)"
+            )
+        if self.consumers > 1 and self.accumulators > MAX_ACCUMULATORS:
+            raise ValueError(
+                f"a {self.block_m}x{self.block_n} tile over {self.consumers} warpgroups holds "
+                f"{self.accumulators} accumulators a thread; at most {MAX_ACCUMULATORS} fit"
+            )
 
     @property
     def name(self) -> str:
         epilogue = f"_{self.activation}" if self.gated else ""
         if self.softcap is not None:
             epilogue += f"_cap{self.softcap:g}".replace(".", "p")
+        split = f"c{self.consumers}" if self.consumers > 1 else ""
         return (
             f"gemm_wgmma_{self.dtype}_n{self.N}_k{self.K}_nk{epilogue}_"
-            f"{self.block_m}x{self.block_n}x{BLOCK_K}s{self.stages}g{self.group_m}"
+            f"{self.block_m}x{self.block_n}x{BLOCK_K}s{self.stages}g{self.group_m}{split}"
         )
+
+    @property
+    def rows_per_consumer(self) -> int:
+        return self.block_m // self.consumers
+
+    @property
+    def accumulators(self) -> int:
+        """f32 accumulators per consumer thread."""
+        return self.rows_per_consumer // WGMMA_M * self.operands * self.block_n // 2
+
+    @property
+    def threads(self) -> int:
+        """One warpgroup, or a producer warpgroup and the consumers."""
+        return WARPGROUP * (self.consumers + (1 if self.consumers > 1 else 0))
 
     @property
     def operands(self) -> int:
@@ -125,7 +152,7 @@ def build_wgmma_gemm(km: KernelModule, cfg: WgmmaConfig) -> KernelInfo:
             Param.scalar("M", "i32"),
         ),
         (f"cdiv(M, {cfg.block_m}) * {-(-cfg.N // cfg.block_n)}", "1", "1"),
-        (WARPGROUP, 1, 1),
+        (cfg.threads, 1, 1),
         cfg.smem_bytes,
     )
     if not km.has_kernel(info.name):
@@ -148,129 +175,247 @@ def _descriptor(address: ir.Value) -> ir.Value:
     return arith.ori(start, a.const(fields, i64))
 
 
-def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
-    args, block = km.add_launched_kernel(info)
-    i1 = ir.IntegerType.get_signless(1)
-    i64 = ir.IntegerType.get_signless(64)
-    element = ir.BF16Type.get() if cfg.dtype == "bf16" else ir.F16Type.get()
-    space = ir.Attribute.parse(WORKGROUP)
-    halves = cfg.block_m // WGMMA_M
-    n_acc = cfg.block_n // 2  # f32 accumulators per thread per m64 half
-    acc_type = ir.Type.parse("!llvm.struct<(" + ", ".join(["f32"] * n_acc) + ")>")
-    tiles = -(-cfg.K // BLOCK_K)
-    with ir.InsertionPoint(block):
-        maps = {
+class _Kernel:
+    """What both forms of the kernel share: the tensor maps, the 1024-aligned dynamic shared
+    memory, the block's tile origin, the stages' layout ([x | w (| w2)] per stage), the TMA
+    loads of one k tile and the wgmmas that consume one."""
+
+    def __init__(self, cfg: WgmmaConfig, args: dict[str, ir.Value], info: KernelInfo) -> None:
+        i64 = ir.IntegerType.get_signless(64)
+        self.cfg = cfg
+        self.args = args
+        self.element = ir.BF16Type.get() if cfg.dtype == "bf16" else ir.F16Type.get()
+        self.space = ir.Attribute.parse(WORKGROUP)
+        self.maps = {
             p.name: tensormap_value(args[p.name], p) for p in info.params if p.kind == "tensormap"
         }
-        dynamic = gpu.dynamic_shared_memory(
+        self.dynamic = gpu.dynamic_shared_memory(
             ir.MemRefType.get(
                 [ir.ShapedType.get_dynamic_size()],
                 ir.IntegerType.get_signless(8),
-                memory_space=space,
+                memory_space=self.space,
             )
         )
         # The first buffer starts at the next multiple of 1024 bytes (the swizzle's period).
-        base = _i64(memref.extract_aligned_pointer_as_index(dynamic))
+        self.base = _i64(memref.extract_aligned_pointer_as_index(self.dynamic))
         aligned = arith.andi(
-            arith.addi(base, a.const(SWIZZLE_BYTES - 1, i64)), a.const(-SWIZZLE_BYTES, i64)
+            arith.addi(self.base, a.const(SWIZZLE_BYTES - 1, i64)), a.const(-SWIZZLE_BYTES, i64)
         )
-        shift = arith.index_cast(a.index_type(), arith.subi(aligned, base))
-        tid = gpu.thread_id(gpu.Dimension.x)
-        first = a.cmp("eq", tid, 0)
-        m0, n0 = block_origin(
+        self.shift = arith.index_cast(a.index_type(), arith.subi(aligned, self.base))
+        self.tid = gpu.thread_id(gpu.Dimension.x)
+        self.m0, self.n0 = block_origin(
             Ix.at_top(), a.to_index(args["M"]), cfg.N, cfg.block_m, cfg.block_n, cfg.group_m
         )
+        self.w_maps = [self.maps["w_map"], *([self.maps["w2_map"]] if cfg.gated else [])]
+        n_acc = cfg.block_n // 2  # f32 accumulators per thread per m64 half
+        self.acc_type = ir.Type.parse("!llvm.struct<(" + ", ".join(["f32"] * n_acc) + ")>")
+        self.tiles = -(-cfg.K // BLOCK_K)
 
-        barriers = nvgpu.mbarrier_create(
+    def barriers(self, count: int) -> ir.Value:
+        return nvgpu.mbarrier_create(
             ir.Type.parse(
-                f"!nvgpu.mbarrier.group<memorySpace = {WORKGROUP}, num_barriers = {cfg.stages}>"
+                f"!nvgpu.mbarrier.group<memorySpace = {WORKGROUP}, num_barriers = {count}>"
             )
         )
-        for stage in range(cfg.stages):
-            nvgpu.mbarrier_init(barriers, a.idx(1), a.idx(stage), predicate=first)
-        gpu.barrier()
-        for tensor_map in maps.values():
-            nvgpu.tma_prefetch_descriptor(tensor_map, predicate=first)
-        w_maps = [maps["w_map"], *([maps["w2_map"]] if cfg.gated else [])]
 
-        def offsets(stage: ir.Value) -> tuple[ir.Value, list[ir.Value]]:
-            """Byte offsets of a stage's x tile and w tiles: [x | w (| w2)] per stage."""
-            a_at = a.add(shift, a.mul(stage, cfg.stage_bytes))
-            return a_at, [a.add(a_at, cfg.a_bytes + i * cfg.b_bytes) for i in range(cfg.operands)]
+    def offsets(self, stage: ir.Value) -> tuple[ir.Value, list[ir.Value]]:
+        """Byte offsets of a stage's x tile and w tiles."""
+        cfg = self.cfg
+        a_at = a.add(self.shift, a.mul(stage, cfg.stage_bytes))
+        return a_at, [a.add(a_at, cfg.a_bytes + i * cfg.b_bytes) for i in range(cfg.operands)]
 
-        def load(tile: ir.Value, stage: ir.Value) -> None:
-            a_at, b_ats = offsets(stage)
-            k0 = a.mul(tile, BLOCK_K)
-            copies = [(cfg.block_m, a_at, maps["x_map"], m0)]
-            copies += [
-                (cfg.block_n, at, tensor_map, n0)
-                for at, tensor_map in zip(b_ats, w_maps, strict=True)
-            ]
-            for rows, at, tensor_map, coordinate in copies:
-                view = memref.view(
-                    ir.MemRefType.get([rows, BLOCK_K], element, memory_space=space),
-                    dynamic,
-                    at,
-                    [],
-                )
-                nvgpu.TmaAsyncLoadOp(
-                    view,
-                    barriers,
-                    tensor_map,
-                    coordinates=[k0, coordinate],
-                    mbarId=stage,
-                    predicate=first,
-                )
-            nvgpu.mbarrier_arrive_expect_tx(
-                barriers, a.idx(cfg.stage_bytes), stage, predicate=first
+    def load(
+        self, full: ir.Value, tile: ir.Value, stage: ir.Value, predicate: ir.Value | None
+    ) -> None:
+        """TMA loads of k tile ``tile`` into ``stage``, completing on ``full[stage]``."""
+        cfg = self.cfg
+        a_at, b_ats = self.offsets(stage)
+        k0 = a.mul(tile, BLOCK_K)
+        copies = [(cfg.block_m, a_at, self.maps["x_map"], self.m0)]
+        copies += [
+            (cfg.block_n, at, tensor_map, self.n0)
+            for at, tensor_map in zip(b_ats, self.w_maps, strict=True)
+        ]
+        for rows, at, tensor_map, coordinate in copies:
+            view = memref.view(
+                ir.MemRefType.get([rows, BLOCK_K], self.element, memory_space=self.space),
+                self.dynamic,
+                at,
+                [],
             )
+            nvgpu.TmaAsyncLoadOp(
+                view,
+                full,
+                tensor_map,
+                coordinates=[k0, coordinate],
+                mbarId=stage,
+                predicate=predicate,
+            )
+        nvgpu.mbarrier_arrive_expect_tx(full, a.idx(cfg.stage_bytes), stage, predicate=predicate)
 
-        for tile in range(min(cfg.stages - 1, tiles)):
-            load(a.idx(tile), a.idx(tile))
-
+    def zero_accumulators(self, count: int) -> list[ir.Value]:
         zero = a.f32(0.0)
         initial = []
-        for _ in range(halves * cfg.operands):
-            acc = llvm.mlir_undef(acc_type)
-            for i in range(n_acc):
+        for _ in range(count):
+            acc = llvm.mlir_undef(self.acc_type)
+            for i in range(self.cfg.block_n // 2):
                 acc = llvm.insertvalue(acc, zero, [i])
             initial.append(acc)
-        loop = a.for_op(a.idx(0), a.idx(tiles), [*initial, a.const(0, i1)])
+        return initial
+
+    def multiply(
+        self, stage: ir.Value, accs: list[ir.Value], first_row: ir.Value | None = None
+    ) -> list[ir.Value]:
+        """Issues one k tile's wgmmas from ``stage`` (rows ``first_row``.. of its x tile, an
+        m64 half per ``len(accs) / operands``) and commits them as one group."""
+        cfg = self.cfg
+        i64 = ir.IntegerType.get_signless(64)
+        a_at, b_ats = self.offsets(stage)
+        if first_row is not None:
+            a_at = a.add(a_at, a.mul(first_row, 128))
+        a_address = arith.addi(self.base, _i64(a_at))
+        b_descs = [_descriptor(arith.addi(self.base, _i64(at))) for at in b_ats]
+        nvvm.wgmma_fence_aligned()
+        out = []
+        # Accumulator h·operands + o: m64 half h against w operand o.
+        for index, acc in enumerate(accs):
+            half, b_desc = index // cfg.operands, b_descs[index % cfg.operands]
+            a_desc = _descriptor(arith.addi(a_address, a.const(half * WGMMA_M * 128, i64)))
+            for k in range(BLOCK_K // K_STEP):
+                step = a.const(k * K_STEP * 2 >> 4, i64)  # 32 bytes along the row
+                acc = _wgmma(
+                    cfg, self.acc_type, acc, arith.addi(a_desc, step), arith.addi(b_desc, step)
+                )
+            out.append(acc)
+        nvvm.wgmma_commit_group_sync_aligned()
+        return out
+
+
+def _parity(tile: ir.Value, stages: int, behind: int = 0) -> ir.Value:
+    """The phase parity of a stage's barrier at k tile ``tile``: its (tile / stages - behind)th
+    completion."""
+    round_ = a.sub(a.div(tile, stages), behind) if behind else a.div(tile, stages)
+    return a.cmp("ne", a.rem(round_, 2), 0)
+
+
+def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
+    args, block = km.add_launched_kernel(info)
+    with ir.InsertionPoint(block):
+        kernel = _Kernel(cfg, args, info)
+        if cfg.consumers == 1:
+            _one_warpgroup(kernel)
+        else:
+            _warp_specialized(kernel)
+        gpu.ReturnOp([])
+
+
+def _one_warpgroup(kernel: _Kernel) -> None:
+    """The warpgroup's thread 0 issues the loads ``stages - 1`` tiles ahead; each buffer is
+    refilled once the wgmma group that read it has completed (one group stays in flight)."""
+    cfg = kernel.cfg
+    i1 = ir.IntegerType.get_signless(1)
+    first = a.cmp("eq", kernel.tid, 0)
+    full = kernel.barriers(cfg.stages)
+    for stage in range(cfg.stages):
+        nvgpu.mbarrier_init(full, a.idx(1), a.idx(stage), predicate=first)
+    gpu.barrier()
+    for tensor_map in kernel.maps.values():
+        nvgpu.tma_prefetch_descriptor(tensor_map, predicate=first)
+    tiles = kernel.tiles
+    for tile in range(min(cfg.stages - 1, tiles)):
+        kernel.load(full, a.idx(tile), a.idx(tile), first)
+    halves = cfg.block_m // WGMMA_M
+    initial = kernel.zero_accumulators(halves * cfg.operands)
+    loop = a.for_op(a.idx(0), a.idx(tiles), [*initial, a.const(0, i1)])
+    with ir.InsertionPoint(loop.body):
+        kt = loop.induction_variable
+        *accs, parity = loop.inner_iter_args
+        stage = a.rem(kt, cfg.stages)
+        nvgpu.MBarrierTryWaitParityOp(full, parity, a.idx(TICKS), mbarId=stage)
+        out = kernel.multiply(stage, list(accs))
+        # This tile's group may still run; the previous one has read its buffer, which
+        # the load below refills.
+        nvvm.wgmma_wait_group_sync_aligned(1)
+        following = a.add(kt, cfg.stages - 1)
+        more = a.if_op(a.cmp("slt", following, tiles))
+        with ir.InsertionPoint(more.then_block):
+            kernel.load(full, following, a.rem(following, cfg.stages), first)
+            scf.yield_([])
+        wrapped = a.cmp("eq", stage, cfg.stages - 1)
+        parity = arith.select(wrapped, arith.xori(parity, a.const(1, i1)), parity)
+        scf.yield_([*out, parity])
+    nvvm.wgmma_wait_group_sync_aligned(0)
+    accs = list(loop.results)[: halves * cfg.operands]
+    _store(cfg, kernel.args, accs, kernel.tid, kernel.m0, kernel.n0, kernel.element)
+
+
+PRODUCER_REGISTERS = 40
+CONSUMER_REGISTERS = 232
+
+
+def _warp_specialized(kernel: _Kernel) -> None:
+    """Warpgroup 0 produces: its thread 0 waits for a stage to be released (``empty``),
+    then loads the next k tile into it (``full``); the other warpgroups consume, each its
+    own ``rows_per_consumer`` rows of the tile: wait for ``full``, issue the tile's wgmmas,
+    and once the previous tile's group has completed release that tile's stage (one arrival
+    per consumer). The producer gives up registers (``setmaxnreg``) to the consumers."""
+    cfg = kernel.cfg
+    tid, tiles = kernel.tid, kernel.tiles
+    first = a.cmp("eq", tid, 0)
+    full, empty = kernel.barriers(cfg.stages), kernel.barriers(cfg.stages)
+    for stage in range(cfg.stages):
+        nvgpu.mbarrier_init(full, a.idx(1), a.idx(stage), predicate=first)
+        nvgpu.mbarrier_init(empty, a.idx(cfg.consumers), a.idx(stage), predicate=first)
+    gpu.barrier()
+    for tensor_map in kernel.maps.values():
+        nvgpu.tma_prefetch_descriptor(tensor_map, predicate=first)
+    warpgroup = a.div(tid, WARPGROUP)
+    role = scf.IfOp(a.cmp("eq", warpgroup, 0), [], has_else=True)  # type: ignore[call-arg]
+    with ir.InsertionPoint(role.then_block):
+        nvvm.SetMaxRegisterOp(PRODUCER_REGISTERS, nvvm.SetMaxRegisterAction.decrease)
+        leader = a.if_op(first)
+        with ir.InsertionPoint(leader.then_block):
+            loop = a.for_op(a.idx(0), a.idx(tiles), [])
+            with ir.InsertionPoint(loop.body):
+                kt = loop.induction_variable
+                stage = a.rem(kt, cfg.stages)
+                refill = a.if_op(a.cmp("sge", kt, cfg.stages))
+                with ir.InsertionPoint(refill.then_block):
+                    parity = _parity(kt, cfg.stages, behind=1)
+                    nvgpu.MBarrierTryWaitParityOp(empty, parity, a.idx(TICKS), mbarId=stage)
+                    scf.yield_([])
+                kernel.load(full, kt, stage, None)
+                scf.yield_([])
+            scf.yield_([])
+        scf.yield_([])
+    with ir.InsertionPoint(role.else_block):
+        nvvm.SetMaxRegisterOp(CONSUMER_REGISTERS, nvvm.SetMaxRegisterAction.increase)
+        consumer = a.sub(warpgroup, 1)
+        local = a.rem(tid, WARPGROUP)
+        releaser = a.cmp("eq", local, 0)
+        halves = cfg.rows_per_consumer // WGMMA_M
+        first_row = a.mul(consumer, cfg.rows_per_consumer)
+        initial = kernel.zero_accumulators(halves * cfg.operands)
+        loop = a.for_op(a.idx(0), a.idx(tiles), initial)
         with ir.InsertionPoint(loop.body):
             kt = loop.induction_variable
-            *accs, parity = loop.inner_iter_args
             stage = a.rem(kt, cfg.stages)
-            nvgpu.MBarrierTryWaitParityOp(barriers, parity, a.idx(TICKS), mbarId=stage)
-            a_at, b_ats = offsets(stage)
-            a_address = arith.addi(base, _i64(a_at))
-            b_descs = [_descriptor(arith.addi(base, _i64(at))) for at in b_ats]
-            nvvm.wgmma_fence_aligned()
-            out = []
-            # Accumulator h·operands + o: m64 half h against w operand o.
-            for index, acc in enumerate(accs):
-                half, b_desc = divmod(index, cfg.operands)[0], b_descs[index % cfg.operands]
-                a_desc = _descriptor(arith.addi(a_address, a.const(half * WGMMA_M * 128, i64)))
-                for k in range(BLOCK_K // K_STEP):
-                    step = a.const(k * K_STEP * 2 >> 4, i64)  # 32 bytes along the row
-                    acc = _wgmma(
-                        cfg, acc_type, acc, arith.addi(a_desc, step), arith.addi(b_desc, step)
-                    )
-                out.append(acc)
-            nvvm.wgmma_commit_group_sync_aligned()
-            # This tile's group may still run; the previous one has read its buffer, which
-            # the load below refills.
+            nvgpu.MBarrierTryWaitParityOp(
+                full, _parity(kt, cfg.stages), a.idx(TICKS), mbarId=stage
+            )
+            out = kernel.multiply(stage, list(loop.inner_iter_args), first_row)
             nvvm.wgmma_wait_group_sync_aligned(1)
-            following = a.add(kt, cfg.stages - 1)
-            more = a.if_op(a.cmp("slt", following, tiles))
-            with ir.InsertionPoint(more.then_block):
-                load(following, a.rem(following, cfg.stages))
+            # The previous tile's group has completed: its stage can be refilled.
+            release = a.if_op(a.both(releaser, a.cmp("sgt", kt, 0)))
+            with ir.InsertionPoint(release.then_block):
+                previous = a.rem(a.add(kt, cfg.stages - 1), cfg.stages)
+                nvgpu.mbarrier_arrive(empty, previous)
                 scf.yield_([])
-            wrapped = a.cmp("eq", stage, cfg.stages - 1)
-            parity = arith.select(wrapped, arith.xori(parity, a.const(1, i1)), parity)
-            scf.yield_([*out, parity])
+            scf.yield_(out)
         nvvm.wgmma_wait_group_sync_aligned(0)
-        _store(cfg, args, list(loop.results)[: halves * cfg.operands], tid, m0, n0, element)
-        gpu.ReturnOp([])
+        m0 = a.add(kernel.m0, first_row)
+        _store(cfg, kernel.args, list(loop.results), local, m0, kernel.n0, kernel.element)
+        scf.yield_([])
 
 
 def _wgmma(

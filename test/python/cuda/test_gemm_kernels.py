@@ -195,12 +195,41 @@ def test_hopper_gemm_uses_wgmma_tma_and_mbarriers() -> None:
     assert info.grid == ("cdiv(M, 128) * 16", "1", "1")
 
 
+def test_warp_specialized_hopper_gemm() -> None:
+    """Two consumer warpgroups and a producer: 384 threads; the producer gives registers up
+    and the consumers take them (setmaxnreg); each consumer's k tile is 4 k16 wgmma of
+    m64n256 on its own 64 rows (LLVM may unroll the loop); the producer waits on the
+    consumers' release (one arrival per consumer warpgroup) before refilling a stage."""
+    with make_context(), ir.Location.unknown():
+        km = KernelModule("sm_90a")
+        cfg = WgmmaConfig("bf16", 16384, 2048, 128, 256, 4, consumers=2)
+        info = build_wgmma_gemm(km, cfg)
+        toolchain.to_nvvm(km.module)
+        ptx = toolchain.to_ptx(km.module)
+    body = kernel_ptx(ptx, info.name)
+    assert info.block == (384, 1, 1) and info.name.endswith("c2")
+    assert info.smem_bytes == 4 * (128 * 64 + 256 * 64) * 2 + 1024
+    assert re.search(r"setmaxnreg\.dec\.sync\.aligned\.u32\s+40;", body)
+    assert re.search(r"setmaxnreg\.inc\.sync\.aligned\.u32\s+232;", body)
+    wgmmas = body.count("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16")
+    assert wgmmas and wgmmas % 4 == 0  # LLVM may unroll the k loop
+    assert "mbarrier.arrive.shared.b64" in body  # a consumer releases a stage
+    assert body.count("mbarrier.try_wait.parity.shared.b64") >= 2  # full and empty
+    assert_no_local_memory(toolchain.resource_usage(ptx, "sm_90a"))
+
+
 @pytest.mark.parametrize(
     "config, message",
     [
         (lambda: WgmmaConfig("f32", 64, 64), "bf16 or f16"),
         (lambda: WgmmaConfig("bf16", 64, 60), "16-byte aligned"),
         (lambda: WgmmaConfig("bf16", 64, 64, block_m=96), "not a wgmma tile"),
+        (lambda: WgmmaConfig("bf16", 64, 64, block_m=64, consumers=2), "cannot split 64 rows"),
+        (lambda: WgmmaConfig("bf16", 64, 64, consumers=3), "cannot split"),
+        (
+            lambda: WgmmaConfig("bf16", 64, 64, 256, 256, consumers=2),
+            "256 accumulators a thread",
+        ),
     ],
 )
 def test_hopper_gemm_refuses_what_it_cannot_run(config, message: str) -> None:  # type: ignore[no-untyped-def]

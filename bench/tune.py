@@ -43,8 +43,26 @@ MODELS = {
     "gemma3-1b": (1152, 6912, 1024, 256, 262144),
     "gemma2-2b": (2304, 9216, 2048, 1024, 256000),
 }
-PLAIN = ((128, 128, 2), (128, 128, 3), (128, 128, 4), (64, 256, 3), (128, 64, 3))
-GATED = ((128, 64, 3), (128, 64, 4), (64, 128, 3), (64, 128, 4))
+# (block_m, block_n, stages, consumer warpgroups): 1 is the single-warpgroup kernel, 2 the
+# warp-specialized one (a producer warpgroup and two consumers).
+PLAIN = (
+    (128, 128, 2, 1),
+    (128, 128, 3, 1),
+    (128, 128, 4, 1),
+    (64, 256, 3, 1),
+    (128, 64, 3, 1),
+    (128, 256, 3, 2),
+    (128, 256, 4, 2),
+    (256, 128, 4, 2),
+)
+GATED = (
+    (128, 64, 3, 1),
+    (128, 64, 4, 1),
+    (64, 128, 3, 1),
+    (64, 128, 4, 1),
+    (128, 128, 4, 2),
+    (256, 64, 4, 2),
+)
 
 
 def shapes() -> list[tuple[int, int, bool]]:
@@ -69,8 +87,10 @@ def build(folder: Path) -> None:
     with make_context(), ir.Location.unknown():
         km = KernelModule(ARCH)
         for n, k, gated in shapes():
-            for block_m, block_n, stages in GATED if gated else PLAIN:
-                cfg = WgmmaConfig("bf16", n, k, block_m, block_n, stages, gated=gated)
+            for block_m, block_n, stages, consumers in GATED if gated else PLAIN:
+                cfg = WgmmaConfig(
+                    "bf16", n, k, block_m, block_n, stages, gated=gated, consumers=consumers
+                )
                 info = build_wgmma_gemm(km, cfg)
                 cases.append(
                     {
@@ -78,7 +98,12 @@ def build(folder: Path) -> None:
                         "N": n,
                         "K": k,
                         "gated": gated,
-                        "tile": {"block_m": block_m, "block_n": block_n, "stages": stages},
+                        "tile": {
+                            "block_m": block_m,
+                            "block_n": block_n,
+                            "stages": stages,
+                            "consumers": consumers,
+                        },
                         "info": support.info_json(info),
                     }
                 )
@@ -195,6 +220,7 @@ def tune(args: argparse.Namespace) -> int:
     for done, case in enumerate(tuner.cases, start=1):
         tile = case["tile"]
         what = f"{case['key']} {tile['block_m']}x{tile['block_n']} s{tile['stages']}"
+        what += f" c{tile.get('consumers', 1)}"
         progress(done - 1, len(tuner.cases), what)
         try:
             rows.append(tuner.measure(case))

@@ -400,9 +400,7 @@ def _warp_specialized(kernel: _Kernel) -> None:
         with ir.InsertionPoint(loop.body):
             kt = loop.induction_variable
             stage = a.rem(kt, cfg.stages)
-            nvgpu.MBarrierTryWaitParityOp(
-                full, _parity(kt, cfg.stages), a.idx(TICKS), mbarId=stage
-            )
+            nvgpu.MBarrierTryWaitParityOp(full, _parity(kt, cfg.stages), a.idx(TICKS), mbarId=stage)
             out = kernel.multiply(stage, list(loop.inner_iter_args), first_row)
             nvvm.wgmma_wait_group_sync_aligned(1)
             # The previous tile's group has completed: its stage can be refilled.

@@ -252,7 +252,7 @@ class _WgmmaKernel(_MmaKernel):
         nvvm.fence_proxy(nvvm.ProxyKind.async_shared, space=nvvm.SharedSpace.shared_cta)
         gpu.barrier()
 
-    def load_q(self, fr: _Frame) -> ir.Value:
+    def issue_q(self, fr: _Frame) -> ir.Value:
         """Issues the Q tile's copies as one group (the main loop's first wait covers it)."""
         cfg = self.cfg
         tokens = self.copy_tile(fr, "q", a.idx(0), cfg.block_m, cfg.head_dim, fr.q0, fr.seq_q)
@@ -311,7 +311,7 @@ class _WgmmaKernel(_MmaKernel):
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def main_loop(self, fr: _Frame, q_group: ir.Value) -> tuple[list[Fragments], list[RowState]]:
+    def key_loop(self, fr: _Frame, q_group: ir.Value) -> tuple[list[Fragments], list[RowState]]:
         """Iteration j: wait for K_j and V_{j-1}; issue the copies of K_{j+1} and V_j; issue
         S_j = Q·K_jᵀ, then O += P_{j-1}·V_{j-1}; once S_j is in, its softmax runs while the
         P·V product is still on the tensor cores; then O is rescaled by α_j. The P·V of the
@@ -441,7 +441,7 @@ def emit_wgmma_kernel(km: KernelModule, cfg: AttentionConfig, name: str) -> tupl
     kernel.args = {p.name: v for p, v in zip(params, block.arguments, strict=True)}
     with ir.InsertionPoint(block):
         fr = kernel.frame()
-        acc, states = kernel.main_loop(fr, kernel.load_q(fr))
+        acc, states = kernel.key_loop(fr, kernel.issue_q(fr))
         kernel.store(fr, acc, states)
         gpu.ReturnOp([])
     return kernel.threads, kernel.smem_bytes

@@ -184,8 +184,8 @@ class _WgmmaKernel(_MmaKernel):
         limit: ir.Value,
     ) -> list[ir.Value]:
         """cp.async of rows first_row.. first_row + rows - 1 of ``tensor`` into the swizzled
-        tile at element offset ``at`` of the flat view; rows at or past ``limit`` are
-        zero-filled (their source clamped to the last row, of which no byte is read)."""
+        tile at element offset ``at`` of the flat view; rows below 0 or at or past ``limit``
+        are zero-filled (their source clamped to a real row, of which no byte is read)."""
         units = dim * 2 // COPY_BYTES  # 16-byte units per row
         step = self.threads // units  # rows per turn
         assert rows % step == 0, (rows, dim)
@@ -202,8 +202,11 @@ class _WgmmaKernel(_MmaKernel):
             # With a step that is a multiple of 8 the swizzle is the same every turn.
             swizzled = a.mul(arith.xori(within, a.rem(tile_row, 8)), 8)
             source_row = a.add(first_row, tile_row)
-            valid = a.cmp("slt", source_row, limit)
-            index = a.add(a.add(fr.bases[tensor], a.mul(a.smin(source_row, last), stride)), column)
+            # The tile before the first (source rows below 0) is zero-filled like those past
+            # the end; either way the address stays on a real row.
+            valid = a.both(a.cmp("slt", source_row, limit), a.cmp("sge", source_row, 0))
+            clamped = a.smax(a.smin(source_row, last), 0)
+            index = a.add(a.add(fr.bases[tensor], a.mul(clamped, stride)), column)
             tokens.append(
                 nvgpu.device_async_copy(
                     fr.tiles["flat"],

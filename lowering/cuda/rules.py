@@ -317,12 +317,18 @@ def _hopper_gemm(
         return None
     if dtype not in ("bf16", "f16") or not transpose_w or has_bias or K % 8:
         return None
-    # Untuned: 128-row tiles three stages deep (two blocks fit an SM), which measured fastest
-    # over the Gemma projection shapes (bench/results/h100-2026-12-07-gemm-wgmma-wait1.json);
-    # the gated form holds two accumulators, so its tiles are 64 columns wide. The tuning
-    # table (bench/tune.py) picks per shape.
-    tile = {"block_m": 128, "block_n": 64 if gated else 128, "stages": 3}
-    tile.update(plan.tuning.get(wgmma_key(dtype, N, K, gated)) or {})
+    # Untuned: the warp-specialized kernel (a producer and two consumer warpgroups), which
+    # on an H100 matched or beat the single-warpgroup one at every shape timed in the same
+    # run: 128x256 tiles three stages deep, and the gated form (two accumulators) 128x128
+    # four deep (bench/results/h100-2026-12-07-gemm-warp-specialized.json). A tuning-table
+    # entry (bench/tune.py) overrides fields of the default of its kind: an entry without
+    # ``consumers`` is a single-warpgroup tile, whose default is 128-row tiles three stages
+    # deep (64 columns gated), as tables made before the warp-specialized kernel expect.
+    split = {"block_m": 128, "block_n": 128 if gated else 256, "stages": 4 if gated else 3}
+    single = {"block_m": 128, "block_n": 64 if gated else 128, "stages": 3, "consumers": 1}
+    tuned = plan.tuning.get(wgmma_key(dtype, N, K, gated)) or {}
+    base = single if tuned and tuned.get("consumers", 1) == 1 else {**split, "consumers": 2}
+    tile = {**base, **tuned}
     cfg = WgmmaConfig(dtype, N, K, **tile, gated=gated, activation=activation, softcap=softcap)
     info = plan.kernel(f"gemm {cfg}", lambda km: build_wgmma_gemm(km, cfg))
     return info, cfg.block_m, cfg.block_n, BLOCK_K

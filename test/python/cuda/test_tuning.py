@@ -70,13 +70,15 @@ def test_the_wgmma_rule_takes_the_tuned_tile_and_recompiles(user: Path) -> None:
         return {s.kernel for s in compiled.manifest.program("prefill").steps if "wgmma" in s.kernel}
 
     before = gemms()
-    assert "gemm_wgmma_bf16_n48_k64_nk_128x128x64s3g8" in before
+    # Untuned: the warp-specialized kernel; a tuned entry without ``consumers`` is a
+    # single-warpgroup tile, its other fields from that kernel's default.
+    assert "gemm_wgmma_bf16_n48_k64_nk_128x256x64s3g8c2" in before
     fingerprint = CudaTarget("sm_90a").fingerprint()
     _table(user, {tuning.wgmma_key("bf16", 48, 64, False): {"block_n": 64, "stages": 4}})
     assert CudaTarget("sm_90a").fingerprint() != fingerprint
     after = gemms()
     assert "gemm_wgmma_bf16_n48_k64_nk_128x64x64s4g8" in after
-    assert before - after == {"gemm_wgmma_bf16_n48_k64_nk_128x128x64s3g8"}
+    assert before - after == {"gemm_wgmma_bf16_n48_k64_nk_128x256x64s3g8c2"}
 
 
 def test_the_shipped_h100_table_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

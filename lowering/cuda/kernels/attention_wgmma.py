@@ -2,22 +2,24 @@
 128-byte-swizzled shared tiles.
 
 A block of ``block_m / 64`` warpgroups computes ``block_m`` queries of one (batch, head);
-warpgroup w owns queries 64w..64w+63, its warp i rows 16i..16i+15 of those. Each warpgroup
-walks the key tiles of ``block_n`` keys:
+warpgroup w owns queries 64w..64w+63, its warp i rows 16i..16i+15 of those. Per key tile of
+``block_n`` keys, each warpgroup runs
 
-    S_j = Q·K_jᵀ   wgmma.m64n{block_n}k16, A (its 64 query rows) and B (the key rows) both
-                   read from shared memory through matrix descriptors, K-major
-    softmax        on S_j's registers: the accumulator of warp i is the mma.sync C layout of
-                   its 16 rows, so the online softmax, the mask and the softcap are the
-                   tensor-core kernel's own (``attention_softmax``)
-    O += P·V       wgmma.m64n{Dv}k16 with A = P straight from the registers (the C layout of
-                   two adjacent 8-key groups is the A layout of one k step) and B = V from
-                   shared memory, N-major (V's rows are keys, contiguous along Dv)
+    S = Q·K_jᵀ    wgmma.m64n{block_n}k16, A (its 64 query rows) and B (the key rows) both
+                  read from shared memory through matrix descriptors, K-major
+    softmax       on S's registers: the accumulator of warp i is the mma.sync C layout of
+                  its 16 rows, so the online softmax, the mask and the softcap are the
+                  tensor-core kernel's own (``attention_softmax``)
+    O = α·O + P·V_j   wgmma.m64n{Dv}k16 with A = P straight from the registers (the C layout
+                  of two adjacent 8-key groups is the A layout of one k step) and B = V_j
+                  from shared memory, N-major (V's rows are keys, contiguous along Dv)
 
-**Overlap.** Within a warpgroup, iteration j issues S_j and then the P·V product of the
-previous tile as two wgmma groups, waits for the first only, and runs tile j's softmax while
-the second is still on the tensor cores; O is rescaled once that one is in. Across the two
-warpgroups of a block the tensor cores stay busy while either is in its softmax.
+The two warpgroups of a block interleave on their own: while one works through its softmax,
+the other's wgmmas keep the tensor cores busy. A schedule that also overlapped within each
+warpgroup (S_j issued with the previous tile's P·V, tile j's softmax running while P·V is in
+flight) measured slower on an H100 (368 against 404 TF/s at B1 H8 S4096 D256 causal, each
+next to the mma.sync kernel's 269 in its run: its registers filled to 250-255 a thread), so
+this kernel keeps one wgmma group in flight.
 
 **Shared layout.** A [rows, D] tile is stored as D/64 column chunks of [rows, 64]: each row
 of a chunk is 128 bytes, and its 16-byte unit u sits at unit ``u xor (row mod 8)`` (the
@@ -28,11 +30,11 @@ the leading offset is the distance between chunks (block_n · 128 bytes), the st
 1024 bytes, and a k step of 16 keys moves the start 16 rows (2048 bytes).
 
 **Copies.** Global → shared by cp.async, 16 bytes per thread and copy, written at the
-swizzled place; rows past the sequence's end are zero-filled. K and V each have two stages:
-iteration j copies K_{j+1} and V_j (the stages K_{j-1} and V_{j-2} had, which every thread
-finished reading before this iteration's barrier), so each tile has one iteration to land.
-After a wait each thread fences its copies to the async proxy (``fence.proxy.async``)
-before the barrier, as wgmma reads shared memory through that proxy.
+swizzled place. Tiles are double-buffered by hand (``stages``
+K/V buffers, the copies of tile j + stages - 1 issued while tile j is computed); after a
+wait, each thread fences its copies to the async proxy (``fence.proxy.async``) before the
+barrier, as wgmma reads shared memory through that proxy. Rows past the sequence's end are
+zero-filled by the copies.
 
 D and Dv must be multiples of 64 up to 256 (wgmma's widest n for the P·V product); other
 shapes keep the mma.sync kernel.
@@ -64,7 +66,6 @@ CHUNK = 64  # elements of a 128-byte swizzled row
 ROW_BYTES = 128
 SWIZZLE_BYTES = 1024  # 8 rows of 128 bytes: the swizzle's period
 COPY_BYTES = 16
-STAGES = 2  # K and V tiles in shared memory at once, each
 
 
 def wgmma_shape(cfg: AttentionConfig) -> bool:
@@ -75,16 +76,16 @@ def wgmma_shape(cfg: AttentionConfig) -> bool:
 
 
 def shared_bytes(cfg: AttentionConfig) -> int:
-    """The Q tile, two K and two V tiles, and the alignment slack."""
+    """The Q tile, ``stages`` K/V tiles and the alignment slack."""
     q = cfg.block_m * cfg.head_dim * 2
     kv = cfg.block_n * (cfg.head_dim + cfg.dv) * 2
-    return q + STAGES * kv + SWIZZLE_BYTES
+    return q + cfg.stages * kv + SWIZZLE_BYTES
 
 
 def resolve_wgmma(cfg: AttentionConfig, arch: str) -> AttentionConfig:
     """``cfg`` with its tile fields chosen: two warpgroups (128 queries), 64 keys per tile
     for D or Dv above 128 (the O accumulator then takes 128 registers a thread) and 128
-    below; two K and two V stages (the main loop's schedule needs exactly two)."""
+    below, two K/V stages."""
     cfg.validate()
     block_m = cfg.block_m or 2 * WGMMA_M
     block_n = cfg.block_n or (64 if max(cfg.head_dim, cfg.dv) > 128 else 128)
@@ -93,11 +94,9 @@ def resolve_wgmma(cfg: AttentionConfig, arch: str) -> AttentionConfig:
         block_m=block_m,
         block_n=block_n,
         warps=block_m // 16,
-        stages=STAGES,
+        stages=cfg.stages or 2,
         q_in_registers=False,
     )
-    if cfg.stages not in (0, STAGES):
-        raise ValueError(f"the wgmma attention kernel keeps {STAGES} K/V stages, not {cfg.stages}")
     if block_m % WGMMA_M or not 16 <= block_n <= 256:
         raise ValueError(
             f"the wgmma attention kernel takes block_m a multiple of {WGMMA_M} and block_n "
@@ -184,8 +183,8 @@ class _WgmmaKernel(_MmaKernel):
         limit: ir.Value,
     ) -> list[ir.Value]:
         """cp.async of rows first_row.. first_row + rows - 1 of ``tensor`` into the swizzled
-        tile at element offset ``at`` of the flat view; rows below 0 or at or past ``limit``
-        are zero-filled (their source clamped to a real row, of which no byte is read)."""
+        tile at element offset ``at`` of the flat view; rows at or past ``limit`` are
+        zero-filled (their source clamped to the last row, of which no byte is read)."""
         units = dim * 2 // COPY_BYTES  # 16-byte units per row
         step = self.threads // units  # rows per turn
         assert rows % step == 0, (rows, dim)
@@ -202,11 +201,8 @@ class _WgmmaKernel(_MmaKernel):
             # With a step that is a multiple of 8 the swizzle is the same every turn.
             swizzled = a.mul(arith.xori(within, a.rem(tile_row, 8)), 8)
             source_row = a.add(first_row, tile_row)
-            # The tile before the first (source rows below 0) is zero-filled like those past
-            # the end; either way the address stays on a real row.
-            valid = a.both(a.cmp("slt", source_row, limit), a.cmp("sge", source_row, 0))
-            clamped = a.smax(a.smin(source_row, last), 0)
-            index = a.add(a.add(fr.bases[tensor], a.mul(clamped, stride)), column)
+            valid = a.cmp("slt", source_row, limit)
+            index = a.add(a.add(fr.bases[tensor], a.mul(a.smin(source_row, last), stride)), column)
             tokens.append(
                 nvgpu.device_async_copy(
                     fr.tiles["flat"],
@@ -220,34 +216,17 @@ class _WgmmaKernel(_MmaKernel):
             )
         return tokens
 
-    def copy_keys(self, fr: _Frame, tensor: str, tile: ir.Value, end: ir.Value) -> list[ir.Value]:
-        """The copies of key tile ``tile`` of ``tensor`` ("k" or "v") into its stage (the
-        tile's parity); a tile outside [0, end) is zero-filled and reads nothing."""
+    def issue_kv(self, fr: _Frame, tile: ir.Value, stage: ir.Value, end: ir.Value) -> ir.Value:
+        """The copies of key tile ``tile`` into ``stage``, committed as one group; a tile at
+        or past ``end`` copies nothing (zero-size copies keep one group per iteration)."""
         cfg = self.cfg
-        dim = cfg.head_dim if tensor == "k" else cfg.dv
-        inside = a.both(a.cmp("slt", tile, end), a.cmp("sge", tile, 0))
-        limit = a.select(inside, fr.seq_k, 0)
-        return self.copy_tile(
-            fr,
-            tensor,
-            self.stage_at(tensor, tile),
-            cfg.block_n,
-            dim,
-            a.mul(tile, cfg.block_n),
-            limit,
-        )
-
-    def stage_at(self, tensor: str, tile: ir.Value) -> ir.Value:
-        """The element offset (in the flat view) of ``tensor``'s stage for key tile ``tile``:
-        Q, then the two K stages, then the two V stages."""
-        size = self.k_bytes if tensor == "k" else self.v_bytes
-        first = self.q_bytes if tensor == "k" else self.q_bytes + 2 * self.k_bytes
-        stage = a.rem(a.add(tile, 2), 2)  # tile >= -1
-        return a.add(first // 2, a.mul(stage, size // 2))
-
-    def address(self, fr: _Frame, at: ir.Value) -> ir.Value:
-        """The shared byte address of element offset ``at`` of the flat view."""
-        return arith.addi(fr.tiles["address"], _i64(a.mul(at, 2)))
+        k0 = a.mul(tile, cfg.block_n)
+        limit = a.select(a.cmp("slt", tile, end), fr.seq_k, 0)
+        at = a.add(self.q_bytes // 2, a.mul(stage, self.kv_bytes // 2))
+        tokens = self.copy_tile(fr, "k", at, cfg.block_n, cfg.head_dim, k0, limit)
+        v_at = a.add(at, self.k_bytes // 2)
+        tokens += self.copy_tile(fr, "v", v_at, cfg.block_n, cfg.dv, k0, limit)
+        return nvgpu.device_async_create_group(tokens)
 
     @staticmethod
     def visible_to_wgmma() -> None:
@@ -255,23 +234,29 @@ class _WgmmaKernel(_MmaKernel):
         nvvm.fence_proxy(nvvm.ProxyKind.async_shared, space=nvvm.SharedSpace.shared_cta)
         gpu.barrier()
 
-    def issue_q(self, fr: _Frame) -> ir.Value:
-        """Issues the Q tile's copies as one group (the main loop's first wait covers it)."""
+    def load_q(self, fr: _Frame) -> None:
         cfg = self.cfg
         tokens = self.copy_tile(fr, "q", a.idx(0), cfg.block_m, cfg.head_dim, fr.q0, fr.seq_q)
-        return nvgpu.device_async_create_group(tokens)
+        group = nvgpu.device_async_create_group(tokens)
+        nvgpu.device_async_wait(group, num_groups=0)
+        self.visible_to_wgmma()
+        return None
 
     # -- the two products -----------------------------------------------------------------------
 
-    def issue_scores(self, fr: _Frame, k_address: ir.Value) -> ir.Value:
-        """Issues S = Q·K_jᵀ for this warpgroup's 64 rows (D/16 k steps) as one group;
-        returns the accumulator struct, to be read after the group's wait."""
+    def warpgroup(self, fr: _Frame) -> ir.Value:
+        return a.div(fr.ln.tid, WARPGROUP)
+
+    def scores_wgmma(self, fr: _Frame, k_address: ir.Value) -> Fragments:
+        """S = Q·K_jᵀ for this warpgroup's 64 rows: D/16 wgmma k steps, then their wait."""
         cfg = self.cfg
         acc_type = _struct(cfg.block_n // 2)
-        warpgroup = a.div(fr.ln.tid, WARPGROUP)
-        q_rows = arith.addi(fr.tiles["address"], _i64(a.mul(warpgroup, WGMMA_M * ROW_BYTES)))
+        q_rows = arith.addi(
+            fr.tiles["address"], _i64(a.mul(self.warpgroup(fr), WGMMA_M * ROW_BYTES))
+        )
         q_desc = _descriptor(q_rows, 16)
         k_desc = _descriptor(k_address, 16)
+        nvvm.wgmma_fence_aligned()
         acc = llvm.mlir_undef(acc_type)
         for chunk in range(cfg.head_dim // CHUNK):
             for step in range(CHUNK // 16):
@@ -285,94 +270,91 @@ class _WgmmaKernel(_MmaKernel):
                     _attr(f"#nvvm.wgmma_type<{cfg.dtype}>"),
                     _attr(f"#nvvm.wgmma_type<{cfg.dtype}>"),
                     _attr("#nvvm.wgmma_type<f32>"),
-                    _attr(f"#nvvm.wgmma_scale_out<{'zero' if chunk == step == 0 else 'one'}>"),
+                    _attr(
+                        "#nvvm.wgmma_scale_out<zero>"
+                        if chunk == step == 0
+                        else "#nvvm.wgmma_scale_out<one>"
+                    ),
                     _attr("#nvvm.wgmma_scale_in<one>"),
                     _attr("#nvvm.wgmma_scale_in<one>"),
                     _attr("#nvvm.mma_layout<row>"),
                     _attr("#nvvm.mma_layout<col>"),
                 ).result
         nvvm.wgmma_commit_group_sync_aligned()
-        return acc
+        nvvm.wgmma_wait_group_sync_aligned(0)
+        f32 = a.f32_type()
+        scores = _pin([llvm.extractvalue(f32, acc, [i]) for i in range(cfg.block_n // 2)])
+        return [scores[4 * j : 4 * j + 4] for j in range(cfg.block_n // 8)]
 
-    def issue_values(
-        self, acc: list[ir.Value], words: list[ir.Value], v_address: ir.Value
-    ) -> list[ir.Value]:
-        """Issues O += P·V (per 16 keys one register-A wgmma of n = Dv against V's N-major
-        tile) as one group; the results are read after the group's wait."""
+    def accumulate_wgmma(
+        self, acc: Fragments, packed: list[list[ir.Value]], v_address: ir.Value
+    ) -> Fragments:
+        """O += P·V_j: per 16 keys one register-A wgmma of n = Dv against V's N-major tile."""
         cfg = self.cfg
+        flat = _pin([x for tile in acc for x in tile])
+        words = _pin([_word(x) for operand in packed for x in operand])
         v_desc = _descriptor(v_address, cfg.block_n * ROW_BYTES)
-        for step in range(cfg.block_n // 16):
-            acc = _wgmma_register_a(
+        nvvm.wgmma_fence_aligned()
+        for step in range(len(packed)):
+            flat = _wgmma_register_a(
                 cfg.dtype,
                 cfg.dv,
-                acc,
+                flat,
                 words[4 * step : 4 * step + 4],
                 _advance(v_desc, step * 16 * ROW_BYTES),
             )
         nvvm.wgmma_commit_group_sync_aligned()
-        return acc
+        nvvm.wgmma_wait_group_sync_aligned(0)
+        flat = _pin(flat)
+        return [flat[4 * t : 4 * t + 4] for t in range(len(flat) // 4)]
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def key_loop(self, fr: _Frame, q_group: ir.Value) -> tuple[list[Fragments], list[RowState]]:
-        """Iteration j: wait for K_j and V_{j-1}; issue the copies of K_{j+1} and V_j; issue
-        S_j = Q·K_jᵀ, then O += P_{j-1}·V_{j-1}; once S_j is in, its softmax runs while the
-        P·V product is still on the tensor cores; then O is rescaled by α_j. The P·V of the
-        last tile follows the loop. Before the first tile, P is zeros and the V stage it
-        reads is zero-filled, so the loop needs no first-iteration special case."""
-        del q_group  # the first wait below covers the Q copies too
+    def main_loop(
+        self, fr: _Frame, q_regs: list[list[list[ir.Value]]] | None
+    ) -> tuple[list[Fragments], list[RowState]]:
         cfg = self.cfg
+        stages = cfg.stages
         n_acc = cfg.dv // 8
         first, end = self.key_tiles(fr)
-        prologue = self.copy_keys(fr, "k", first, end)
-        prologue += self.copy_keys(fr, "v", a.sub(first, 1), end)
-        group = nvgpu.device_async_create_group(prologue)
         zero, minus_inf = a.f32(0.0), a.f32(NEG_INF)
-        n_words = cfg.block_n // 4
+        token = None
+        for prior in range(stages - 1):
+            token = self.issue_kv(fr, a.add(first, prior), a.idx(prior), end)
+        assert token is not None or stages == 1
         init = [zero] * (4 * n_acc) + [minus_inf, minus_inf, zero, zero]
-        loop = a.for_op(first, end, [*init, *[a.i32(0)] * n_words, group])
+        carried = [] if token is None else [token]
+        loop = a.for_op(first, end, [*init, *carried])
         with ir.InsertionPoint(loop.body):
             values = list(loop.inner_iter_args)
-            acc, states = self._unpack(values[: len(init)], n_acc)
-            words = values[len(init) : len(init) + n_words]
+            acc, states = self._unpack(list(values[: len(init)]), n_acc)
             j = loop.induction_variable
-            nvgpu.device_async_wait(values[-1], num_groups=0)
+            if token is not None:
+                nvgpu.device_async_wait(values[-1], num_groups=stages - 2)
             self.visible_to_wgmma()
-            following = self.copy_keys(fr, "k", a.add(j, 1), end)
-            following += self.copy_keys(fr, "v", j, end)
-            next_group = nvgpu.device_async_create_group(following)
-
-            flat = _pin([x for tile in acc[0] for x in tile])
-            words = _pin(words)
-            nvvm.wgmma_fence_aligned()
-            scores_acc = self.issue_scores(fr, self.address(fr, self.stage_at("k", j)))
-            flat = self.issue_values(flat, words, self.address(fr, self.stage_at("v", a.sub(j, 1))))
-            nvvm.wgmma_wait_group_sync_aligned(1)  # S_j is in; the P·V group may still run
-            f32 = a.f32_type()
-            scores = _pin(
-                [llvm.extractvalue(f32, scores_acc, [i]) for i in range(cfg.block_n // 2)]
+            ahead = a.add(j, stages - 1)
+            ahead_stage = a.rem(a.sub(ahead, first), stages)
+            next_token = self.issue_kv(fr, ahead, ahead_stage, end)
+            if token is None:  # one stage: the tile just issued is the one to compute
+                nvgpu.device_async_wait(next_token, num_groups=0)
+                self.visible_to_wgmma()
+            stage = a.rem(a.sub(j, first), stages)
+            k_at = arith.addi(
+                fr.tiles["address"], _i64(a.add(self.q_bytes, a.mul(stage, self.kv_bytes)))
             )
-            tiles = [scores[4 * t : 4 * t + 4] for t in range(cfg.block_n // 8)]
-            r = self._masked(fr, a.mul(j, cfg.block_n), [raw_scores(cfg, tiles)])
+            v_at = arith.addi(k_at, a.const(self.k_bytes, ir.IntegerType.get_signless(64)))
+            k0 = a.mul(j, cfg.block_n)
+            r = self._masked(fr, k0, [raw_scores(cfg, self.scores_wgmma(fr, k_at))])
             p, alpha, state = softmax_step(cfg, r[0], states[0])
-            new_words = [_word(x) for step in pack_probabilities(cfg.dtype, p) for x in step]
-            nvvm.wgmma_wait_group_sync_aligned(0)
-            flat = _pin(flat)
-            rescaled = rescale([flat[4 * t : 4 * t + 4] for t in range(n_acc)], alpha)
-            scf.yield_([*self._pack([rescaled], [state]), *new_words, next_group])
+            rescaled = rescale(acc[0], alpha)
+            new_acc = self.accumulate_wgmma(rescaled, pack_probabilities(cfg.dtype, p), v_at)
+            if stages == 1:  # the next tile overwrites this one
+                gpu.barrier()
+            scf.yield_([*self._pack([new_acc], [state]), *([next_token] if token else [])])
         results = list(loop.results)
-        acc, states = self._unpack(results[: len(init)], n_acc)
-        words = results[len(init) : len(init) + n_words]
-        nvgpu.device_async_wait(results[-1], num_groups=0)
-        self.visible_to_wgmma()
-        flat = _pin([x for tile in acc[0] for x in tile])
-        words = _pin(words)
-        nvvm.wgmma_fence_aligned()
-        last_v = self.address(fr, self.stage_at("v", a.sub(end, 1)))
-        flat = self.issue_values(flat, words, last_v)
-        nvvm.wgmma_wait_group_sync_aligned(0)
-        flat = _pin(flat)
-        return [[flat[4 * t : 4 * t + 4] for t in range(n_acc)]], states
+        if token is not None:
+            nvgpu.device_async_wait(results[-1], num_groups=0)
+        return self._unpack(results[: len(init)], n_acc)
 
 
 def _attr(text: str) -> ir.Attribute:
@@ -444,7 +426,8 @@ def emit_wgmma_kernel(km: KernelModule, cfg: AttentionConfig, name: str) -> tupl
     kernel.args = {p.name: v for p, v in zip(params, block.arguments, strict=True)}
     with ir.InsertionPoint(block):
         fr = kernel.frame()
-        acc, states = kernel.key_loop(fr, kernel.issue_q(fr))
+        kernel.load_q(fr)
+        acc, states = kernel.main_loop(fr, None)
         kernel.store(fr, acc, states)
         gpu.ReturnOp([])
     return kernel.threads, kernel.smem_bytes

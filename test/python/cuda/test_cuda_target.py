@@ -186,7 +186,8 @@ def test_an_unfused_reduction_is_a_located_error(cache: Path) -> None:
 def test_hopper_projections_read_through_tensor_maps(cache: Path) -> None:
     """On sm_90a every GEMM of the prefill programs (the projections, the LM head, the
     MLP's gated gate/up GEMM and its down projection) runs the wgmma GEMM, whose x and w
-    reach it as TMA tensor maps (boxes of 128 or, gated, 64 w rows); the decode step keeps
+    reach it as TMA tensor maps (the untuned warp-specialized tiles: boxes of 256 w rows, or
+    128 gated, next to 128 x rows); the decode step keeps
     its GEMVs, and sm_90 and f32 keep the mma.sync family. The manifest carries the maps
     through JSON, and refuses one that maps an output."""
     compiled = tessera.compile(tiny_gemma("gemma2-gqa", dtype=torch.bfloat16), target="cuda:sm_90a")
@@ -196,11 +197,12 @@ def test_hopper_projections_read_through_tensor_maps(cache: Path) -> None:
         assert gemms and all(s.kernel.startswith("gemm_wgmma_") for s in gemms), name
         for step in gemms:
             maps = [a for a in step.args if isinstance(a, runtime.TensorMapArg)]
-            rows = 64 if "_gelu_tanh_" in step.kernel else 128
+            gated = "_gelu_tanh_" in step.kernel
+            rows = 128 if gated else 256
             assert [(m.box, m.of.kind) for m in maps[1:]] == [((rows, 64), "weight")] * (
                 len(maps) - 1
             )
-            assert len(maps) == (3 if rows == 64 else 2)
+            assert len(maps) == (3 if gated else 2)
             assert maps[0].box == (128, 64) and maps[0].of.kind in ("buffer", "input")
     decode = manifest.program("decode").steps
     assert not any(s.kernel.startswith("gemm_wgmma_") for s in decode)

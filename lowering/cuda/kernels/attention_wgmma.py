@@ -59,12 +59,20 @@ from .attention_softmax import (
     rescale,
     softmax_step,
 )
+from .wgmma_ir import (
+    K_STEP,
+    SWIZZLE_BYTES,
+    WGMMA_M,
+    descriptor,
+    f32_struct,
+    i64,
+    swizzle_aligned,
+    wgmma,
+)
 
 WARPGROUP = 128
-WGMMA_M = 64  # query rows per warpgroup
 CHUNK = 64  # elements of a 128-byte swizzled row
 ROW_BYTES = 128
-SWIZZLE_BYTES = 1024  # 8 rows of 128 bytes: the swizzle's period
 COPY_BYTES = 16
 
 
@@ -114,21 +122,6 @@ def resolve_wgmma(cfg: AttentionConfig, arch: str) -> AttentionConfig:
     return resolved
 
 
-def _i64(value: ir.Value) -> ir.Value:
-    return arith.index_cast(ir.IntegerType.get_signless(64), value)
-
-
-def _descriptor(address: ir.Value, leading: int) -> ir.Value:
-    """A 128-byte-swizzled wgmma matrix descriptor for the tile at shared ``address`` (an
-    i64 byte address): start >> 4 in bits 0-13, the leading offset >> 4 in 16-29 (the
-    distance between 64-element chunks of an N-major operand; unused, 1, for K-major), the
-    1024-byte stride between 8-row groups >> 4 in 32-45, swizzle mode 1 in 62-63."""
-    i64 = ir.IntegerType.get_signless(64)
-    fields = ((leading >> 4) << 16) | ((SWIZZLE_BYTES >> 4) << 32) | (1 << 62)
-    start = arith.andi(arith.shrui(address, a.const(4, i64)), a.const(0x3FFF, i64))
-    return arith.ori(start, a.const(fields, i64))
-
-
 def _advance(descriptor: ir.Value, offset: int) -> ir.Value:
     """The descriptor of the tile ``offset`` bytes further on (a multiple of 16)."""
     if not offset:
@@ -151,12 +144,7 @@ class _WgmmaKernel(_MmaKernel):
     def shared_tiles(self, smem: ir.Value) -> dict[str, ir.Value]:
         """One flat element view of the tiles, starting at the first 1024-byte boundary of
         the dynamic shared memory ("flat"), and that boundary's address ("address", i64)."""
-        i64 = ir.IntegerType.get_signless(64)
-        base = _i64(memref.extract_aligned_pointer_as_index(smem))
-        aligned = arith.andi(
-            arith.addi(base, a.const(SWIZZLE_BYTES - 1, i64)), a.const(-SWIZZLE_BYTES, i64)
-        )
-        shift = arith.index_cast(a.index_type(), arith.subi(aligned, base))
+        _, aligned, shift = swizzle_aligned(smem)
         elements = (self.smem_bytes - SWIZZLE_BYTES) // 2
         flat = memref.view(
             ir.MemRefType.get(
@@ -250,36 +238,24 @@ class _WgmmaKernel(_MmaKernel):
     def scores_wgmma(self, fr: _Frame, k_address: ir.Value) -> Fragments:
         """S = Q·K_jᵀ for this warpgroup's 64 rows: D/16 wgmma k steps, then their wait."""
         cfg = self.cfg
-        acc_type = _struct(cfg.block_n // 2)
         q_rows = arith.addi(
-            fr.tiles["address"], _i64(a.mul(self.warpgroup(fr), WGMMA_M * ROW_BYTES))
+            fr.tiles["address"], i64(a.mul(self.warpgroup(fr), WGMMA_M * ROW_BYTES))
         )
-        q_desc = _descriptor(q_rows, 16)
-        k_desc = _descriptor(k_address, 16)
+        q_desc = descriptor(q_rows)
+        k_desc = descriptor(k_address)
         nvvm.wgmma_fence_aligned()
-        acc = llvm.mlir_undef(acc_type)
+        acc = llvm.mlir_undef(f32_struct(cfg.block_n // 2))
         for chunk in range(cfg.head_dim // CHUNK):
-            for step in range(CHUNK // 16):
-                along = step * 32
-                acc = nvvm.WgmmaMmaAsyncOp(
-                    acc_type,
+            for step in range(CHUNK // K_STEP):
+                along = step * K_STEP * 2
+                acc = wgmma(
+                    cfg.dtype,
+                    cfg.block_n,
                     acc,
                     _advance(q_desc, chunk * cfg.block_m * ROW_BYTES + along),
                     _advance(k_desc, chunk * cfg.block_n * ROW_BYTES + along),
-                    _attr(f"#nvvm.shape<m = 64, n = {cfg.block_n}, k = 16>"),
-                    _attr(f"#nvvm.wgmma_type<{cfg.dtype}>"),
-                    _attr(f"#nvvm.wgmma_type<{cfg.dtype}>"),
-                    _attr("#nvvm.wgmma_type<f32>"),
-                    _attr(
-                        "#nvvm.wgmma_scale_out<zero>"
-                        if chunk == step == 0
-                        else "#nvvm.wgmma_scale_out<one>"
-                    ),
-                    _attr("#nvvm.wgmma_scale_in<one>"),
-                    _attr("#nvvm.wgmma_scale_in<one>"),
-                    _attr("#nvvm.mma_layout<row>"),
-                    _attr("#nvvm.mma_layout<col>"),
-                ).result
+                    accumulate=chunk + step > 0,
+                )
         nvvm.wgmma_commit_group_sync_aligned()
         nvvm.wgmma_wait_group_sync_aligned(0)
         f32 = a.f32_type()
@@ -293,7 +269,7 @@ class _WgmmaKernel(_MmaKernel):
         cfg = self.cfg
         flat = _pin([x for tile in acc for x in tile])
         words = _pin([_word(x) for operand in packed for x in operand])
-        v_desc = _descriptor(v_address, cfg.block_n * ROW_BYTES)
+        v_desc = descriptor(v_address, cfg.block_n * ROW_BYTES)
         nvvm.wgmma_fence_aligned()
         for step in range(len(packed)):
             flat = _wgmma_register_a(
@@ -340,7 +316,7 @@ class _WgmmaKernel(_MmaKernel):
                 self.visible_to_wgmma()
             stage = a.rem(a.sub(j, first), stages)
             k_at = arith.addi(
-                fr.tiles["address"], _i64(a.add(self.q_bytes, a.mul(stage, self.kv_bytes)))
+                fr.tiles["address"], i64(a.add(self.q_bytes, a.mul(stage, self.kv_bytes)))
             )
             v_at = arith.addi(k_at, a.const(self.k_bytes, ir.IntegerType.get_signless(64)))
             k0 = a.mul(j, cfg.block_n)
@@ -355,14 +331,6 @@ class _WgmmaKernel(_MmaKernel):
         if token is not None:
             nvgpu.device_async_wait(results[-1], num_groups=0)
         return self._unpack(results[: len(init)], n_acc)
-
-
-def _attr(text: str) -> ir.Attribute:
-    return ir.Attribute.parse(text)
-
-
-def _struct(count: int) -> ir.Type:
-    return ir.Type.parse("!llvm.struct<(" + ", ".join(["f32"] * count) + ")>")
 
 
 def _pin(values: list[ir.Value]) -> list[ir.Value]:
@@ -407,7 +375,7 @@ def _wgmma_register_a(
     )
     constraints = ",".join(["=f"] * count + ["r"] * 4 + ["l", "r"] + [str(i) for i in range(count)])
     result = llvm.InlineAsmOp(
-        _struct(count),
+        f32_struct(count),
         [*a_words, b_desc, a.i32(1), *acc],
         ptx,
         constraints,

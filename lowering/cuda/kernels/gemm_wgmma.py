@@ -40,12 +40,19 @@ from .gemm import ACTIVATIONS
 from .gemm_epilogue import activation
 from .gemm_ir import Ix
 from .gemm_tiles import block_origin
+from .wgmma_ir import (
+    K_STEP,
+    SWIZZLE_BYTES,
+    WGMMA_M,
+    descriptor,
+    f32_struct,
+    i64,
+    swizzle_aligned,
+    wgmma,
+)
 
 WARPGROUP = 128
 BLOCK_K = 64  # elements: 128 bytes of a 16-bit row, the 128-byte swizzle's width
-SWIZZLE_BYTES = 1024  # 8 rows of 128 bytes: the swizzle's period and the descriptors' stride
-K_STEP = 16  # wgmma k for 16-bit inputs
-WGMMA_M = 64
 TICKS = 10_000_000  # mbarrier try-wait hint
 MAX_ACCUMULATORS = 160  # per consumer thread, next to its addressing, in 232 registers
 
@@ -160,28 +167,12 @@ def build_wgmma_gemm(km: KernelModule, cfg: WgmmaConfig) -> KernelInfo:
     return info
 
 
-def _i64(value: ir.Value) -> ir.Value:
-    return arith.index_cast(ir.IntegerType.get_signless(64), value)
-
-
-def _descriptor(address: ir.Value) -> ir.Value:
-    """A K-major, 128-byte-swizzled wgmma matrix descriptor for the tile at shared ``address``
-    (bytes, 1024-aligned): start address >> 4 in bits 0-13, the leading offset (unused by the
-    swizzled K-major layout, 1 by convention) in 16-29, the 1024-byte stride between 8-row
-    groups >> 4 in 32-45, and the swizzle mode (1: 128 bytes) in 62-63."""
-    i64 = ir.IntegerType.get_signless(64)
-    fields = (1 << 16) | ((SWIZZLE_BYTES >> 4) << 32) | (1 << 62)
-    start = arith.andi(arith.shrui(address, a.const(4, i64)), a.const(0x3FFF, i64))
-    return arith.ori(start, a.const(fields, i64))
-
-
 class _Kernel:
     """What both forms of the kernel share: the tensor maps, the 1024-aligned dynamic shared
     memory, the block's tile origin, the stages' layout ([x | w (| w2)] per stage), the TMA
     loads of one k tile and the wgmmas that consume one."""
 
     def __init__(self, cfg: WgmmaConfig, args: dict[str, ir.Value], info: KernelInfo) -> None:
-        i64 = ir.IntegerType.get_signless(64)
         self.cfg = cfg
         self.args = args
         self.element = ir.BF16Type.get() if cfg.dtype == "bf16" else ir.F16Type.get()
@@ -197,18 +188,13 @@ class _Kernel:
             )
         )
         # The first buffer starts at the next multiple of 1024 bytes (the swizzle's period).
-        self.base = _i64(memref.extract_aligned_pointer_as_index(self.dynamic))
-        aligned = arith.andi(
-            arith.addi(self.base, a.const(SWIZZLE_BYTES - 1, i64)), a.const(-SWIZZLE_BYTES, i64)
-        )
-        self.shift = arith.index_cast(a.index_type(), arith.subi(aligned, self.base))
+        self.base, _, self.shift = swizzle_aligned(self.dynamic)
         self.tid = gpu.thread_id(gpu.Dimension.x)
         self.m0, self.n0 = block_origin(
             Ix.at_top(), a.to_index(args["M"]), cfg.N, cfg.block_m, cfg.block_n, cfg.group_m
         )
         self.w_maps = [self.maps["w_map"], *([self.maps["w2_map"]] if cfg.gated else [])]
-        n_acc = cfg.block_n // 2  # f32 accumulators per thread per m64 half
-        self.acc_type = ir.Type.parse("!llvm.struct<(" + ", ".join(["f32"] * n_acc) + ")>")
+        self.acc_type = f32_struct(cfg.block_n // 2)  # per thread per m64 half
         self.tiles = -(-cfg.K // BLOCK_K)
 
     def barriers(self, count: int) -> ir.Value:
@@ -269,22 +255,26 @@ class _Kernel:
         """Issues one k tile's wgmmas from ``stage`` (rows ``first_row``.. of its x tile, an
         m64 half per ``len(accs) / operands``) and commits them as one group."""
         cfg = self.cfg
-        i64 = ir.IntegerType.get_signless(64)
+        i64_type = ir.IntegerType.get_signless(64)
         a_at, b_ats = self.offsets(stage)
         if first_row is not None:
             a_at = a.add(a_at, a.mul(first_row, 128))
-        a_address = arith.addi(self.base, _i64(a_at))
-        b_descs = [_descriptor(arith.addi(self.base, _i64(at))) for at in b_ats]
+        a_address = arith.addi(self.base, i64(a_at))
+        b_descs = [descriptor(arith.addi(self.base, i64(at))) for at in b_ats]
         nvvm.wgmma_fence_aligned()
         out = []
         # Accumulator h·operands + o: m64 half h against w operand o.
         for index, acc in enumerate(accs):
             half, b_desc = index // cfg.operands, b_descs[index % cfg.operands]
-            a_desc = _descriptor(arith.addi(a_address, a.const(half * WGMMA_M * 128, i64)))
+            a_desc = descriptor(arith.addi(a_address, a.const(half * WGMMA_M * 128, i64_type)))
             for k in range(BLOCK_K // K_STEP):
-                step = a.const(k * K_STEP * 2 >> 4, i64)  # 32 bytes along the row
-                acc = _wgmma(
-                    cfg, self.acc_type, acc, arith.addi(a_desc, step), arith.addi(b_desc, step)
+                step = a.const(k * K_STEP * 2 >> 4, i64_type)  # 32 bytes along the row
+                acc = wgmma(
+                    cfg.dtype,
+                    cfg.block_n,
+                    acc,
+                    arith.addi(a_desc, step),
+                    arith.addi(b_desc, step),
                 )
             out.append(acc)
         nvvm.wgmma_commit_group_sync_aligned()
@@ -414,30 +404,6 @@ def _warp_specialized(kernel: _Kernel) -> None:
         m0 = a.add(kernel.m0, first_row)
         _store(cfg, kernel.args, list(loop.results), local, m0, kernel.n0, kernel.element)
         scf.yield_([])
-
-
-def _wgmma(
-    cfg: WgmmaConfig, acc_type: ir.Type, acc: ir.Value, a_desc: ir.Value, b_desc: ir.Value
-) -> ir.Value:
-    """One ``wgmma.mma_async.m64n{block_n}k16`` accumulating into ``acc`` (A and B K-major:
-    layouts row and col)."""
-    attr = ir.Attribute.parse
-    kind = "bf16" if cfg.dtype == "bf16" else "f16"
-    return nvvm.WgmmaMmaAsyncOp(
-        acc_type,
-        acc,
-        a_desc,
-        b_desc,
-        attr(f"#nvvm.shape<m = {WGMMA_M}, n = {cfg.block_n}, k = {K_STEP}>"),
-        attr(f"#nvvm.wgmma_type<{kind}>"),
-        attr(f"#nvvm.wgmma_type<{kind}>"),
-        attr("#nvvm.wgmma_type<f32>"),
-        attr("#nvvm.wgmma_scale_out<one>"),
-        attr("#nvvm.wgmma_scale_in<one>"),
-        attr("#nvvm.wgmma_scale_in<one>"),
-        attr("#nvvm.mma_layout<row>"),
-        attr("#nvvm.mma_layout<col>"),
-    ).result
 
 
 def _store(

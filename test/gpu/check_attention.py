@@ -77,9 +77,9 @@ KERNELS: dict[str, dict[str, Any]] = {
 def _case(kernel: str, B: int, S: int, T: int, layout: str, **fields: Any) -> dict[str, Any]:
     """A case: kernel key, sizes, layout ("bhsd", "bshd" or "fused" QKV), and optionally
     ``amp`` (q's scale: larger scores reach the softcap), ``quick`` (small enough for the
-    sanitizer), ``time``, the torch ``peers`` to time against, and ``against``: another
+    sanitizer), ``time``, the torch ``peers`` to time against, ``against``: another
     kernel's case of the same shape (the default, or the mma.sync kernel), whose time in this
-    run joins the peers."""
+    run joins the peers, and ``peer_only``: timed only to be such a peer (no row)."""
     return dict(kernel=kernel, B=B, S=S, T=T, layout=layout, **fields)
 
 
@@ -90,9 +90,18 @@ PEERS = ["flash", "cudnn"]
 DEFAULT_1 = ("d256_mqa_causal", 1, "bhsd")
 DEFAULT_4 = ("d256_gqa_causal", 4, "bhsd")
 DEFAULT_128 = ("d128_gqa_causal", 4, "bhsd")
-MMA_1, MMA_4, MMA_128 = (
-    ("mma_" + kernel, b, layout) for kernel, b, layout in (DEFAULT_1, DEFAULT_4, DEFAULT_128)
-)
+
+
+def _against_mma(kernel: str, B: int, S: int, peers: list[str]) -> list[dict[str, Any]]:
+    """Two timed [B, H, S, D] cases of length S: the mma.sync kernel's (``peer_only``: timed
+    as a peer, no row of its own), then ``kernel``'s, which lists it among its peers."""
+    mma = "mma_" + kernel
+    return [
+        _case(mma, B, S, S, "bhsd", time=True, peer_only=True),
+        _case(kernel, B, S, S, "bhsd", time=True, peers=peers, against=(mma, B, "bhsd")),
+    ]
+
+
 CASES: list[dict[str, Any]] = [
     _case("tiny_bf16", 1, 37, 37, "bhsd", amp=8.0, quick=True),
     _case("tiny_bf16", 2, 37, 37, "bshd", amp=8.0, quick=True),
@@ -119,38 +128,15 @@ CASES: list[dict[str, Any]] = [
     _case("mma_d256_mqa_causal", 1, 300, 200, "bhsd", quick=True),
     _case("f32_d128_causal", 1, 512, 512, "bshd"),
     _case("f32_d256_full", 1, 130, 300, "bhsd", quick=True),
-    # The mma.sync kernel first: each default kernel's row lists it as a peer.
-    _case("mma_d256_mqa_causal", 1, 4096, 4096, "bhsd", time=True),
-    _case("d256_mqa_causal", 1, 4096, 4096, "bhsd", time=True, peers=PEERS, against=MMA_1),
+    # The mma.sync kernel first (a peer only): each default kernel's row lists it.
+    *_against_mma("d256_mqa_causal", 1, 4096, PEERS),
     _case("d256_mqa_causal", 1, 4096, 4096, "bshd", time=True, peers=PEERS, against=DEFAULT_1),
-    _case("mma_d256_gqa_causal", 4, 4096, 4096, "bhsd", time=True),
-    _case("d256_gqa_causal", 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=MMA_4),
+    *_against_mma("d256_gqa_causal", 4, 4096, PEERS),
     _case("d256_gqa_causal", 4, 4096, 4096, "fused", time=True, peers=PEERS, against=DEFAULT_4),
-    _case("mma_d128_gqa_causal", 4, 4096, 4096, "bhsd", time=True),
-    _case("d128_gqa_causal", 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=MMA_128),
+    *_against_mma("d128_gqa_causal", 4, 4096, PEERS),
     _case("f16_d256_mqa_causal", 1, 4096, 4096, "bhsd", time=True, peers=["flash"]),
-    _case("mma_d256_softcap_w4096", 1, 8192, 8192, "bhsd", time=True),
-    _case(
-        "d256_softcap_w4096",
-        1,
-        8192,
-        8192,
-        "bhsd",
-        time=True,
-        peers=["flex", "flash_causal"],
-        against=("mma_d256_softcap_w4096", 1, "bhsd"),
-    ),
-    _case("mma_d256_w512", 1, 8192, 8192, "bhsd", time=True),
-    _case(
-        "d256_w512",
-        1,
-        8192,
-        8192,
-        "bhsd",
-        time=True,
-        peers=["flex", "flash_causal"],
-        against=("mma_d256_w512", 1, "bhsd"),
-    ),
+    *_against_mma("d256_softcap_w4096", 1, 8192, ["flex", "flash_causal"]),
+    *_against_mma("d256_w512", 1, 8192, ["flex", "flash_causal"]),
     *[
         _case(v, 1, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_1)
         for v in ("v_n32", "v_n80", "v_m64")
@@ -483,6 +469,8 @@ class Checker:
             against_label, against_ms = self.timed[case["against"]]
             name = f"Tessera {case['against'][0]}: {against_label}"
             peers.append({"name": name, "ms": against_ms})
+        if case.get("peer_only"):
+            return
         bench = support.bench_row("attention", label, ms, row["rel_error"], peers, flops=flops)
         self.bench.append(bench)
 

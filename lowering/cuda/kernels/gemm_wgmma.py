@@ -3,7 +3,7 @@ torch's Linear stores w), bf16 or f16 in, f32 accumulators, ``y`` [M, N] rounded
 gated form (the MLP's gate and up projections) ``y = act(x · wᵀ) · (x · w2ᵀ)``, and an
 optional softcap ``c · tanh(y / c)``, applied to the accumulators before the rounding.
 
-One warpgroup (128 threads) computes a block_m x block_n tile of y (128 x 128):
+One warpgroup (128 threads) computes a block_m x block_n tile of y (128 x 128 by default):
 
 - **TMA**: the thread 0 of the block issues ``cp.async.bulk.tensor`` loads of the x and w tiles
   (block_k = 64 elements, 128 bytes, of each row) into shared memory with the tensor maps'
@@ -20,6 +20,11 @@ One warpgroup (128 threads) computes a block_m x block_n tile of y (128 x 128):
 - **epilogue**: the accumulators stay in the wgmma fragment (warp w of the warpgroup owns rows
   16w..16w+15 of each m64 half; lane l holds columns 8j + 2(l mod 4) and the next, rows l/4
   and l/4 + 8) and are rounded and stored straight to global memory, two columns at a time.
+
+``consumers=2`` is the warp-specialized form (``_warp_specialized``): 384 threads, warpgroup 0
+producing (the TMA loads, each stage refilled once both consumers have released it through
+an ``empty`` mbarrier) and warpgroups 1 and 2 each multiplying and storing their own half of
+the tile's rows; ``setmaxnreg`` moves registers from the producer to the consumers.
 
 The tensor maps are kernel parameters (pointers to the 128-byte ``CUtensorMap`` each, made by
 ``tessera.runtime.tensor_map``): x's box is [block_m, 64], w's [block_n, 64]. Shared memory:

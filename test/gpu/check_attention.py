@@ -71,6 +71,25 @@ KERNELS: dict[str, dict[str, Any]] = {
     "v_n80": _kernel("bf16", 256, 8, 1, causal=True, block_n=80),
     "v_m64": _kernel("bf16", 256, 8, 1, causal=True, block_m=64),
     "v128_n64": _kernel("bf16", 128, 8, 4, causal=True, block_n=64),
+    # Without softcap and window, at the shapes of the Gemma-2 and Gemma-3 cases: what those
+    # cost is measured against these.
+    "d256_h4_causal": _kernel("bf16", 256, 4, 1, causal=True),
+    # The warp-specialized form (a producer warpgroup copies K/V), timed against the default.
+    **{
+        "ws_" + key: {**cfg, "warp_specialized": True}
+        for key, cfg in (
+            ("d256_mqa_causal", _kernel("bf16", 256, 8, 1, causal=True)),
+            ("d256_gqa_causal", _kernel("bf16", 256, 8, 4, causal=True)),
+            ("d128_gqa_causal", _kernel("bf16", 128, 8, 4, causal=True)),
+            (
+                "d256_softcap_w4096",
+                _kernel("bf16", 256, 8, 4, causal=True, window=4096, softcap=50.0),
+            ),
+            ("d256_w512", _kernel("bf16", 256, 4, 1, causal=True, window=512)),
+            ("n80", _kernel("bf16", 256, 8, 4, causal=True, block_n=80)),
+            ("f16_d256_mqa_causal", _kernel("f16", 256, 8, 1, causal=True)),
+        )
+    },
 }
 
 
@@ -78,8 +97,10 @@ def _case(kernel: str, B: int, S: int, T: int, layout: str, **fields: Any) -> di
     """A case: kernel key, sizes, layout ("bhsd", "bshd" or "fused" QKV), and optionally
     ``amp`` (q's scale: larger scores reach the softcap), ``quick`` (small enough for the
     sanitizer), ``time``, the torch ``peers`` to time against, ``against``: another
-    kernel's case of the same shape (the default, or the mma.sync kernel), whose time in this
-    run joins the peers, and ``peer_only``: timed only to be such a peer (no row)."""
+    kernel's case (or a list of them) of the same shape (the default, the mma.sync kernel, the
+    kernel without softcap and window), whose time in this run joins the peers (with its own
+    TF/s where it computes other pairs), and ``peer_only``: timed only to be such a peer (no
+    row)."""
     return dict(kernel=kernel, B=B, S=S, T=T, layout=layout, **fields)
 
 
@@ -92,13 +113,16 @@ DEFAULT_4 = ("d256_gqa_causal", 4, "bhsd")
 DEFAULT_128 = ("d128_gqa_causal", 4, "bhsd")
 
 
-def _against_mma(kernel: str, B: int, S: int, peers: list[str]) -> list[dict[str, Any]]:
+def _against_mma(
+    kernel: str, B: int, S: int, peers: list[str], *also: tuple[str, int, str]
+) -> list[dict[str, Any]]:
     """Two timed [B, H, S, D] cases of length S: the mma.sync kernel's (``peer_only``: timed
-    as a peer, no row of its own), then ``kernel``'s, which lists it among its peers."""
+    as a peer, no row of its own), then ``kernel``'s, which lists it among its peers (and the
+    cases ``also`` names, timed earlier)."""
     mma = "mma_" + kernel
     return [
         _case(mma, B, S, S, "bhsd", time=True, peer_only=True),
-        _case(kernel, B, S, S, "bhsd", time=True, peers=peers, against=(mma, B, "bhsd")),
+        _case(kernel, B, S, S, "bhsd", time=True, peers=peers, against=[(mma, B, "bhsd"), *also]),
     ]
 
 
@@ -135,13 +159,54 @@ CASES: list[dict[str, Any]] = [
     _case("d256_gqa_causal", 4, 4096, 4096, "fused", time=True, peers=PEERS, against=DEFAULT_4),
     *_against_mma("d128_gqa_causal", 4, 4096, PEERS),
     _case("f16_d256_mqa_causal", 1, 4096, 4096, "bhsd", time=True, peers=["flash"]),
-    *_against_mma("d256_softcap_w4096", 1, 8192, ["flex", "flash_causal"]),
-    *_against_mma("d256_w512", 1, 8192, ["flex", "flash_causal"]),
+    # Softcap and window cost against the kernel without them at the same shape (S8192).
+    _case("d256_gqa_causal", 1, 8192, 8192, "bhsd", time=True, peers=PEERS),
+    _case("d256_h4_causal", 1, 8192, 8192, "bhsd", time=True, peers=PEERS),
+    *_against_mma(
+        "d256_softcap_w4096", 1, 8192, ["flex", "flash_causal"], ("d256_gqa_causal", 1, "bhsd")
+    ),
+    *_against_mma("d256_w512", 1, 8192, ["flex", "flash_causal"], ("d256_h4_causal", 1, "bhsd")),
     *[
         _case(v, 1, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_1)
         for v in ("v_n32", "v_n80", "v_m64")
     ],
     _case("v128_n64", 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_128),
+    # The warp-specialized form: correctness at the shapes above, then timed.
+    _case("ws_d256_mqa_causal", 1, 300, 200, "bhsd", quick=True),
+    _case("ws_d256_mqa_causal", 1, 1, 4096, "bshd"),
+    _case("ws_d256_gqa_causal", 2, 333, 1000, "bshd", quick=True),
+    _case("ws_d256_gqa_causal", 2, 333, 333, "fused", quick=True),
+    _case("ws_d128_gqa_causal", 2, 333, 333, "bshd", quick=True),
+    _case("ws_f16_d256_mqa_causal", 1, 200, 260, "bhsd", quick=True),
+    _case("ws_d256_softcap_w4096", 1, 300, 5000, "bhsd", amp=8.0, quick=True),
+    _case("ws_d256_w512", 1, 700, 1300, "bshd", quick=True),
+    _case("ws_n80", 1, 300, 200, "bshd", quick=True),
+    _case("ws_n80", 2, 333, 1000, "bshd", quick=True),
+    _case("ws_d256_mqa_causal", 1, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_1),
+    _case("ws_d256_gqa_causal", 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_4),
+    _case("ws_n80", 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_4),
+    _case("ws_d128_gqa_causal", 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_128),
+    # The warp-specialized form with softcap and window, against the default form.
+    _case(
+        "ws_d256_softcap_w4096",
+        1,
+        8192,
+        8192,
+        "bhsd",
+        time=True,
+        peers=["flex"],
+        against=("d256_softcap_w4096", 1, "bhsd"),
+    ),
+    _case(
+        "ws_d256_w512",
+        1,
+        8192,
+        8192,
+        "bhsd",
+        time=True,
+        peers=["flex"],
+        against=("d256_w512", 1, "bhsd"),
+    ),
 ]
 
 # Relative-error bounds: the output is rounded once to the dtype (unit roundoff u: 2^-8 bf16,
@@ -222,6 +287,7 @@ def shape_label(case: dict[str, Any], cfg: dict[str, Any]) -> str:
     tiles = ("block_m", "block_n", "warps", "stages", "blocks_per_sm", "q_in_registers")
     set_by_hand = [f"{k}={cfg[k]}" for k in tiles if k in cfg]
     set_by_hand += ["mma.sync"] if cfg.get("wgmma") is False else []
+    set_by_hand += ["warp-specialized"] if cfg.get("warp_specialized") else []
     return label + (" " + " ".join(set_by_hand) if set_by_hand else "")
 
 
@@ -397,7 +463,8 @@ class Checker:
         self.start = time.time()
         self.rows: list[dict[str, Any]] = []  # every case's detail
         self.bench: list[dict[str, Any]] = []  # the timed cases, in the benchmark format
-        self.timed: dict[tuple[Any, ...], tuple[str, float]] = {}  # case key: (label, ms)
+        # case key: (label, ms, flops)
+        self.timed: dict[tuple[Any, ...], tuple[str, float, float]] = {}
 
     def run(self, index: int, case: dict[str, Any]) -> None:
         entry = self.table[case["kernel"]]
@@ -464,11 +531,16 @@ class Checker:
                 row[peer] = f"failed: {type(error).__name__}: {str(error)[:120]}"
         label = shape_label(case, cfg)
         key = (case["kernel"], case["B"], case["layout"])
-        self.timed[key] = (label, ms)
-        if case.get("against") in self.timed:
-            against_label, against_ms = self.timed[case["against"]]
-            name = f"Tessera {case['against'][0]}: {against_label}"
-            peers.append({"name": name, "ms": against_ms})
+        self.timed[key] = (label, ms, flops)
+        against = case.get("against") or []
+        for other in [against] if isinstance(against, tuple) else against:
+            if other not in self.timed:
+                continue
+            other_label, other_ms, other_flops = self.timed[other]
+            entry = {"name": f"Tessera {other[0]}: {other_label}", "ms": other_ms}
+            if other_flops != flops:
+                entry["tflops"] = other_flops / other_ms / 1e9
+            peers.append(entry)
         if case.get("peer_only"):
             return
         bench = support.bench_row("attention", label, ms, row["rel_error"], peers, flops=flops)
@@ -495,7 +567,7 @@ def check(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    budget = {"type": float, "default": 150.0, "help": "seconds for timed cases"}
+    budget = {"type": float, "default": 240.0, "help": "seconds for timed cases"}
     return support.main(__doc__, build, check, {"--budget": budget})
 
 

@@ -57,7 +57,7 @@ step 120 models python3 -m pytest -q -s -p no:cacheprovider test/gpu/test_gpu_mo
 step 240 generate python3 -m pytest -q -s -p no:cacheprovider test/gpu/test_gpu_generate.py \
     --artifacts build/gpu
 step 60 small python3 test/gpu/check_small_kernels.py build/small --out "$detail" --commit "$commit"
-step 120 attention python3 test/gpu/check_attention.py build/attention --out "$detail" \
+step 300 attention python3 test/gpu/check_attention.py build/attention --out "$detail" \
     --commit "$commit"
 step 100 gemm python3 test/gpu/check_gemm.py build/gemm --out "$detail" --commit "$commit"
 step 90 greedy python3 test/gpu/check_greedy_head.py build/greedy_head --out "$detail" --commit "$commit"

@@ -169,14 +169,20 @@ class _WgmmaKernel(_MmaKernel):
         dim: int,
         first_row: ir.Value,
         limit: ir.Value,
+        copiers: tuple[ir.Value, int] | None = None,
     ) -> list[ir.Value]:
         """cp.async of rows first_row.. first_row + rows - 1 of ``tensor`` into the swizzled
         tile at element offset ``at`` of the flat view; rows at or past ``limit`` are
-        zero-filled (their source clamped to the last row, of which no byte is read)."""
+        zero-filled (their source clamped to the last row, of which no byte is read).
+        ``copiers`` = (this thread's index among them, their count): the block's compute
+        threads by default. A producer warpgroup's copiers work out the addresses per call
+        (their index is opaque to the compiler): hoisted out of its loop, as they otherwise
+        are, they would not fit the producer's few registers."""
+        tid, threads = copiers or (fr.ln.tid, self.threads)
+        tid = _opaque(tid) if copiers else tid
         units = dim * 2 // COPY_BYTES  # 16-byte units per row
-        step = self.threads // units  # rows per turn
+        step = threads // units  # rows per turn
         assert rows % step == 0, (rows, dim)
-        tid = fr.ln.tid
         unit, row = a.rem(tid, units), a.div(tid, units)
         chunk, within = a.div(unit, 8), a.rem(unit, 8)
         chunk_at = a.add(at, a.mul(chunk, rows * CHUNK))
@@ -204,16 +210,23 @@ class _WgmmaKernel(_MmaKernel):
             )
         return tokens
 
-    def issue_kv(self, fr: _Frame, tile: ir.Value, stage: ir.Value, end: ir.Value) -> ir.Value:
+    def issue_kv(
+        self,
+        fr: _Frame,
+        tile: ir.Value,
+        stage: ir.Value,
+        end: ir.Value,
+        copiers: tuple[ir.Value, int] | None = None,
+    ) -> ir.Value:
         """The copies of key tile ``tile`` into ``stage``, committed as one group; a tile at
         or past ``end`` copies nothing (zero-size copies keep one group per iteration)."""
         cfg = self.cfg
         k0 = a.mul(tile, cfg.block_n)
         limit = a.select(a.cmp("slt", tile, end), fr.seq_k, 0)
         at = a.add(self.q_bytes // 2, a.mul(stage, self.kv_bytes // 2))
-        tokens = self.copy_tile(fr, "k", at, cfg.block_n, cfg.head_dim, k0, limit)
+        tokens = self.copy_tile(fr, "k", at, cfg.block_n, cfg.head_dim, k0, limit, copiers)
         v_at = a.add(at, self.k_bytes // 2)
-        tokens += self.copy_tile(fr, "v", v_at, cfg.block_n, cfg.dv, k0, limit)
+        tokens += self.copy_tile(fr, "v", v_at, cfg.block_n, cfg.dv, k0, limit, copiers)
         return nvgpu.device_async_create_group(tokens)
 
     @staticmethod
@@ -284,6 +297,22 @@ class _WgmmaKernel(_MmaKernel):
         flat = _pin(flat)
         return [flat[4 * t : 4 * t + 4] for t in range(len(flat) // 4)]
 
+    def key_tile(
+        self, fr: _Frame, j: ir.Value, stage: ir.Value, acc: Fragments, state: RowState
+    ) -> tuple[Fragments, RowState]:
+        """One key tile, landed in ``stage``: S = Q·K_jᵀ, the mask where the tile needs it,
+        the online softmax step, O = α·O + P·V_j (both products completed on return)."""
+        cfg = self.cfg
+        k_at = arith.addi(
+            fr.tiles["address"], i64(a.add(self.q_bytes, a.mul(stage, self.kv_bytes)))
+        )
+        v_at = arith.addi(k_at, a.const(self.k_bytes, ir.IntegerType.get_signless(64)))
+        k0 = a.mul(j, cfg.block_n)
+        r = self._masked(fr, k0, [raw_scores(cfg, self.scores_wgmma(fr, k_at))])
+        p, alpha, new_state = softmax_step(cfg, r[0], state)
+        rescaled = rescale(acc, alpha)
+        return self.accumulate_wgmma(rescaled, pack_probabilities(cfg.dtype, p), v_at), new_state
+
     # -- the loop -------------------------------------------------------------------------------
 
     def main_loop(
@@ -315,15 +344,7 @@ class _WgmmaKernel(_MmaKernel):
                 nvgpu.device_async_wait(next_token, num_groups=0)
                 self.visible_to_wgmma()
             stage = a.rem(a.sub(j, first), stages)
-            k_at = arith.addi(
-                fr.tiles["address"], i64(a.add(self.q_bytes, a.mul(stage, self.kv_bytes)))
-            )
-            v_at = arith.addi(k_at, a.const(self.k_bytes, ir.IntegerType.get_signless(64)))
-            k0 = a.mul(j, cfg.block_n)
-            r = self._masked(fr, k0, [raw_scores(cfg, self.scores_wgmma(fr, k_at))])
-            p, alpha, state = softmax_step(cfg, r[0], states[0])
-            rescaled = rescale(acc[0], alpha)
-            new_acc = self.accumulate_wgmma(rescaled, pack_probabilities(cfg.dtype, p), v_at)
+            new_acc, state = self.key_tile(fr, j, stage, acc[0], states[0])
             if stages == 1:  # the next tile overwrites this one
                 gpu.barrier()
             scf.yield_([*self._pack([new_acc], [state]), *([next_token] if token else [])])
@@ -348,6 +369,15 @@ def _pin(values: list[ir.Value]) -> list[ir.Value]:
         has_side_effects=True,
     ).result
     return [llvm.extractvalue(v.type, result, [i]) for i, v in enumerate(values)]
+
+
+def _opaque(value: ir.Value) -> ir.Value:
+    """``value`` (an index) passed through an empty volatile asm statement: what is computed
+    from it is computed after that statement."""
+    i32 = a.i32_type()
+    word = arith.index_cast(i32, value)
+    passed = llvm.InlineAsmOp(i32, [word], "", "=r,0", has_side_effects=True).result
+    return arith.index_cast(a.index_type(), passed)
 
 
 def _word(operand: ir.Value) -> ir.Value:

@@ -15,6 +15,7 @@ from tessera.lowering.cuda import toolchain
 from tessera.lowering.cuda.kernel import KernelInfo, KernelModule
 from tessera.lowering.cuda.kernels.attention import AttentionConfig
 from tessera.lowering.cuda.kernels.attention_wgmma import resolve_wgmma, wgmma_shape
+from tessera.lowering.cuda.kernels.attention_wgmma_ws import COMPUTE_REGISTERS, PRODUCER_REGISTERS
 from tessera.lowering.cuda.kernels.flash_attention import build_flash_attention
 
 GEMMA_256 = AttentionConfig("bf16", 256, 8, 1, 1 / 16, causal=True)
@@ -107,3 +108,29 @@ def test_refuses_tiles_it_cannot_run(fields: dict[str, int], message: str) -> No
     cfg = AttentionConfig("bf16", 256, 8, 1, 0.1, causal=True, **fields)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=message):
         resolve_wgmma(cfg, "sm_90a")
+
+
+def test_warp_specialized_form() -> None:
+    """A producer warpgroup after the two compute ones: 384 threads, the same shared tiles,
+    registers moved to the compute warpgroups, K/V handed over through mbarriers, and the
+    compute warpgroups' products as in the plain form."""
+    ws = AttentionConfig("bf16", 256, 8, 1, 1 / 16, causal=True, warp_specialized=True)
+    (info, plain), ptx = _build("sm_90a", [ws, GEMMA_256])
+    assert info.name.startswith("flash_attention_wgmma_ws_bf16_d256_h8kv1_causal_")
+    assert info.block == (384, 1, 1) and info.grid == plain.grid
+    assert info.smem_bytes == plain.smem_bytes
+    body = _entry(ptx, info.name)
+    assert f"setmaxnreg.dec.sync.aligned.u32 \t{PRODUCER_REGISTERS};" in body
+    assert f"setmaxnreg.inc.sync.aligned.u32 \t{COMPUTE_REGISTERS};" in body
+    # The register file (64K) holds the producer's and both compute warpgroups' registers.
+    assert 128 * (PRODUCER_REGISTERS + 2 * COMPUTE_REGISTERS) <= 65536
+    assert "mbarrier.try_wait.parity" in body and "mbarrier.arrive" in body
+    # The producer fences its landed copies before it arrives on the tile's barrier.
+    assert re.search(r"cp\.async\.wait_group \t0;\s+fence\.proxy\.async\.shared::cta;", body)
+    # One block-wide barrier (Q and the mbarriers, before the roles split), none per tile.
+    assert body.count("bar.sync \t0;") == 1
+    assert body.count("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16") == 16
+    assert body.count("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16") == 4
+    # Other architectures keep the mma.sync kernel, which has no producer.
+    infos, _ = _build("sm_90", [ws])
+    assert infos[0].block == (256, 1, 1)

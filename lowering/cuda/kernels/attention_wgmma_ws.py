@@ -1,0 +1,177 @@
+"""The warp-specialized form of the Hopper attention kernel (``attention_wgmma.py``):
+``AttentionConfig.warp_specialized``.
+
+A block has one more warpgroup than the compute ones, the last: a producer. Its 128 threads
+copy the K/V tiles (cp.async into the swizzled places, as the plain kernel does) and hand each
+tile over through mbarriers, while the compute warpgroups only multiply and run the softmax:
+
+    producer, per key tile i (stage i mod stages):
+        tile i-1's copies landed (cp.async.wait_group 0), fenced to the async proxy, and
+            announced: one arrival per producer thread on full[stage of i-1]
+        once i >= stages: wait on empty[stage] (both compute warpgroups done with tile
+            i - stages, which used it)
+        issue tile i's copies
+    compute warpgroup w, per key tile i:
+        wait on full[stage]; S, softmax, P·V (``key_tile``); one arrival on empty[stage]
+
+Each producer thread fences its own landed copies before it arrives, so a compute warpgroup
+that sees the phase complete reads them through the async proxy (wgmma) safely. Tile i+1's
+copies run while tile i is computed; with the plain kernel's block-wide barrier per tile gone,
+the two compute warpgroups drift apart freely, one's softmax next to the other's wgmmas.
+``setmaxnreg`` hands the producer's registers to the compute warpgroups: 240 each keep their
+products and softmax out of local memory (the plain kernel takes 238); the producer's 24 are
+too few for the addresses of a tile's copies, which ptxas works out ahead of issuing them,
+so the producer spills, in its own loop, which only waits on the tiles otherwise. Each role
+works out its own frame after the reallocation, so that no value of the compute
+warpgroups' is live across the split.
+
+Q is copied before the roles split, by the compute threads, and published with one barrier
+of the whole block.
+"""
+
+from __future__ import annotations
+
+from mlir import ir
+from mlir.dialects import gpu, nvgpu, nvvm, scf
+
+from ..kernel import WORKGROUP, KernelModule
+from . import attention_ir as a
+from .attention import AttentionConfig, typed_params
+from .attention_mma import _Frame
+from .attention_softmax import NEG_INF
+from .attention_wgmma import WARPGROUP, _WgmmaKernel
+
+PRODUCER_REGISTERS = 24
+COMPUTE_REGISTERS = 240
+TICKS = 10_000_000  # mbarrier try-wait hint
+
+
+class _WarpSpecialized(_WgmmaKernel):
+    @property
+    def block_threads(self) -> int:
+        return self.threads + WARPGROUP
+
+    @property
+    def compute_warpgroups(self) -> int:
+        return self.threads // WARPGROUP
+
+    def barriers(self, count: int) -> ir.Value:
+        return nvgpu.mbarrier_create(
+            ir.Type.parse(
+                f"!nvgpu.mbarrier.group<memorySpace = {WORKGROUP}, num_barriers = {count}>"
+            )
+        )
+
+    def load_q_by_compute_threads(self, tid: ir.Value) -> None:
+        """The compute threads copy Q and fence it; the caller's block barrier publishes it."""
+        cfg = self.cfg
+        computing = a.if_op(a.cmp("slt", tid, self.threads))
+        with ir.InsertionPoint(computing.then_block):
+            fr = self.frame()
+            tokens = self.copy_tile(fr, "q", a.idx(0), cfg.block_m, cfg.head_dim, fr.q0, fr.seq_q)
+            group = nvgpu.device_async_create_group(tokens)
+            nvgpu.device_async_wait(group, num_groups=0)
+            nvvm.fence_proxy(nvvm.ProxyKind.async_shared, space=nvvm.SharedSpace.shared_cta)
+            scf.yield_([])
+
+    def produce(self, fr: _Frame, full: ir.Value, empty: ir.Value) -> None:
+        cfg = self.cfg
+        first, end = self.key_tiles(fr)
+        stages = cfg.stages
+        loop = a.for_op(first, end, [])
+        with ir.InsertionPoint(loop.body):
+            copiers = (a.sub(fr.ln.tid, self.threads), WARPGROUP)
+            j = loop.induction_variable
+            i = a.sub(j, first)
+            stage = a.rem(i, stages)
+            previous = a.if_op(a.cmp("sgt", i, 0))
+            with ir.InsertionPoint(previous.then_block):
+                self.announce(full, a.rem(a.add(i, stages - 1), stages))
+                scf.yield_([])
+            reuse = a.if_op(a.cmp("sge", i, stages))
+            with ir.InsertionPoint(reuse.then_block):
+                nvgpu.MBarrierTryWaitParityOp(
+                    empty, _parity(i, stages, behind=1), a.idx(TICKS), mbarId=stage
+                )
+                scf.yield_([])
+            self.issue_kv(fr, j, stage, end, copiers)
+            scf.yield_([])
+        last = a.if_op(a.cmp("sgt", end, first))
+        with ir.InsertionPoint(last.then_block):
+            self.announce(full, a.rem(a.sub(a.sub(end, first), 1), stages))
+            scf.yield_([])
+
+    @staticmethod
+    def announce(full: ir.Value, stage: ir.Value) -> None:
+        """This thread's copies have landed: fence them to the async proxy, then arrive."""
+        nvvm.cp_async_wait_group(0)
+        nvvm.fence_proxy(nvvm.ProxyKind.async_shared, space=nvvm.SharedSpace.shared_cta)
+        nvgpu.mbarrier_arrive(full, stage)
+
+    def consume(self, fr: _Frame, full: ir.Value, empty: ir.Value) -> None:
+        cfg = self.cfg
+        first, end = self.key_tiles(fr)
+        stages = cfg.stages
+        n_acc = cfg.dv // 8
+        zero, minus_inf = a.f32(0.0), a.f32(NEG_INF)
+        init = [zero] * (4 * n_acc) + [minus_inf, minus_inf, zero, zero]
+        releaser = a.cmp("eq", a.rem(fr.ln.tid, WARPGROUP), 0)
+        loop = a.for_op(first, end, init)
+        with ir.InsertionPoint(loop.body):
+            acc, states = self._unpack(list(loop.inner_iter_args), n_acc)
+            j = loop.induction_variable
+            i = a.sub(j, first)
+            stage = a.rem(i, stages)
+            nvgpu.MBarrierTryWaitParityOp(full, _parity(i, stages), a.idx(TICKS), mbarId=stage)
+            new_acc, state = self.key_tile(fr, j, stage, acc[0], states[0])
+            # Both of the tile's products have completed: its stage may be refilled.
+            release = a.if_op(releaser)
+            with ir.InsertionPoint(release.then_block):
+                nvgpu.mbarrier_arrive(empty, stage)
+                scf.yield_([])
+            scf.yield_(self._pack([new_acc], [state]))
+        acc, states = self._unpack(list(loop.results), n_acc)
+        self.store(fr, acc, states)
+
+
+def _parity(i: ir.Value, stages: int, behind: int = 0) -> ir.Value:
+    """The phase parity of a stage's barrier for the i-th tile of the loop: its
+    (i / stages - behind)th completion."""
+    round_ = a.div(i, stages)
+    if behind:
+        round_ = a.sub(round_, behind)
+    return a.cmp("ne", a.rem(round_, 2), 0)
+
+
+def emit_warp_specialized_kernel(
+    km: KernelModule, cfg: AttentionConfig, name: str
+) -> tuple[int, int]:
+    """Adds the kernel; returns (threads per block, dynamic shared memory bytes)."""
+    kernel = _WarpSpecialized(cfg, {})
+    params = typed_params(cfg.dtype)
+    fn, block = km.add_kernel(name, params)
+    fn.attributes["known_block_size"] = ir.DenseI32ArrayAttr.get([kernel.block_threads, 1, 1])
+    kernel.args = {p.name: v for p, v in zip(params, block.arguments, strict=True)}
+    with ir.InsertionPoint(block):
+        tid = gpu.thread_id(gpu.Dimension.x)
+        full, empty = kernel.barriers(cfg.stages), kernel.barriers(cfg.stages)
+        leader = a.cmp("eq", tid, 0)
+        for stage in range(cfg.stages):
+            nvgpu.mbarrier_init(full, a.idx(WARPGROUP), a.idx(stage), predicate=leader)
+            nvgpu.mbarrier_init(
+                empty, a.idx(kernel.compute_warpgroups), a.idx(stage), predicate=leader
+            )
+        kernel.load_q_by_compute_threads(tid)
+        gpu.barrier()  # Q and the initialized barriers, for every warpgroup
+        # Each role works out its own frame after its register reallocation.
+        role = scf.IfOp(a.cmp("sge", tid, kernel.threads), [], has_else=True)  # type: ignore[call-arg]
+        with ir.InsertionPoint(role.then_block):
+            nvvm.SetMaxRegisterOp(PRODUCER_REGISTERS, nvvm.SetMaxRegisterAction.decrease)
+            kernel.produce(kernel.frame(), full, empty)
+            scf.yield_([])
+        with ir.InsertionPoint(role.else_block):
+            nvvm.SetMaxRegisterOp(COMPUTE_REGISTERS, nvvm.SetMaxRegisterAction.increase)
+            kernel.consume(kernel.frame(), full, empty)
+            scf.yield_([])
+        gpu.ReturnOp([])
+    return kernel.block_threads, kernel.smem_bytes

@@ -224,10 +224,61 @@ class _WgmmaKernel(_MmaKernel):
         k0 = a.mul(tile, cfg.block_n)
         limit = a.select(a.cmp("slt", tile, end), fr.seq_k, 0)
         at = a.add(self.q_bytes // 2, a.mul(stage, self.kv_bytes // 2))
-        tokens = self.copy_tile(fr, "k", at, cfg.block_n, cfg.head_dim, k0, limit, copiers)
         v_at = a.add(at, self.k_bytes // 2)
-        tokens += self.copy_tile(fr, "v", v_at, cfg.block_n, cfg.dv, k0, limit, copiers)
-        return nvgpu.device_async_create_group(tokens)
+        if copiers is None:
+            tokens = self.copy_tile(fr, "k", at, cfg.block_n, cfg.head_dim, k0, limit)
+            tokens += self.copy_tile(fr, "v", v_at, cfg.block_n, cfg.dv, k0, limit)
+            return nvgpu.device_async_create_group(tokens)
+        # A producer copies a tile that lies wholly before the keys' end row by row from one
+        # address, one stride further each turn; only the last tile clamps each row.
+        group = ir.Type.parse("!nvgpu.device.async.token")
+        inside = a.if_op(a.cmp("sle", a.add(k0, cfg.block_n), limit), [group])
+        with ir.InsertionPoint(inside.then_block):
+            tokens = self.copy_rows(fr, "k", at, cfg.block_n, cfg.head_dim, k0, copiers)
+            tokens += self.copy_rows(fr, "v", v_at, cfg.block_n, cfg.dv, k0, copiers)
+            scf.yield_([nvgpu.device_async_create_group(tokens)])
+        with ir.InsertionPoint(inside.else_block):
+            tokens = self.copy_tile(fr, "k", at, cfg.block_n, cfg.head_dim, k0, limit, copiers)
+            tokens += self.copy_tile(fr, "v", v_at, cfg.block_n, cfg.dv, k0, limit, copiers)
+            scf.yield_([nvgpu.device_async_create_group(tokens)])
+        return inside.results[0]
+
+    def copy_rows(
+        self,
+        fr: _Frame,
+        tensor: str,
+        at: ir.Value,
+        rows: int,
+        dim: int,
+        first_row: ir.Value,
+        copiers: tuple[ir.Value, int],
+    ) -> list[ir.Value]:
+        """``copy_tile`` for rows that all exist: no clamp, no zero fill."""
+        tid, threads = _opaque(copiers[0]), copiers[1]
+        units = dim * 2 // COPY_BYTES
+        step = threads // units
+        unit, row = a.rem(tid, units), a.div(tid, units)
+        chunk, within = a.div(unit, 8), a.rem(unit, 8)
+        chunk_at = a.add(at, a.mul(chunk, rows * CHUNK))
+        stride = fr.strides[tensor]
+        start = a.add(fr.bases[tensor], a.mul(a.add(first_row, row), stride))
+        start = a.add(start, a.mul(unit, 8))
+        jump = a.mul(stride, step)
+        tokens = []
+        for turn in range(rows // step):
+            tile_row = a.add(row, turn * step)
+            swizzled = a.mul(arith.xori(within, a.rem(tile_row, 8)), 8)
+            tokens.append(
+                nvgpu.device_async_copy(
+                    fr.tiles["flat"],
+                    [a.add(chunk_at, a.add(a.mul(tile_row, CHUNK), swizzled))],
+                    fr.buffers[tensor],
+                    [a.add(start, a.mul(jump, turn))],
+                    ir.IntegerAttr.get(a.index_type(), 8),
+                    bypass_l1=True,
+                )
+            )
+        return tokens
 
     @staticmethod
     def visible_to_wgmma() -> None:

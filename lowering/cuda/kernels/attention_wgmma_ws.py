@@ -19,11 +19,11 @@ that sees the phase complete reads them through the async proxy (wgmma) safely. 
 copies run while tile i is computed; with the plain kernel's block-wide barrier per tile gone,
 the two compute warpgroups drift apart freely, one's softmax next to the other's wgmmas.
 ``setmaxnreg`` hands the producer's registers to the compute warpgroups: 240 each keep their
-products and softmax out of local memory (the plain kernel takes 238); the producer's 24 are
-too few for the addresses of a tile's copies, which ptxas works out ahead of issuing them,
-so the producer spills, in its own loop, which only waits on the tiles otherwise. Each role
-works out its own frame after the reallocation, so that no value of the compute
-warpgroups' is live across the split.
+products and softmax out of local memory (the plain kernel takes 238); the producer's 24
+hold its copies' addresses because a tile wholly before the keys' end is copied from one
+address a stride further each turn (``copy_rows``; only the last tile clamps each row, and
+spills a little doing so). Each role works out its own frame after the reallocation, so
+that no value of the compute warpgroups' is live across the split.
 
 Q is copied before the roles split, by the compute threads, and published with one barrier
 of the whole block.

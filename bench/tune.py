@@ -44,7 +44,10 @@ MODELS = {
     "gemma2-2b": (2304, 9216, 2048, 1024, 256000),
 }
 # (block_m, block_n, stages, consumer warpgroups): 1 is the single-warpgroup kernel, 2 the
-# warp-specialized one (a producer warpgroup and two consumers).
+# warp-specialized one (a producer warpgroup and two consumers). The 144-wide and 64x64 tiles
+# fill the card's 132 SMs where the usual ones leave a last wave mostly idle: N = 1152 makes
+# 16 x 8 = 128 tiles of 128 x 144 at M = 2048 (128 x 128 tiles: 144, a wave and 12 blocks),
+# N = 2304 256 of them or 128 of 256 x 144, N = 256 128 tiles of 64 x 64.
 PLAIN = (
     (128, 128, 2, 1),
     (128, 128, 3, 1),
@@ -54,6 +57,10 @@ PLAIN = (
     (128, 256, 3, 2),
     (128, 256, 4, 2),
     (256, 128, 4, 2),
+    (128, 144, 4, 1),
+    (128, 144, 4, 2),
+    (256, 144, 3, 2),
+    (64, 64, 4, 1),
 )
 GATED = (
     (128, 64, 3, 1),

@@ -206,6 +206,11 @@ class Tuner:
         return support.median_ms(run, 1, replays=10)
 
 
+def tile_name(tile: dict[str, Any]) -> str:
+    """e.g. ``256x144 s3 c2``: block, stages, consumer warpgroups."""
+    return f"{tile['block_m']}x{tile['block_n']} s{tile['stages']} c{tile.get('consumers', 1)}"
+
+
 def _tuning_module() -> Any:
     """``lowering/cuda/tuning.py`` loaded by path: the GPU machine has no MLIR, which the
     ``tessera.lowering`` package imports, and the table's format lives in that one file."""
@@ -226,9 +231,7 @@ def tune(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for done, case in enumerate(tuner.cases, start=1):
         tile = case["tile"]
-        what = f"{case['key']} {tile['block_m']}x{tile['block_n']} s{tile['stages']}"
-        what += f" c{tile.get('consumers', 1)}"
-        progress(done - 1, len(tuner.cases), what)
+        progress(done - 1, len(tuner.cases), f"{case['key']} {tile_name(tile)}")
         try:
             rows.append(tuner.measure(case))
         except Exception as error:  # a candidate that cannot run is never chosen
@@ -242,16 +245,15 @@ def tune(args: argparse.Namespace) -> int:
             print(f"{key}: no candidate passed its check; the compiler keeps its default")
             continue
         best = min(timed, key=lambda r: r["ms"])
-        entries[key] = {p: best[p] for p in ("block_m", "block_n", "stages")}
+        # The consumer count too: an entry without it is a single-warpgroup tile.
+        entries[key] = {p: best[p] for p in ("block_m", "block_n", "stages", "consumers")}
         case = next(c for c in tuner.cases if c["key"] == key)
         flops = 2 * M * case["N"] * case["K"] * (2 if case["gated"] else 1)
         peers = [
-            {"name": f"candidate {r['block_m']}x{r['block_n']} s{r['stages']}", "ms": r["ms"]}
-            for r in timed
-            if r is not best
+            {"name": f"candidate {tile_name(r)}", "ms": r["ms"]} for r in timed if r is not best
         ]
         peers.append({"name": "torch F.linear (cuBLAS)", "ms": tuner.peer_ms(case)})
-        label = f"{key} M{M} chosen {best['block_m']}x{best['block_n']} s{best['stages']}"
+        label = f"{key} M{M} chosen {tile_name(best)}"
         bench.append(
             support.bench_row("tune", label, best["ms"], best["rel_error"], peers, flops=flops)
         )

@@ -68,28 +68,28 @@ KERNELS: dict[str, dict[str, Any]] = {
     "mma_d256_w512": _kernel("bf16", 256, 4, 1, causal=True, window=512, wgmma=False),
     # Tile variants of the D=256 and D=128 causal kernels, timed against the default.
     "v_n32": _kernel("bf16", 256, 8, 1, causal=True, block_n=32),
-    "v_n80": _kernel("bf16", 256, 8, 1, causal=True, block_n=80),
+    "v_n64": _kernel("bf16", 256, 8, 1, causal=True, block_n=64),
     "v_m64": _kernel("bf16", 256, 8, 1, causal=True, block_m=64),
     "v128_n64": _kernel("bf16", 128, 8, 4, causal=True, block_n=64),
     # Without softcap and window, at the shapes of the Gemma-2 and Gemma-3 cases: what those
     # cost is measured against these.
     "d256_h4_causal": _kernel("bf16", 256, 4, 1, causal=True),
-    # The warp-specialized form (a producer warpgroup copies K/V), timed against the default.
+    # The plain form (no producer warpgroup: the compute warpgroups copy K/V themselves),
+    # timed against the default, warp-specialized one.
     **{
-        "ws_" + key: {**cfg, "warp_specialized": True}
-        for key, cfg in (
-            ("d256_mqa_causal", _kernel("bf16", 256, 8, 1, causal=True)),
-            ("d256_gqa_causal", _kernel("bf16", 256, 8, 4, causal=True)),
-            ("d128_gqa_causal", _kernel("bf16", 128, 8, 4, causal=True)),
-            (
-                "d256_softcap_w4096",
-                _kernel("bf16", 256, 8, 4, causal=True, window=4096, softcap=50.0),
-            ),
-            ("d256_w512", _kernel("bf16", 256, 4, 1, causal=True, window=512)),
-            ("n80", _kernel("bf16", 256, 8, 4, causal=True, block_n=80)),
-            ("f16_d256_mqa_causal", _kernel("f16", 256, 8, 1, causal=True)),
+        "plain_" + key: {
+            **_kernel("bf16", 256, *heads, causal=True, **extra),
+            "warp_specialized": False,
+        }
+        for key, heads, extra in (
+            ("d256_mqa_causal", (8, 1), {}),
+            ("d256_gqa_causal", (8, 4), {}),
+            ("d256_softcap_w4096", (8, 4), dict(window=4096, softcap=50.0)),
+            ("d256_w512", (4, 1), dict(window=512)),
         )
     },
+    "plain_d128_gqa_causal": _kernel("bf16", 128, 8, 4, causal=True, warp_specialized=False),
+    "plain_f16_d256_mqa_causal": _kernel("f16", 256, 8, 1, causal=True, warp_specialized=False),
 }
 
 
@@ -145,7 +145,7 @@ CASES: list[dict[str, Any]] = [
     _case("d256_softcap_w4096", 1, 300, 5000, "bhsd", amp=8.0, quick=True),
     _case("d256_w512", 1, 700, 1300, "bshd", quick=True),
     _case("d256_w512", 2, 700, 700, "fused"),
-    _case("v_n80", 1, 300, 200, "bshd", quick=True),
+    _case("v_n64", 1, 300, 200, "bshd", quick=True),
     _case("v_m64", 1, 300, 200, "bshd", quick=True),
     _case("v_n32", 1, 300, 200, "bshd", quick=True),
     _case("v128_n64", 1, 300, 200, "bshd", quick=True),
@@ -168,45 +168,33 @@ CASES: list[dict[str, Any]] = [
     *_against_mma("d256_w512", 1, 8192, ["flex", "flash_causal"], ("d256_h4_causal", 1, "bhsd")),
     *[
         _case(v, 1, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_1)
-        for v in ("v_n32", "v_n80", "v_m64")
+        for v in ("v_n32", "v_n64", "v_m64")
     ],
     _case("v128_n64", 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_128),
-    # The warp-specialized form: correctness at the shapes above, then timed.
-    _case("ws_d256_mqa_causal", 1, 300, 200, "bhsd", quick=True),
-    _case("ws_d256_mqa_causal", 1, 1, 4096, "bshd"),
-    _case("ws_d256_gqa_causal", 2, 333, 1000, "bshd", quick=True),
-    _case("ws_d256_gqa_causal", 2, 333, 333, "fused", quick=True),
-    _case("ws_d128_gqa_causal", 2, 333, 333, "bshd", quick=True),
-    _case("ws_f16_d256_mqa_causal", 1, 200, 260, "bhsd", quick=True),
-    _case("ws_d256_softcap_w4096", 1, 300, 5000, "bhsd", amp=8.0, quick=True),
-    _case("ws_d256_w512", 1, 700, 1300, "bshd", quick=True),
-    _case("ws_n80", 1, 300, 200, "bshd", quick=True),
-    _case("ws_n80", 2, 333, 1000, "bshd", quick=True),
-    _case("ws_d256_mqa_causal", 1, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_1),
-    _case("ws_d256_gqa_causal", 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_4),
-    _case("ws_n80", 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_4),
-    _case("ws_d128_gqa_causal", 4, 4096, 4096, "bhsd", time=True, peers=PEERS, against=DEFAULT_128),
-    # The warp-specialized form with softcap and window, against the default form.
-    _case(
-        "ws_d256_softcap_w4096",
-        1,
-        8192,
-        8192,
-        "bhsd",
-        time=True,
-        peers=["flex"],
-        against=("d256_softcap_w4096", 1, "bhsd"),
-    ),
-    _case(
-        "ws_d256_w512",
-        1,
-        8192,
-        8192,
-        "bhsd",
-        time=True,
-        peers=["flex"],
-        against=("d256_w512", 1, "bhsd"),
-    ),
+    # The plain form: correctness at the shapes above, then timed against the default.
+    _case("plain_d256_mqa_causal", 1, 300, 200, "bhsd", quick=True),
+    _case("plain_d256_mqa_causal", 1, 1, 4096, "bshd"),
+    _case("plain_d256_gqa_causal", 2, 333, 1000, "bshd", quick=True),
+    _case("plain_d256_gqa_causal", 2, 333, 333, "fused", quick=True),
+    _case("plain_d128_gqa_causal", 2, 333, 333, "bshd", quick=True),
+    _case("plain_f16_d256_mqa_causal", 1, 200, 260, "bhsd", quick=True),
+    _case("plain_d256_softcap_w4096", 1, 300, 5000, "bhsd", amp=8.0, quick=True),
+    _case("plain_d256_w512", 1, 700, 1300, "bshd", quick=True),
+    *[
+        _case("plain_" + key, B, 4096, 4096, "bhsd", time=True, peers=PEERS, against=against)
+        for key, B, against in (
+            ("d256_mqa_causal", 1, DEFAULT_1),
+            ("d256_gqa_causal", 4, DEFAULT_4),
+            ("d128_gqa_causal", 4, DEFAULT_128),
+        )
+    ],
+    *[
+        _case("plain_" + key, 1, 8192, 8192, "bhsd", time=True, peers=["flex"], against=against)
+        for key, against in (
+            ("d256_softcap_w4096", ("d256_softcap_w4096", 1, "bhsd")),
+            ("d256_w512", ("d256_w512", 1, "bhsd")),
+        )
+    ],
 ]
 
 # Relative-error bounds: the output is rounded once to the dtype (unit roundoff u: 2^-8 bf16,
@@ -274,7 +262,7 @@ def shape_label(case: dict[str, Any], cfg: dict[str, Any]) -> str:
     """The case as the benchmark rows name it, e.g. ``B1 H8 KV1 S4096 D256 causal``: sizes,
     then the mask and softcap, then what differs from the common case (layout other than
     [B, H, S, D], dtype other than bf16, tile fields set by hand, the mma.sync kernel
-    where the wgmma one would run)."""
+    where the wgmma one would run, the plain wgmma form where the warp-specialized one would)."""
     d, dv = cfg["head_dim"], cfg.get("value_dim") or cfg["head_dim"]
     label = f"B{case['B']} H{cfg['heads_q']} KV{cfg['heads_kv']} S{case['S']}"
     label += f" T{case['T']}" if case["T"] != case["S"] else ""
@@ -287,7 +275,7 @@ def shape_label(case: dict[str, Any], cfg: dict[str, Any]) -> str:
     tiles = ("block_m", "block_n", "warps", "stages", "blocks_per_sm", "q_in_registers")
     set_by_hand = [f"{k}={cfg[k]}" for k in tiles if k in cfg]
     set_by_hand += ["mma.sync"] if cfg.get("wgmma") is False else []
-    set_by_hand += ["warp-specialized"] if cfg.get("warp_specialized") else []
+    set_by_hand += ["plain"] if cfg.get("warp_specialized") is False else []
     return label + (" " + " ".join(set_by_hand) if set_by_hand else "")
 
 

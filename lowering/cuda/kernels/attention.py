@@ -50,8 +50,9 @@ class AttentionConfig:
     its query fragments in registers (small D) or reloads them from shared memory (D=256),
     ``warps`` (16·m rows each), ``blocks_per_sm`` an occupancy floor handed to ptxas
     (``.minnctapersm``, which caps registers per thread accordingly; 0 = none). ``wgmma``
-    False keeps the mma.sync kernel where the wgmma one would apply; ``warp_specialized``
-    gives the wgmma kernel a producer warpgroup that copies K/V (``attention_wgmma_ws.py``).
+    False keeps the mma.sync kernel where the wgmma one would apply; the wgmma kernel has a
+    producer warpgroup that copies K/V (``attention_wgmma_ws.py``) unless
+    ``warp_specialized`` is False.
     """
 
     dtype: str
@@ -70,7 +71,7 @@ class AttentionConfig:
     q_in_registers: bool | None = None
     blocks_per_sm: int = 0
     wgmma: bool = True
-    warp_specialized: bool = False
+    warp_specialized: bool = True
 
     @property
     def dv(self) -> int:

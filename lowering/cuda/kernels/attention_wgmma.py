@@ -91,12 +91,14 @@ def shared_bytes(cfg: AttentionConfig) -> int:
 
 
 def resolve_wgmma(cfg: AttentionConfig, arch: str) -> AttentionConfig:
-    """``cfg`` with its tile fields chosen: two warpgroups (128 queries), 64 keys per tile
-    for D or Dv above 128 (the O accumulator then takes 128 registers a thread) and 128
-    below, two K/V stages."""
+    """``cfg`` with its tile fields chosen: two warpgroups (128 queries), for D or Dv above
+    128 (the O accumulator then takes 128 registers a thread) 80 keys per tile in the
+    warp-specialized form (its compute warpgroups have 240 registers each) and 64 in the
+    plain one, 128 keys below; two K/V stages."""
     cfg.validate()
     block_m = cfg.block_m or 2 * WGMMA_M
-    block_n = cfg.block_n or (64 if max(cfg.head_dim, cfg.dv) > 128 else 128)
+    wide = 80 if cfg.warp_specialized else 64
+    block_n = cfg.block_n or (wide if max(cfg.head_dim, cfg.dv) > 128 else 128)
     resolved = replace(
         cfg,
         block_m=block_m,

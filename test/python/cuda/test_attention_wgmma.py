@@ -1,11 +1,12 @@
 """The sm_90a flash-attention kernel (wgmma) without a GPU: which configurations take it, its
 launch contract, the instructions in its PTX (wgmma from shared memory and from registers,
-the async-proxy fence), and ptxas's register report. Its arithmetic is checked on the card
-(test/gpu/check_attention.py)."""
+the async-proxy fence), ptxas's register report, and its warp-specialized form (the
+default). Its arithmetic is checked on the card (test/gpu/check_attention.py)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 from mlir import ir
@@ -18,8 +19,11 @@ from tessera.lowering.cuda.kernels.attention_wgmma import resolve_wgmma, wgmma_s
 from tessera.lowering.cuda.kernels.attention_wgmma_ws import COMPUTE_REGISTERS, PRODUCER_REGISTERS
 from tessera.lowering.cuda.kernels.flash_attention import build_flash_attention
 
-GEMMA_256 = AttentionConfig("bf16", 256, 8, 1, 1 / 16, causal=True)
-GEMMA_128 = AttentionConfig("f16", 128, 8, 4, 128**-0.5, causal=True, window=64, softcap=50.0)
+# The plain form (no producer warpgroup); the default form is checked against it below.
+GEMMA_256 = AttentionConfig("bf16", 256, 8, 1, 1 / 16, causal=True, warp_specialized=False)
+GEMMA_128 = AttentionConfig(
+    "f16", 128, 8, 4, 128**-0.5, causal=True, window=64, softcap=50.0, warp_specialized=False
+)
 
 
 def _build(arch: str, configs: list[AttentionConfig]) -> tuple[list[KernelInfo], str]:
@@ -111,14 +115,17 @@ def test_refuses_tiles_it_cannot_run(fields: dict[str, int], message: str) -> No
 
 
 def test_warp_specialized_form() -> None:
-    """A producer warpgroup after the two compute ones: 384 threads, the same shared tiles,
-    registers moved to the compute warpgroups, K/V handed over through mbarriers, and the
-    compute warpgroups' products as in the plain form."""
-    ws = AttentionConfig("bf16", 256, 8, 1, 1 / 16, causal=True, warp_specialized=True)
+    """The default: a producer warpgroup after the two compute ones, 384 threads, 80 keys a
+    tile at D = 256 (128 at D = 128), registers moved to the compute warpgroups, K/V handed
+    over through mbarriers, and the compute warpgroups' products as in the plain form."""
+    ws = replace(GEMMA_256, warp_specialized=True)
+    assert AttentionConfig("bf16", 256, 8, 1, 0.1).warp_specialized
+    assert resolve_wgmma(ws, "sm_90a").block_n == 80
+    assert resolve_wgmma(replace(GEMMA_128, warp_specialized=True), "sm_90a").block_n == 128
     (info, plain), ptx = _build("sm_90a", [ws, GEMMA_256])
     assert info.name.startswith("flash_attention_wgmma_ws_bf16_d256_h8kv1_causal_")
     assert info.block == (384, 1, 1) and info.grid == plain.grid
-    assert info.smem_bytes == plain.smem_bytes
+    assert info.smem_bytes == 128 * 256 * 2 + 2 * 2 * 80 * 256 * 2 + 1024
     body = _entry(ptx, info.name)
     assert f"setmaxnreg.dec.sync.aligned.u32 \t{PRODUCER_REGISTERS};" in body
     assert f"setmaxnreg.inc.sync.aligned.u32 \t{COMPUTE_REGISTERS};" in body
@@ -129,8 +136,9 @@ def test_warp_specialized_form() -> None:
     assert re.search(r"cp\.async\.wait_group \t0;\s+fence\.proxy\.async\.shared::cta;", body)
     # One block-wide barrier (Q and the mbarriers, before the roles split), none per tile.
     assert body.count("bar.sync \t0;") == 1
-    assert body.count("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16") == 16
-    assert body.count("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16") == 4
+    # Q·Kᵀ: 16 k steps of m64n80k16; P·V: 5 register-A m64n256k16 over the 80 keys.
+    assert body.count("wgmma.mma_async.sync.aligned.m64n80k16.f32.bf16.bf16") == 16
+    assert body.count("wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16") == 5
     # Other architectures keep the mma.sync kernel, which has no producer.
     infos, _ = _build("sm_90", [ws])
     assert infos[0].block == (256, 1, 1)

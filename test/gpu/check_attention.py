@@ -74,23 +74,22 @@ KERNELS: dict[str, dict[str, Any]] = {
     # Without softcap and window, at the shapes of the Gemma-2 and Gemma-3 cases: what those
     # cost is measured against these.
     "d256_h4_causal": _kernel("bf16", 256, 4, 1, causal=True),
-    # The plain form (no producer warpgroup: the compute warpgroups copy K/V themselves),
-    # timed against the default, warp-specialized one.
-    **{
-        "plain_" + key: {
-            **_kernel("bf16", 256, *heads, causal=True, **extra),
-            "warp_specialized": False,
-        }
-        for key, heads, extra in (
-            ("d256_mqa_causal", (8, 1), {}),
-            ("d256_gqa_causal", (8, 4), {}),
-            ("d256_softcap_w4096", (8, 4), dict(window=4096, softcap=50.0)),
-            ("d256_w512", (4, 1), dict(window=512)),
-        )
-    },
-    "plain_d128_gqa_causal": _kernel("bf16", 128, 8, 4, causal=True, warp_specialized=False),
-    "plain_f16_d256_mqa_causal": _kernel("f16", 256, 8, 1, causal=True, warp_specialized=False),
 }
+# The plain form (no producer warpgroup: the compute warpgroups copy K/V themselves) of the
+# default kernels, timed against them.
+KERNELS.update(
+    {
+        "plain_" + key: {**KERNELS[key], "warp_specialized": False}
+        for key in (
+            "d256_mqa_causal",
+            "d256_gqa_causal",
+            "d128_gqa_causal",
+            "f16_d256_mqa_causal",
+            "d256_softcap_w4096",
+            "d256_w512",
+        )
+    }
+)
 
 
 def _case(kernel: str, B: int, S: int, T: int, layout: str, **fields: Any) -> dict[str, Any]:

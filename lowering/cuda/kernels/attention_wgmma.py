@@ -180,14 +180,7 @@ class _WgmmaKernel(_MmaKernel):
         threads by default. A producer warpgroup's copiers work out the addresses per call
         (their index is opaque to the compiler): hoisted out of its loop, as they otherwise
         are, they would not fit the producer's few registers."""
-        tid, threads = copiers or (fr.ln.tid, self.threads)
-        tid = _opaque(tid) if copiers else tid
-        units = dim * 2 // COPY_BYTES  # 16-byte units per row
-        step = threads // units  # rows per turn
-        assert rows % step == 0, (rows, dim)
-        unit, row = a.rem(tid, units), a.div(tid, units)
-        chunk, within = a.div(unit, 8), a.rem(unit, 8)
-        chunk_at = a.add(at, a.mul(chunk, rows * CHUNK))
+        unit, row, within, chunk_at, step = self.copy_layout(fr, at, rows, dim, copiers)
         column = a.mul(unit, 8)
         stride = fr.strides[tensor]
         last = a.smax(a.sub(limit, 1), 0)
@@ -211,6 +204,26 @@ class _WgmmaKernel(_MmaKernel):
                 )
             )
         return tokens
+
+    def copy_layout(
+        self,
+        fr: _Frame,
+        at: ir.Value,
+        rows: int,
+        dim: int,
+        copiers: tuple[ir.Value, int] | None,
+    ) -> tuple[ir.Value, ir.Value, ir.Value, ir.Value, int]:
+        """This thread's place in the copies of a [rows, dim] tile at element offset ``at``
+        (``copy_tile``'s ``copiers``): its 16-byte unit of a row, its first row, that unit
+        within its 128-byte chunk, the chunk's element offset, and the rows between turns."""
+        tid, threads = copiers or (fr.ln.tid, self.threads)
+        tid = _opaque(tid) if copiers else tid
+        units = dim * 2 // COPY_BYTES  # 16-byte units per row
+        step = threads // units  # rows per turn
+        assert rows % step == 0, (rows, dim)
+        unit, row = a.rem(tid, units), a.div(tid, units)
+        chunk, within = a.div(unit, 8), a.rem(unit, 8)
+        return unit, row, within, a.add(at, a.mul(chunk, rows * CHUNK)), step
 
     def issue_kv(
         self,
@@ -256,12 +269,7 @@ class _WgmmaKernel(_MmaKernel):
         copiers: tuple[ir.Value, int],
     ) -> list[ir.Value]:
         """``copy_tile`` for rows that all exist: no clamp, no zero fill."""
-        tid, threads = _opaque(copiers[0]), copiers[1]
-        units = dim * 2 // COPY_BYTES
-        step = threads // units
-        unit, row = a.rem(tid, units), a.div(tid, units)
-        chunk, within = a.div(unit, 8), a.rem(unit, 8)
-        chunk_at = a.add(at, a.mul(chunk, rows * CHUNK))
+        unit, row, within, chunk_at, step = self.copy_layout(fr, at, rows, dim, copiers)
         stride = fr.strides[tensor]
         start = a.add(fr.bases[tensor], a.mul(a.add(first_row, row), stride))
         start = a.add(start, a.mul(unit, 8))
@@ -288,13 +296,17 @@ class _WgmmaKernel(_MmaKernel):
         nvvm.fence_proxy(nvvm.ProxyKind.async_shared, space=nvvm.SharedSpace.shared_cta)
         gpu.barrier()
 
-    def load_q(self, fr: _Frame) -> None:
+    def copy_q(self, fr: _Frame) -> None:
+        """This thread's copies of the Q tile, landed and fenced to the async proxy."""
         cfg = self.cfg
         tokens = self.copy_tile(fr, "q", a.idx(0), cfg.block_m, cfg.head_dim, fr.q0, fr.seq_q)
         group = nvgpu.device_async_create_group(tokens)
         nvgpu.device_async_wait(group, num_groups=0)
-        self.visible_to_wgmma()
-        return None
+        nvvm.fence_proxy(nvvm.ProxyKind.async_shared, space=nvvm.SharedSpace.shared_cta)
+
+    def load_q(self, fr: _Frame) -> None:
+        self.copy_q(fr)
+        gpu.barrier()
 
     # -- the two products -----------------------------------------------------------------------
 
@@ -350,6 +362,11 @@ class _WgmmaKernel(_MmaKernel):
         flat = _pin(flat)
         return [flat[4 * t : 4 * t + 4] for t in range(len(flat) // 4)]
 
+    def initial_carry(self) -> list[ir.Value]:
+        """The key loop's carried values at its start: O = 0, m = -inf, l = 0."""
+        zero, minus_inf = a.f32(0.0), a.f32(NEG_INF)
+        return [zero] * (4 * (self.cfg.dv // 8)) + [minus_inf, minus_inf, zero, zero]
+
     def key_tile(
         self, fr: _Frame, j: ir.Value, stage: ir.Value, acc: Fragments, state: RowState
     ) -> tuple[Fragments, RowState]:
@@ -375,12 +392,11 @@ class _WgmmaKernel(_MmaKernel):
         stages = cfg.stages
         n_acc = cfg.dv // 8
         first, end = self.key_tiles(fr)
-        zero, minus_inf = a.f32(0.0), a.f32(NEG_INF)
         token = None
         for prior in range(stages - 1):
             token = self.issue_kv(fr, a.add(first, prior), a.idx(prior), end)
         assert token is not None or stages == 1
-        init = [zero] * (4 * n_acc) + [minus_inf, minus_inf, zero, zero]
+        init = self.initial_carry()
         carried = [] if token is None else [token]
         loop = a.for_op(first, end, [*init, *carried])
         with ir.InsertionPoint(loop.body):
@@ -425,8 +441,9 @@ def _pin(values: list[ir.Value]) -> list[ir.Value]:
 
 
 def _opaque(value: ir.Value) -> ir.Value:
-    """``value`` (an index) passed through an empty volatile asm statement: what is computed
-    from it is computed after that statement."""
+    """``value`` (an index) passed through an empty volatile asm statement, as ``_pin`` does
+    for several (an asm statement with one output returns it bare, not in a struct): what
+    is computed from it is computed after that statement."""
     i32 = a.i32_type()
     word = arith.index_cast(i32, value)
     passed = llvm.InlineAsmOp(i32, [word], "", "=r,0", has_side_effects=True).result
@@ -468,13 +485,20 @@ def _wgmma_register_a(
     return [llvm.extractvalue(f32, result, [i]) for i in range(count)]
 
 
+def kernel_entry(km: KernelModule, kernel: _WgmmaKernel, name: str, threads: int) -> ir.Block:
+    """Adds the kernel's function (the attention parameters, ``threads`` a block) and binds
+    its arguments to ``kernel``; returns the body to emit into."""
+    params = typed_params(kernel.cfg.dtype)
+    fn, block = km.add_kernel(name, params)
+    fn.attributes["known_block_size"] = ir.DenseI32ArrayAttr.get([threads, 1, 1])
+    kernel.args = {p.name: v for p, v in zip(params, block.arguments, strict=True)}
+    return block
+
+
 def emit_wgmma_kernel(km: KernelModule, cfg: AttentionConfig, name: str) -> tuple[int, int]:
     """Adds the kernel; returns (threads per block, dynamic shared memory bytes)."""
     kernel = _WgmmaKernel(cfg, {})
-    params = typed_params(cfg.dtype)
-    fn, block = km.add_kernel(name, params)
-    fn.attributes["known_block_size"] = ir.DenseI32ArrayAttr.get([kernel.threads, 1, 1])
-    kernel.args = {p.name: v for p, v in zip(params, block.arguments, strict=True)}
+    block = kernel_entry(km, kernel, name, kernel.threads)
     with ir.InsertionPoint(block):
         fr = kernel.frame()
         kernel.load_q(fr)

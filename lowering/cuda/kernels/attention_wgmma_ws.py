@@ -34,16 +34,15 @@ from __future__ import annotations
 from mlir import ir
 from mlir.dialects import gpu, nvgpu, nvvm, scf
 
-from ..kernel import WORKGROUP, KernelModule
+from ..kernel import KernelModule
 from . import attention_ir as a
-from .attention import AttentionConfig, typed_params
+from .attention import AttentionConfig
 from .attention_mma import _Frame
-from .attention_softmax import NEG_INF
-from .attention_wgmma import WARPGROUP, _WgmmaKernel
+from .attention_wgmma import WARPGROUP, _WgmmaKernel, kernel_entry
+from .wgmma_ir import mbarrier_group, phase_parity, wait_parity
 
 PRODUCER_REGISTERS = 24
 COMPUTE_REGISTERS = 240
-TICKS = 10_000_000  # mbarrier try-wait hint
 
 
 class _WarpSpecialized(_WgmmaKernel):
@@ -55,23 +54,11 @@ class _WarpSpecialized(_WgmmaKernel):
     def compute_warpgroups(self) -> int:
         return self.threads // WARPGROUP
 
-    def barriers(self, count: int) -> ir.Value:
-        return nvgpu.mbarrier_create(
-            ir.Type.parse(
-                f"!nvgpu.mbarrier.group<memorySpace = {WORKGROUP}, num_barriers = {count}>"
-            )
-        )
-
     def load_q_by_compute_threads(self, tid: ir.Value) -> None:
         """The compute threads copy Q and fence it; the caller's block barrier publishes it."""
-        cfg = self.cfg
         computing = a.if_op(a.cmp("slt", tid, self.threads))
         with ir.InsertionPoint(computing.then_block):
-            fr = self.frame()
-            tokens = self.copy_tile(fr, "q", a.idx(0), cfg.block_m, cfg.head_dim, fr.q0, fr.seq_q)
-            group = nvgpu.device_async_create_group(tokens)
-            nvgpu.device_async_wait(group, num_groups=0)
-            nvvm.fence_proxy(nvvm.ProxyKind.async_shared, space=nvvm.SharedSpace.shared_cta)
+            self.copy_q(self.frame())
             scf.yield_([])
 
     def produce(self, fr: _Frame, full: ir.Value, empty: ir.Value) -> None:
@@ -90,9 +77,7 @@ class _WarpSpecialized(_WgmmaKernel):
                 scf.yield_([])
             reuse = a.if_op(a.cmp("sge", i, stages))
             with ir.InsertionPoint(reuse.then_block):
-                nvgpu.MBarrierTryWaitParityOp(
-                    empty, _parity(i, stages, behind=1), a.idx(TICKS), mbarId=stage
-                )
+                wait_parity(empty, phase_parity(i, stages, behind=1), stage)
                 scf.yield_([])
             self.issue_kv(fr, j, stage, end, copiers)
             scf.yield_([])
@@ -113,16 +98,14 @@ class _WarpSpecialized(_WgmmaKernel):
         first, end = self.key_tiles(fr)
         stages = cfg.stages
         n_acc = cfg.dv // 8
-        zero, minus_inf = a.f32(0.0), a.f32(NEG_INF)
-        init = [zero] * (4 * n_acc) + [minus_inf, minus_inf, zero, zero]
         releaser = a.cmp("eq", a.rem(fr.ln.tid, WARPGROUP), 0)
-        loop = a.for_op(first, end, init)
+        loop = a.for_op(first, end, self.initial_carry())
         with ir.InsertionPoint(loop.body):
             acc, states = self._unpack(list(loop.inner_iter_args), n_acc)
             j = loop.induction_variable
             i = a.sub(j, first)
             stage = a.rem(i, stages)
-            nvgpu.MBarrierTryWaitParityOp(full, _parity(i, stages), a.idx(TICKS), mbarId=stage)
+            wait_parity(full, phase_parity(i, stages), stage)
             new_acc, state = self.key_tile(fr, j, stage, acc[0], states[0])
             # Both of the tile's products have completed: its stage may be refilled.
             release = a.if_op(releaser)
@@ -134,27 +117,15 @@ class _WarpSpecialized(_WgmmaKernel):
         self.store(fr, acc, states)
 
 
-def _parity(i: ir.Value, stages: int, behind: int = 0) -> ir.Value:
-    """The phase parity of a stage's barrier for the i-th tile of the loop: its
-    (i / stages - behind)th completion."""
-    round_ = a.div(i, stages)
-    if behind:
-        round_ = a.sub(round_, behind)
-    return a.cmp("ne", a.rem(round_, 2), 0)
-
-
 def emit_warp_specialized_kernel(
     km: KernelModule, cfg: AttentionConfig, name: str
 ) -> tuple[int, int]:
     """Adds the kernel; returns (threads per block, dynamic shared memory bytes)."""
     kernel = _WarpSpecialized(cfg, {})
-    params = typed_params(cfg.dtype)
-    fn, block = km.add_kernel(name, params)
-    fn.attributes["known_block_size"] = ir.DenseI32ArrayAttr.get([kernel.block_threads, 1, 1])
-    kernel.args = {p.name: v for p, v in zip(params, block.arguments, strict=True)}
+    block = kernel_entry(km, kernel, name, kernel.block_threads)
     with ir.InsertionPoint(block):
         tid = gpu.thread_id(gpu.Dimension.x)
-        full, empty = kernel.barriers(cfg.stages), kernel.barriers(cfg.stages)
+        full, empty = mbarrier_group(cfg.stages), mbarrier_group(cfg.stages)
         leader = a.cmp("eq", tid, 0)
         for stage in range(cfg.stages):
             nvgpu.mbarrier_init(full, a.idx(WARPGROUP), a.idx(stage), predicate=leader)

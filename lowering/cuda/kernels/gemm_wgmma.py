@@ -52,13 +52,15 @@ from .wgmma_ir import (
     descriptor,
     f32_struct,
     i64,
+    mbarrier_group,
+    phase_parity,
     swizzle_aligned,
+    wait_parity,
     wgmma,
 )
 
 WARPGROUP = 128
 BLOCK_K = 64  # elements: 128 bytes of a 16-bit row, the 128-byte swizzle's width
-TICKS = 10_000_000  # mbarrier try-wait hint
 MAX_ACCUMULATORS = 160  # per consumer thread, next to its addressing, in 232 registers
 
 
@@ -202,13 +204,6 @@ class _Kernel:
         self.acc_type = f32_struct(cfg.block_n // 2)  # per thread per m64 half
         self.tiles = -(-cfg.K // BLOCK_K)
 
-    def barriers(self, count: int) -> ir.Value:
-        return nvgpu.mbarrier_create(
-            ir.Type.parse(
-                f"!nvgpu.mbarrier.group<memorySpace = {WORKGROUP}, num_barriers = {count}>"
-            )
-        )
-
     def offsets(self, stage: ir.Value) -> tuple[ir.Value, list[ir.Value]]:
         """Byte offsets of a stage's x tile and w tiles."""
         cfg = self.cfg
@@ -286,13 +281,6 @@ class _Kernel:
         return out
 
 
-def _parity(tile: ir.Value, stages: int, behind: int = 0) -> ir.Value:
-    """The phase parity of a stage's barrier at k tile ``tile``: its (tile / stages - behind)th
-    completion."""
-    round_ = a.sub(a.div(tile, stages), behind) if behind else a.div(tile, stages)
-    return a.cmp("ne", a.rem(round_, 2), 0)
-
-
 def _emit(km: KernelModule, cfg: WgmmaConfig, info: KernelInfo) -> None:
     args, block = km.add_launched_kernel(info)
     with ir.InsertionPoint(block):
@@ -310,7 +298,7 @@ def _one_warpgroup(kernel: _Kernel) -> None:
     cfg = kernel.cfg
     i1 = ir.IntegerType.get_signless(1)
     first = a.cmp("eq", kernel.tid, 0)
-    full = kernel.barriers(cfg.stages)
+    full = mbarrier_group(cfg.stages)
     for stage in range(cfg.stages):
         nvgpu.mbarrier_init(full, a.idx(1), a.idx(stage), predicate=first)
     gpu.barrier()
@@ -326,7 +314,7 @@ def _one_warpgroup(kernel: _Kernel) -> None:
         kt = loop.induction_variable
         *accs, parity = loop.inner_iter_args
         stage = a.rem(kt, cfg.stages)
-        nvgpu.MBarrierTryWaitParityOp(full, parity, a.idx(TICKS), mbarId=stage)
+        wait_parity(full, parity, stage)
         out = kernel.multiply(stage, list(accs))
         # This tile's group may still run; the previous one has read its buffer, which
         # the load below refills.
@@ -357,7 +345,7 @@ def _warp_specialized(kernel: _Kernel) -> None:
     cfg = kernel.cfg
     tid, tiles = kernel.tid, kernel.tiles
     first = a.cmp("eq", tid, 0)
-    full, empty = kernel.barriers(cfg.stages), kernel.barriers(cfg.stages)
+    full, empty = mbarrier_group(cfg.stages), mbarrier_group(cfg.stages)
     for stage in range(cfg.stages):
         nvgpu.mbarrier_init(full, a.idx(1), a.idx(stage), predicate=first)
         nvgpu.mbarrier_init(empty, a.idx(cfg.consumers), a.idx(stage), predicate=first)
@@ -376,8 +364,7 @@ def _warp_specialized(kernel: _Kernel) -> None:
                 stage = a.rem(kt, cfg.stages)
                 refill = a.if_op(a.cmp("sge", kt, cfg.stages))
                 with ir.InsertionPoint(refill.then_block):
-                    parity = _parity(kt, cfg.stages, behind=1)
-                    nvgpu.MBarrierTryWaitParityOp(empty, parity, a.idx(TICKS), mbarId=stage)
+                    wait_parity(empty, phase_parity(kt, cfg.stages, behind=1), stage)
                     scf.yield_([])
                 kernel.load(full, kt, stage, None)
                 scf.yield_([])
@@ -395,7 +382,7 @@ def _warp_specialized(kernel: _Kernel) -> None:
         with ir.InsertionPoint(loop.body):
             kt = loop.induction_variable
             stage = a.rem(kt, cfg.stages)
-            nvgpu.MBarrierTryWaitParityOp(full, _parity(kt, cfg.stages), a.idx(TICKS), mbarId=stage)
+            wait_parity(full, phase_parity(kt, cfg.stages), stage)
             out = kernel.multiply(stage, list(loop.inner_iter_args), first_row)
             nvvm.wgmma_wait_group_sync_aligned(1)
             # The previous tile's group has completed: its stage can be refilled.

@@ -1,7 +1,8 @@
 """What the sm_90a kernels (``gemm_wgmma``, ``attention_wgmma``) share for warpgroup MMAs:
 the 1024-byte-aligned start of the dynamic shared memory, the 128-byte-swizzled matrix
-descriptors, and the shared-memory form of ``wgmma.mma_async`` (A and B read through
-descriptors, f32 accumulators).
+descriptors, the shared-memory form of ``wgmma.mma_async`` (A and B read through
+descriptors, f32 accumulators), and the mbarriers of their pipelines (a group per role,
+the phase of a stage's barrier at a loop index, the wait on it).
 
 In the 128-byte swizzle each 128-byte row's 16-byte unit u sits at unit ``u xor (row mod
 8)``; wgmma undoes it from the address bits, so a tile must start on a 1024-byte boundary
@@ -10,13 +11,15 @@ In the 128-byte swizzle each 128-byte row's 16-byte unit u sits at unit ``u xor 
 from __future__ import annotations
 
 from mlir import ir
-from mlir.dialects import arith, memref, nvvm
+from mlir.dialects import arith, memref, nvgpu, nvvm
 
+from ..kernel import WORKGROUP
 from . import attention_ir as a
 
 SWIZZLE_BYTES = 1024  # 8 rows of 128 bytes: the swizzle's period and the descriptors' stride
 WGMMA_M = 64  # rows of one wgmma
 K_STEP = 16  # wgmma k for 16-bit inputs
+TICKS = 10_000_000  # mbarrier try-wait hint
 
 
 def i64(value: ir.Value) -> ir.Value:
@@ -80,3 +83,24 @@ def wgmma(
         attr("#nvvm.mma_layout<row>"),
         attr("#nvvm.mma_layout<col>"),
     ).result
+
+
+def mbarrier_group(count: int) -> ir.Value:
+    """``count`` mbarriers in shared memory (one per pipeline stage)."""
+    return nvgpu.mbarrier_create(
+        ir.Type.parse(f"!nvgpu.mbarrier.group<memorySpace = {WORKGROUP}, num_barriers = {count}>")
+    )
+
+
+def phase_parity(index: ir.Value, stages: int, behind: int = 0) -> ir.Value:
+    """The phase parity of a stage's barrier at loop index ``index`` (0 for the loop's first
+    tile): its (index / stages - behind)th completion."""
+    round_ = a.div(index, stages)
+    if behind:
+        round_ = a.sub(round_, behind)
+    return a.cmp("ne", a.rem(round_, 2), 0)
+
+
+def wait_parity(group: ir.Value, parity: ir.Value, stage: ir.Value) -> None:
+    """Waits until barrier ``stage`` of ``group`` completes the phase of ``parity``."""
+    nvgpu.MBarrierTryWaitParityOp(group, parity, a.idx(TICKS), mbarId=stage)

@@ -8,12 +8,16 @@ device, date, commit, rows with the peers measured in the same run).
     python bench/decode.py build/bench --out results.json [--new-tokens 64]
 
 Each case is a batch of B prompts of P random tokens, greedy, N new tokens, no end token.
-Decode tokens/s counts the tokens of steps 2..N (B·(N−1)) over the time from the first new
-token to the last, so the prompt's prefill is excluded for every runner alike: Tessera's loop
-is timed step by step; transformers' ``generate`` is timed whole, less one forward pass of
-the prompt. The bound: the bytes one decode step must read (every weight but the embedding
-rows it does not look up, and each layer's cached keys and values) over the device-to-device
-copy rate measured in the same run (bytes read plus written per second of a 1 GiB copy).
+Tessera's loop is timed step by step: its first decode step (token 2) captures the step's
+CUDA graph, so it is reported apart (``tessera_first_step_ms``), and the rate counts the tokens
+of steps 3..N (B·(N−2)) over the time from the second new token to the last. transformers'
+``generate`` is timed whole, less one forward pass of the prompt, over the tokens of steps
+2..N (B·(N−1)); its first steps' warm-up stays in its figure. The bound: the bytes one decode
+step must read (every weight but the embedding rows it does not look up, and each layer's
+cached keys and values) over the device-to-device copy rate measured in the same run (bytes
+read plus written per second of a 1 GiB copy). A peer runs the same programs with every kernel
+launched only once the one before it has ended (no programmatic launch), where the artifact
+allows the early start (sm_90).
 
 ``--compiled-peer`` adds transformers with a static cache and its forward under torch.compile
 (minutes of compiling). ``--smoke`` runs the same code on the CPU over a tiny model (compiled
@@ -66,16 +70,18 @@ def copy_rate(device: str) -> float:
 
 def tessera_decode_seconds(
     programs: CachedPrograms, ids: torch.Tensor, new_tokens: int, device: str
-) -> float:
-    """Seconds from the first new token to the last of one greedy generation."""
+) -> tuple[float, float]:
+    """Seconds of one greedy generation's first decode step (token 2, which captures the
+    step's CUDA graph) and of the steps after it (tokens 3..N)."""
     request = Request(new_tokens, Sampling(), None, frozenset(), pad_token_id=0)
-    started = 0.0
+    marks = []
     for index, _step in enumerate(decode_steps(programs, ids, None, request)):
-        if index == 0:
+        if index < 2:
             synchronize(device)
-            started = time.perf_counter()
+            marks.append(time.perf_counter())
     synchronize(device)
-    return time.perf_counter() - started
+    marks.append(time.perf_counter())
+    return marks[1] - marks[0], marks[2] - marks[1]
 
 
 def transformers_decode_seconds(
@@ -105,8 +111,15 @@ def transformers_decode_seconds(
 
 
 def median_seconds(run: Callable[[], float]) -> float:
-    run()  # warm-up: CUDA graphs captured, kernels loaded
+    run()  # warm-up: kernels loaded, torch.compile's graphs built
     return statistics.median(run() for _ in range(REPEATS))
+
+
+def median_steps(run: Callable[[], tuple[float, float]]) -> tuple[float, float]:
+    """The medians of ``run``'s (first step, later steps) seconds, after a warm-up run."""
+    run()
+    firsts, rests = zip(*(run() for _ in range(REPEATS)), strict=True)
+    return statistics.median(firsts), statistics.median(rests)
 
 
 def step_bytes(model: torch.nn.Module, batch: int, length: int) -> int:
@@ -146,19 +159,35 @@ def bench_case(
 ) -> dict[str, object]:
     generator = torch.Generator().manual_seed(batch * 100003 + length)
     ids = torch.randint(3, model.config.vocab_size, (batch, length), generator=generator)
-    tokens = batch * (new_tokens - 1)
-    ours = median_seconds(lambda: tessera_decode_seconds(programs, ids, new_tokens, device))
+    tokens = batch * (new_tokens - 1)  # transformers: steps 2..N
+    steady = batch * (new_tokens - 2)  # Tessera: steps 3..N
+    first, ours = median_steps(lambda: tessera_decode_seconds(programs, ids, new_tokens, device))
     peers = []
     if programs.greedy is not None:
         # The same programs choosing from the decode step's logits (the tail unfused).
         logits_path = dataclasses.replace(programs, greedy=None)
-        unfused = median_seconds(
+        _, unfused = median_steps(
             lambda: tessera_decode_seconds(logits_path, ids, new_tokens, device)
         )
         peers.append(
             {
                 "name": "tessera, logits written and argmax by torch (no fused head)",
-                "tokens_per_s": round(tokens / unfused, 1),
+                "tokens_per_s": round(steady / unfused, 1),
+            }
+        )
+    if _programmatic(programs):
+        # The same programs with every kernel launched only once the one before it has ended.
+        _set_programmatic(programs, False)
+        try:
+            _, serialized = median_steps(
+                lambda: tessera_decode_seconds(programs, ids, new_tokens, device)
+            )
+        finally:
+            _set_programmatic(programs, True)
+        peers.append(
+            {
+                "name": "tessera, no programmatic launch (each kernel after the last ends)",
+                "tokens_per_s": round(steady / serialized, 1),
             }
         )
     eager = median_seconds(lambda: transformers_decode_seconds(model, ids, new_tokens, device))
@@ -183,14 +212,41 @@ def bench_case(
     row = {
         "bench": "decode",
         "case": f"{name} B{batch} P{length} N{new_tokens} {dtype}",
-        "tessera_ms": round(1000 * ours / (new_tokens - 1), 4),
-        "tessera_tokens_per_s": round(tokens / ours, 1),
+        "tessera_ms": round(1000 * ours / (new_tokens - 2), 4),
+        "tessera_first_step_ms": round(1000 * first, 4),
+        "tessera_tokens_per_s": round(steady / ours, 1),
         "bound_tokens_per_s": round(batch * bound, 1),
-        "fraction_of_bound": round(tokens / ours / (batch * bound), 4),
+        "fraction_of_bound": round(steady / ours / (batch * bound), 4),
         "peers": peers,
     }
     print(json.dumps(row), flush=True)
     return row
+
+
+def _launch_programs(programs: CachedPrograms) -> list[object]:
+    """The kernel-launch programs behind the cache programs (a graphed one's inner program)."""
+    found = []
+    for program in (programs.prefill, programs.decode, programs.greedy):
+        inner = getattr(program, "program", program)
+        if hasattr(inner, "programmatic_launch"):
+            found.append(inner)
+    return found
+
+
+def _programmatic(programs: CachedPrograms) -> bool:
+    """Whether any launch of the programs may start before the one before it ends."""
+    return any(
+        step.programmatic and inner.programmatic_launch  # type: ignore[attr-defined]
+        for inner in _launch_programs(programs)
+        for step in inner.spec.steps  # type: ignore[attr-defined]
+    )
+
+
+def _set_programmatic(programs: CachedPrograms, on: bool) -> None:
+    """Turns programmatic launch on or off (read when a call launches or a graph is captured:
+    each generation captures its own graphs)."""
+    for inner in _launch_programs(programs):
+        inner.programmatic_launch = on  # type: ignore[attr-defined]
 
 
 def loaded_programs(directory: Path, model: torch.nn.Module, graphs: bool) -> CachedPrograms:
@@ -263,8 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also time transformers with a static cache under torch.compile (slow to compile)",
     )
     args = parser.parse_args(argv)
-    if args.new_tokens < 2:
-        parser.error("--new-tokens must be at least 2 (decode steps are steps 2..N)")
+    if args.new_tokens < 3:
+        parser.error(
+            "--new-tokens must be at least 3 (the rate is of decode steps 3..N: step 2 "
+            "captures the CUDA graph)"
+        )
     if args.smoke:
         device, rows = smoke_runs(args.new_tokens)
     elif args.artifacts is None:

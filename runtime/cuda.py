@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tessera import knobs
 from tessera.errors import RuntimeInputError
 
 from . import cuda_driver, expr, tensor_map
@@ -126,6 +127,10 @@ class CudaProgram:
             if b.kind == "arena"
         }
         self._arena_size = expr.parse(spec.arena)
+        # Whether launches the manifest marks ``programmatic`` may start before the launch
+        # before them ends (their kernels wait for it themselves); False launches every
+        # kernel after the previous one, as the bench's peer does.
+        self.programmatic_launch = knobs.programmatic_launch()
         self._launches = tuple(
             self._prepare(step, modules, i)
             for i, step in enumerate(spec.steps)
@@ -338,7 +343,12 @@ class CudaProgram:
                 packer.set_scalar(index, produce_scalar(frame))
             step = launch.step
             launch.kernel.launch_packed(
-                grid, step.block, expr.evaluate(step.smem, env), packer, stream
+                grid,
+                step.block,
+                expr.evaluate(step.smem, env),
+                packer,
+                stream,
+                step.programmatic and self.programmatic_launch,
             )
         if marks:
             marks[-1].record()

@@ -170,6 +170,7 @@ class Kernel:
         self.name = name
         self.handle = handle
         self._smem_limit: int | None = None
+        self._config: Any = None  # the programmatic launch configuration, made at first use
 
     def allow_shared_memory(self, smem: int) -> None:
         """Raises the kernel's dynamic shared-memory limit where ``smem`` is above it: by
@@ -203,21 +204,56 @@ class Kernel:
         smem: int,
         packer: ParamPacker,
         stream: int | None = None,
+        programmatic: bool = False,
     ) -> None:
+        """Launches with the arguments ``packer`` holds. ``programmatic``: the kernel may start
+        before the previous kernel on the stream ends (CUDA's programmatic stream
+        serialization); only for kernels that wait for their predecessors themselves
+        (``griddepcontrol.wait``, which the sm_90 lowering gives every kernel)."""
         driver = _driver()
         if stream is None:
             stream = torch.cuda.current_stream().cuda_stream
         if min(grid) <= 0:
             return  # an empty problem (e.g. zero rows): nothing to launch
         self.allow_shared_memory(smem)
-        result = driver.cuLaunchKernel(self.handle, *grid, *block, smem, stream, packer.address, 0)
+        if programmatic:
+            config = self._programmatic_config(grid, block, smem, stream)
+            result = driver.cuLaunchKernelEx(config, self.handle, packer.address, 0)
+            call = "cuLaunchKernelEx (programmatic stream serialization)"
+        else:
+            result = driver.cuLaunchKernel(
+                self.handle, *grid, *block, smem, stream, packer.address, 0
+            )
+            call = "cuLaunchKernel"
         if result[0] != driver.CUresult.CUDA_SUCCESS:
             check(
                 result,
-                "cuLaunchKernel",
+                call,
                 f"kernel {self.name}, grid {tuple(grid)}, block {tuple(block)}, "
                 f"{smem} bytes of shared memory",
             )
+
+    def _programmatic_config(
+        self, grid: Sequence[int], block: Sequence[int], smem: int, stream: int
+    ) -> Any:
+        """The launch configuration with the programmatic-serialization attribute, made once
+        per kernel and refilled per launch."""
+        driver = _driver()
+        if self._config is None:
+            attribute = driver.CUlaunchAttribute()
+            attribute.id = (
+                driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+            )
+            attribute.value.programmaticStreamSerializationAllowed = 1
+            self._config = driver.CUlaunchConfig()
+            self._config.attrs = [attribute]
+            self._config.numAttrs = 1
+        config = self._config
+        config.gridDimX, config.gridDimY, config.gridDimZ = (int(g) for g in grid)
+        config.blockDimX, config.blockDimY, config.blockDimZ = (int(b) for b in block)
+        config.sharedMemBytes = smem
+        config.hStream = driver.CUstream(stream)
+        return config
 
     def launch(
         self,

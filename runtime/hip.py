@@ -133,7 +133,10 @@ class HipKernel:
         smem: int,
         packer: cuda_driver.ParamPacker,
         stream: int | None = None,
+        programmatic: bool = False,
     ) -> None:
+        # ``programmatic`` permits an early start, which HIP does not have: every kernel
+        # starts after the one before it, which is always correct.
         if min(grid) <= 0:
             return  # an empty problem (e.g. zero rows): nothing to launch
         if stream is None:

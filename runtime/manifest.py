@@ -127,7 +127,10 @@ class KernelLaunch:
     """Launch ``kernel`` of ``binary`` (a cubin) on ``grid`` x ``block`` threads with ``smem``
     bytes of dynamic shared memory (grid and smem are expressions over the symbols). ``args``
     follow the kernel's parameters: a buffer argument (input, weight, output, buffer) is passed
-    as a flat ``memref<?xT>`` descriptor, a scalar by value."""
+    as a flat ``memref<?xT>`` descriptor, a scalar by value. ``programmatic``: the kernel waits
+    for the kernels before it (``griddepcontrol.wait``) before it touches their memory, so it
+    may be launched to start before the previous one ends (CUDA's programmatic dependent
+    launch)."""
 
     binary: str
     kernel: str
@@ -135,6 +138,7 @@ class KernelLaunch:
     block: tuple[int, int, int]
     smem: str
     args: tuple[ArgRef | ScalarArg | TensorMapArg, ...]
+    programmatic: bool = False
 
     kind = "launch"
 
@@ -278,6 +282,7 @@ def _step_json(step: Step) -> dict[str, Any]:
         "block": list(step.block),
         "smem": step.smem,
         "args": [_arg_json(a) for a in step.args],
+        **({"programmatic": True} if step.programmatic else {}),
     }
 
 

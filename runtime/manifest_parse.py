@@ -141,6 +141,7 @@ def _step(data: Any, where: str) -> Step:
             (block[0], block[1], block[2]),
             _expr(reader, "smem"),
             args,
+            reader.get("programmatic", bool, False),
         )
     raise ArtifactError(
         f"step kind '{kind}' is not supported by this runtime (supported: "

@@ -10,6 +10,7 @@
 | TESSERA_VERIFY_EACH | 0 skips the tessera verifier between passes in ``compile`` (default 1) |
 | TESSERA_LOG | ``info`` or ``debug`` turns the ``tessera`` logger on, to stderr (default: silent) |
 | TESSERA_CUDA_GRAPHS | 0 runs the GPU decode step launch by launch, not as one CUDA graph |
+| TESSERA_PROGRAMMATIC_LAUNCH | 0 starts each CUDA kernel only once the one before it has ended |
 | TESSERA_TUNING | the folder of the user's kernel tuning tables (default: the cache's ``tuning``) |
 | CUDA_HOME, CUDA_PATH | where ptxas is looked for when it is not on PATH |
 """
@@ -65,6 +66,10 @@ def always_compile() -> bool:
 
 def cuda_graphs() -> bool:
     return _flag("TESSERA_CUDA_GRAPHS", default=True)
+
+
+def programmatic_launch() -> bool:
+    return _flag("TESSERA_PROGRAMMATIC_LAUNCH", default=True)
 
 
 def print_ir_after_all() -> bool:

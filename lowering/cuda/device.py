@@ -49,6 +49,9 @@ class Device(Protocol):
     # Whether the decode step's GEMMs take the bandwidth-bound GEMV (its AMD build spills
     # registers at its tile, which the code object's limits refuse).
     decode_gemv: bool
+    # Whether a kernel may start before the one before it ends (programmatic dependent launch,
+    # ``grid_dependency.py``).
+    programmatic_launch: bool
 
     @property
     def wgmma(self) -> bool:
@@ -112,6 +115,8 @@ class Nvidia:
 
     def __init__(self, arch: str) -> None:
         self.arch = arch
+        # griddepcontrol and the L2 bulk prefetch are sm_90 instructions
+        self.programmatic_launch = arch.startswith("sm_9")
 
     @property
     def wgmma(self) -> bool:

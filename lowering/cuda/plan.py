@@ -143,6 +143,7 @@ class LaunchPlan:
                 info.block,
                 str(info.smem_bytes),
                 tuple(args),
+                programmatic=self.kernels.device.programmatic_launch,
             )
         )
 

@@ -7,7 +7,9 @@ manifest of kernel launches.
   ``linalg.generic``s and fused into as few as possible; every value placed in memory
   (``tessera-plan-memory``).
 - ``gpu``: every op lowered by its rule (``rules.py``) to a launch of a ``gpu.func`` kernel
-  built with the bindings' builders; kernels shared by every op of the same signature.
+  built with the bindings' builders; kernels shared by every op of the same signature. On
+  sm_90 every kernel waits for the ones before it at its top, so each launch may start
+  before the previous one ends (``grid_dependency.py``).
 - ``nvvm``: the kernels in the NVVM/LLVM dialects. ``ptx``: MLIR's NVPTX output.
 The cubin is assembled by ptxas; the PTX is kept in the artifact too, so a driver can compile
 it where the cubin does not fit. Compiling needs no GPU.
@@ -36,6 +38,7 @@ from . import (
     tuning,
 )
 from .gpu_programs import build_programs, metadata, plan_stage, program_specs
+from .grid_dependency import add_grid_dependency_control
 from .kernel import KernelModule
 
 ARCHS = {"sm_80": "sm_80", "sm_90": "sm_90", "sm_90a": "sm_90a"}
@@ -72,6 +75,8 @@ class CudaTarget:
         with build.module.context, ir.Location.unknown():
             kernels = KernelModule(self.arch)
             build.scratch["launches"] = build_programs(build, kernels)
+            if kernels.device.programmatic_launch:
+                add_grid_dependency_control(kernels)
         build.scratch["kernels"] = kernels
         return str(kernels.module)
 

@@ -46,6 +46,8 @@ class Amd:
     # The GEMV spills registers at its tile here: the decode step keeps the MFMA/WMMA GEMMs.
     decode_gemv = False
     wgmma = False
+    # HIP has no programmatic dependent launch: each kernel starts after the one before it.
+    programmatic_launch = False
 
     def __init__(self, arch: str) -> None:
         self.chip: Chip = chip(arch)

@@ -29,13 +29,19 @@ def test_smoke_run_writes_the_results_format(tmp_path: Path) -> None:
     assert set(result) == {"device", "date", "commit", "rows"}
     (row,) = result["rows"]
     assert row["bench"] == "decode" and row["case"].startswith("tiny gemma2-gqa B2 P12 N3")
-    for key in ("tessera_ms", "tessera_tokens_per_s", "bound_tokens_per_s", "fraction_of_bound"):
+    for key in (
+        "tessera_ms",
+        "tessera_first_step_ms",
+        "tessera_tokens_per_s",
+        "bound_tokens_per_s",
+        "fraction_of_bound",
+    ):
         assert math.isfinite(row[key]) and row[key] > 0, key
     (peer,) = row["peers"]
     assert peer["name"].startswith("transformers generate") and peer["tokens_per_s"] > 0
 
 
-def test_fewer_than_two_new_tokens_is_refused(tmp_path: Path) -> None:
+def test_fewer_than_three_new_tokens_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as raised:
-        _bench_module().main(["--smoke", "--out", str(tmp_path / "x.json"), "--new-tokens", "1"])
+        _bench_module().main(["--smoke", "--out", str(tmp_path / "x.json"), "--new-tokens", "2"])
     assert raised.value.code == 2

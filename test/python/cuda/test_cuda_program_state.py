@@ -76,3 +76,14 @@ def test_a_cuda_artifact_generates_on_the_gpu(decode: CudaProgram) -> None:
     )
     assert programs.device == "cuda"
     assert {b.name for b in programs.buffers} == set(_state(decode))
+
+
+def test_programmatic_launch_follows_the_knob(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = tessera.runtime.read_manifest(
+        tessera.compile(tiny_gemma("gemma2-gqa"), target="cuda:sm_90a").directory
+    ).program(kv_layout.DECODE_PROGRAM)
+    assert all(step.programmatic for step in spec.steps)
+    on = CudaProgram(spec, {"kernels": _Module()})  # type: ignore[dict-item]
+    monkeypatch.setenv("TESSERA_PROGRAMMATIC_LAUNCH", "0")
+    off = CudaProgram(spec, {"kernels": _Module()})  # type: ignore[dict-item]
+    assert on.programmatic_launch and not off.programmatic_launch

@@ -20,6 +20,12 @@ def _addresses(run: _Run, op: _Op, ref: Any, idx: Sequence[np.ndarray], width: i
     """Per active thread: the element index (global) or absolute byte (shared) of ``width``
     consecutive elements at ``ref[idx]``, bounds checked."""
     if isinstance(ref, Buffer | _ConstRef):
+        if isinstance(ref, Buffer) and not run.waited:
+            raise op.fault(
+                run,
+                f"touches {ref.name} before the kernel's griddepcontrol.wait (the kernels "
+                "before it may still be running)",
+            )
         e = run.lanes(idx[0]).astype(np.int64, copy=False)
         size = ref.size if isinstance(ref, Buffer) else len(ref.data)
         bad = (e < 0) | (e > size - width)

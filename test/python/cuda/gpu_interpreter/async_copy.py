@@ -35,6 +35,8 @@ def _async_copy(k: Kernel, op: ir.Operation, info: _Op) -> Step:
         target, source = r[dst], r[src]
         if not isinstance(target, _SharedRef) or not isinstance(source, Buffer):
             raise info.fault(run, "copies from a global buffer to shared memory only")
+        if not run.waited:
+            raise info.fault(run, f"copies from {source.name} before griddepcontrol.wait")
         if target.kind.name != source.kind.name:
             raise info.fault(run, f"copies {source.dtype} into a {target.kind.name} view")
         nbytes = count * target.kind.size

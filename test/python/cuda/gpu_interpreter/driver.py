@@ -53,6 +53,7 @@ class Kernel:
         if "known_block_size" in func.attributes:
             self.known_block = tuple(ir.DenseI32ArrayAttr(func.attributes["known_block_size"]))
         self.stored: set[int] = set()
+        self.waits = False  # set by the rule of a griddepcontrol.wait (``grid_ops``)
         for i, arg in enumerate(entry.arguments):
             for use in arg.uses:
                 if use.owner.name in ("memref.store", "vector.store") and use.operand_number == 1:

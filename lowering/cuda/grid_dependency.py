@@ -1,0 +1,66 @@
+"""Programmatic dependent launch (sm_90 and newer): a kernel starts while the one before it on
+the stream is still finishing.
+
+A kernel launched with CUDA's programmatic stream serialization may begin once every block of
+the kernel before it has signalled (``griddepcontrol.launch_dependents``), not only once that
+kernel has ended. It must then wait (``griddepcontrol.wait``: the grids before it complete and
+their writes visible) before it reads what they wrote or writes what they might still read.
+``add_grid_dependency_control`` gives every kernel of a module both at its top. A kernel may
+place its wait further down itself, after work that reads only memory no kernel of the program
+writes or that is harmless before the wait (the decode GEMV's L2 prefetch of its weight rows:
+L2 is where global memory is coherent, so a line prefetched there is never stale); then no
+second wait is added.
+
+Why: at batch 1 the decode step is a few hundred launches of a few microseconds each, and the
+time from one kernel's last block to the next kernel's first is a large share of the step.
+With the signal at each kernel's top, the next kernel is launched as soon as the current one's
+last blocks are placed: its blocks fill the SMs the current one frees, and the GEMVs stream
+their weights into L2 before they wait.
+
+The wait is a no-op for a kernel launched without the attribute (the tuning and check harnesses
+launch the same kernels plainly), so the kernels are correct either way; the manifest marks the
+launches (``KernelLaunch.programmatic``) and the runtime launches them so unless
+TESSERA_PROGRAMMATIC_LAUNCH=0.
+"""
+
+from __future__ import annotations
+
+from mlir import ir
+from mlir.dialects import nvvm
+
+from .kernel import KernelModule
+
+
+def wait_for_predecessors() -> None:
+    """Waits, where the insertion point is, for the kernels before this one on the stream to
+    complete with their writes visible."""
+    nvvm.griddepcontrol(nvvm.GridDepActionKind.wait)
+
+
+def add_grid_dependency_control(kernels: KernelModule) -> None:
+    """Gives every kernel of ``kernels`` the launch signal and (unless it waits already) the
+    wait at its top. Only for devices with programmatic launch (``Device.programmatic_launch``)."""
+    if not kernels.device.programmatic_launch:
+        raise ValueError(f"{kernels.arch} has no programmatic dependent launch")
+    for op in kernels.body.operations:
+        if op.operation.name != "gpu.func" or "gpu.kernel" not in op.attributes:
+            continue
+        entry = op.regions[0].blocks[0]
+        waits = _waits(op.operation)
+        with ir.InsertionPoint.at_block_begin(entry):
+            nvvm.griddepcontrol(nvvm.GridDepActionKind.launch_dependents)
+            if not waits:
+                wait_for_predecessors()
+
+
+def _waits(op: ir.Operation) -> bool:
+    """Whether ``op`` holds a ``griddepcontrol.wait``."""
+    for region in op.regions:
+        for block in region.blocks:
+            for inner in block.operations:
+                inner = inner.operation
+                if inner.name == "nvvm.griddepcontrol" and "wait" in str(inner.attributes["kind"]):
+                    return True
+                if _waits(inner):
+                    return True
+    return False

@@ -117,6 +117,25 @@ def case_list() -> list[dict[str, Any]]:
     add("gemv_m4", M=4, N=16384, K=2048, kernel="gemv", gemv=(4, 2, 4, 4), time=True)
     add("gemv_m8", M=8, N=16384, K=2048, kernel="gemv", gemv=(8, 2, 4, 2), time=True)
     add("gemv_m1_kn", M=1, N=16384, K=2048, kernel="gemv", transpose_w=False, time=True)
+    # the decode step's other GEMV shapes (Gemma-2B: down, q/o, MQA k/v; the gated gate/up)
+    # at tiles that put more warps on a narrow N or a long K
+    for n, k, name in ((2048, 16384, "down"), (2048, 2048, "q"), (256, 2048, "kv")):
+        for tile in ((1, 2, 4, 4), (1, 1, 4, 4), (1, 1, 8, 8), (1, 1, 2, 8)):
+            label = "c{1}w{2}u{3}".format(*tile)
+            add(f"gemv_{name}_{label}", M=1, N=n, K=k, kernel="gemv", gemv=tile, time=True)
+    for tile in ((1, 2, 4, 4), (1, 1, 4, 4), (1, 1, 8, 4)):
+        label = "c{1}w{2}u{3}".format(*tile)
+        add(
+            f"gemv_gated_{label}",
+            M=1,
+            N=16384,
+            K=2048,
+            kernel="gemv",
+            gated=True,
+            gemv=tile,
+            w_scale=2.0,
+            time=True,
+        )
     # the Hopper kernel (wgmma from shared memory, TMA loads; x and w [N, K] only):
     # ragged M, N and K tiles (zero-filled by the tensor maps), then the prefill shapes
     for dt in ("bf16", "f16"):

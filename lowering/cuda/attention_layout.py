@@ -34,7 +34,7 @@ _TRANSPOSE_MAP = "affine_map<(d0, d1, d2, d3) -> (d0, d2, d1, d3)>"
 _IDENTITY_MAP = "affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>"
 
 
-def _is_head_transpose(op: ir.Operation | None) -> bool:
+def is_head_transpose(op: ir.Operation | None) -> bool:
     """A ``linalg.generic`` that only copies a 4-d tensor with axes 1 and 2 swapped."""
     if op is None or op.name != "linalg.generic" or len(op.operands) != 2:
         return False
@@ -55,7 +55,7 @@ def _producer(value: ir.Value) -> ir.Operation | None:
     return owner.operation if isinstance(owner, ir.OpView | ir.Operation) else None
 
 
-def _producer_chain(value: ir.Value) -> list[ir.Operation]:
+def producer_chain(value: ir.Value) -> list[ir.Operation]:
     """The ops that make ``value``, nearest first, through ``tensor.cast``s (which only change
     which dims are static) up to and including the first other op."""
     chain = []
@@ -68,7 +68,7 @@ def _producer_chain(value: ir.Value) -> list[ir.Operation]:
     return chain
 
 
-def _user_chain(value: ir.Value) -> list[ir.Operation] | None:
+def user_chain(value: ir.Value) -> list[ir.Operation] | None:
     """The single users of ``value``, through ``tensor.cast``s, up to the first other op (None
     where some value on the way has another number of users)."""
     chain = []
@@ -83,7 +83,7 @@ def _user_chain(value: ir.Value) -> list[ir.Operation] | None:
         value = user.results[0]
 
 
-def _erase_unused(ops: list[ir.Operation]) -> None:
+def erase_unused(ops: list[ir.Operation]) -> None:
     for op in ops:
         if not any(list(result.uses) for result in op.results):
             op.erase()
@@ -98,13 +98,13 @@ def fold_attention_transposes(module: ir.Module | ir.Operation) -> int:
         if LAYOUT_ATTR in op.attributes:
             continue
         transposed = _FOLDED[op.name]
-        chains = [_producer_chain(op.operands[i]) for i in transposed]
-        if not all(chain and _is_head_transpose(chain[-1]) for chain in chains):
+        chains = [producer_chain(op.operands[i]) for i in transposed]
+        if not all(chain and is_head_transpose(chain[-1]) for chain in chains):
             continue
         back: list[ir.Operation] | None = None
         if len(op.results):
-            back = _user_chain(op.results[0])
-            if back is None or not _is_head_transpose(back[-1]):
+            back = user_chain(op.results[0])
+            if back is None or not is_head_transpose(back[-1]):
                 continue
         operands = list(op.operands)
         for index, chain in zip(transposed, chains, strict=True):
@@ -119,10 +119,10 @@ def fold_attention_transposes(module: ir.Module | ir.Operation) -> int:
             )
         if back is not None:
             back[-1].results[0].replace_all_uses_with(folded_op.results[0])
-            _erase_unused(list(reversed(back)))
+            erase_unused(list(reversed(back)))
         op.erase()
         for chain in chains:
-            _erase_unused(chain)
+            erase_unused(chain)
         folded += 1
     return folded
 

@@ -39,6 +39,7 @@ from tessera.target import Build
 from . import tuning
 from .attention_layout import fold_attention_transposes
 from .kernel import KernelModule
+from .norm_layout import fold_norm_transposes
 from .plan import LaunchPlan, build_launches
 
 ENTRY = "forward"
@@ -109,6 +110,7 @@ def plan_stage(build: Build, *, generation: bool, greedy_head: bool) -> str:
         if op.name == "tessera.region":
             inline_region(op)
     _pipeline(module, PREPARE)
+    fold_norm_transposes(module)
     fold_attention_transposes(module)
     forward = function(module, ENTRY)
     with module.context:

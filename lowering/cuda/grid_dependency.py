@@ -57,8 +57,8 @@ def _waits(op: ir.Operation) -> bool:
     """Whether ``op`` holds a ``griddepcontrol.wait``."""
     for region in op.regions:
         for block in region.blocks:
-            for inner in block.operations:
-                inner = inner.operation
+            for view in block.operations:
+                inner = view.operation
                 if inner.name == "nvvm.griddepcontrol" and "wait" in str(inner.attributes["kind"]):
                     return True
                 if _waits(inner):

@@ -102,7 +102,7 @@ def fold_norm_transposes(module: ir.Module | ir.Operation) -> int:
                 axis = _constant_index(dim.operands[1])
                 assert axis is not None
                 with dim.context, dim.location, ir.InsertionPoint(dim):
-                    swapped = arith.constant(ir.IndexType.get(), _SWAPPED[axis])
+                    swapped = arith.constant(ir.IndexType.get(), _SWAPPED[axis])  # type: ignore[call-arg]
                     moved = tensor.dim(folded_norm.results[0], swapped)
                 dim.results[0].replace_all_uses_with(moved)
             dim.erase()

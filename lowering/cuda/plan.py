@@ -241,6 +241,22 @@ def pair_rule(first: str, second: str, matches: PairMatch) -> Callable[[PairRule
     return register
 
 
+# Rules that take a run of consecutive computing ops of one name at once: name -> (a
+# predicate on (the run's first op, a later op) that says whether the later one joins the run,
+# the rule lowering the run, two ops or more).
+RunMatch = Callable[[ir.Operation, ir.Operation], bool]
+RunRule = Callable[[list[ir.Operation], "LaunchPlan"], None]
+RUN_RULES: dict[str, tuple[RunMatch, RunRule]] = {}
+
+
+def run_rule(name: str, joins: RunMatch) -> Callable[[RunRule], RunRule]:
+    def register(fn: RunRule) -> RunRule:
+        RUN_RULES[name] = (joins, fn)
+        return fn
+
+    return register
+
+
 def _computes(op: ir.Operation) -> bool:
     # arith ops are index arithmetic here; one on tensors (normally made a generic by the plan
     # stage) computes data and needs a rule like any other op.
@@ -251,8 +267,9 @@ def _computes(op: ir.Operation) -> bool:
 
 
 def build_launches(func: ir.Operation, launch_plan: LaunchPlan) -> None:
-    """Runs the rule of every op in ``func``'s body, in order; a registered pair of
-    consecutive ops is lowered by its pair rule as one kernel."""
+    """Runs the rule of every op in ``func``'s body, in order; a registered run of
+    consecutive ops is lowered by its run rule, and a registered pair by its pair rule, as one
+    kernel."""
     assign_buffers(func, launch_plan)
     ops = [view.operation for view in func.regions[0].blocks[0].operations]
     computing = [op for op in ops if _computes(op)]
@@ -260,6 +277,16 @@ def build_launches(func: ir.Operation, launch_plan: LaunchPlan) -> None:
     for index, op in enumerate(computing):
         if index in skip:
             continue
+        run_rule_of = RUN_RULES.get(op.name)
+        if run_rule_of is not None:
+            joins, lower_run = run_rule_of
+            run = [op]
+            while index + len(run) < len(computing) and joins(op, computing[index + len(run)]):
+                run.append(computing[index + len(run)])
+            if len(run) > 1:
+                lower_run(run, launch_plan)
+                skip.update(range(index + 1, index + len(run)))
+                continue
         if index + 1 < len(computing):
             following = computing[index + 1]
             pair = PAIR_RULES.get((op.name, following.name))

@@ -12,13 +12,13 @@ from mlir import ir
 from tessera.dialects.head_layout import BSHD, LAYOUT_ATTR
 from tessera.runtime.manifest import ArgRef, TensorMapArg
 
-from .kernel import KernelInfo
+from .kernel import KernelInfo, KernelModule
 from .kernels.attention import AttentionConfig
 from .kernels.flash_attention import build_flash_attention
 from .kernels.lookup import LookupConfig, build_lookup
 from .kernels.rms_norm import RmsNormConfig, build_rms_norm
 from .kernels.rope import RopeConfig, build_rope
-from .plan import Binding, LaunchPlan, located, pair_rule, product, rule
+from .plan import Binding, LaunchPlan, located, pair_rule, product, rule, run_rule
 from .row_classes import guarded, row_classes
 from .tuning import wgmma_key
 
@@ -267,6 +267,52 @@ def lower_proj(op: ir.Operation, plan: LaunchPlan) -> None:
         softcap=_float(op, "softcap"),
         has_bias=bias is not None,
     )
+
+
+def _plain_projection(op: ir.Operation) -> bool:
+    """A projection with w as [N, K] and no bias or softcap."""
+    return len(op.operands) == 2 and _bool(op, "transpose_w") and _float(op, "softcap") is None
+
+
+def _sibling_projection(first: ir.Operation, op: ir.Operation) -> bool:
+    return (
+        op.name == "tessera.mma.proj"
+        and op.operands[0] == first.operands[0]
+        and _plain_projection(first)
+        and _plain_projection(op)
+    )
+
+
+@run_rule("tessera.mma.proj", _sibling_projection)
+def lower_sibling_projections(ops: list[ir.Operation], plan: LaunchPlan) -> None:
+    """Consecutive projections of one x (q, k and v) in a decode plan: one launch of the
+    sibling GEMV per row class (``kernels/gemv_siblings.py``); elsewhere one launch each."""
+    from .kernels.gemm import GemmConfig, select_gemm
+    from .kernels.gemv_siblings import GemvSiblings, build_gemv_siblings
+
+    if plan.rows_hint is None or not plan.kernels.device.decode_gemv:
+        for op in ops:
+            lower_proj(op, plan)
+        return
+    x = ops[0].operands[0]
+    x_shape = plan.shape(x)
+    k = static_dim(plan, x, len(x_shape) - 1, ops[0], "the reduction dim")
+    bases = [
+        GemmConfig(dtype_of(x), static_dim(plan, op.operands[1], 0, op, "the output dim"), k)
+        for op in ops
+    ]
+    bindings: dict[str, Binding] = {"x": plan.ref(x), "M": product(x_shape[:-1])}
+    for i, op in enumerate(ops):
+        bindings[f"w{i}"] = plan.ref(op.operands[1])
+        bindings[f"y{i}"] = plan.ref(op.results[0])
+    for rows, guard in row_classes(plan.rows_hint):
+        siblings = GemvSiblings(tuple(select_gemm(base, rows) for base in bases))
+
+        def build(km: KernelModule, s: GemvSiblings = siblings) -> KernelInfo:
+            return build_gemv_siblings(km, s)
+
+        info = plan.kernel(siblings.name, build)
+        plan.launch(guarded(info, guard), bindings)
 
 
 def _launch_gemm(

@@ -57,7 +57,7 @@ def _width(contiguous: int, dtype: str) -> int:
     return 1
 
 
-def _columns_per_block(cfg: GemmConfig) -> int:
+def columns_per_block(cfg: GemmConfig) -> int:
     g = cfg.gemv
     if cfg.transpose_w:
         return g.warps * g.cols
@@ -66,7 +66,7 @@ def _columns_per_block(cfg: GemmConfig) -> int:
 
 def launch(cfg: GemmConfig, name: str, smem: int) -> KernelInfo:
     g = cfg.gemv
-    grid = (str(_cdiv(cfg.N, _columns_per_block(cfg))), f"cdiv(M, {g.rows})", "1")
+    grid = (str(_cdiv(cfg.N, columns_per_block(cfg))), f"cdiv(M, {g.rows})", "1")
     return KernelInfo(name, params(cfg), grid, (g.warps * 32, 1, 1), smem)
 
 
@@ -132,10 +132,13 @@ class Gemv:
             return raw
         return arith.extf(ir.VectorType.get([vec], f32()), raw)
 
-    def start(self, m_arg: ir.Value) -> None:
+    def start(self, m_arg: ir.Value, block_x: ir.Value | None = None) -> None:
         """Index setup at the top of the kernel: M (the i32 ``m_arg``), lane, warp, and the
-        block's ``rows`` of x (``read_rows``: clamped to M-1, so always in bounds)."""
+        block's ``rows`` of x (``read_rows``: clamped to M-1, so always in bounds).
+        ``block_x``: the block's place among this GEMV's column blocks (default: its grid
+        x index; a kernel serving several GEMVs passes the offset one)."""
         ix = self.ix = Ix.at_top()
+        self.block_x = gpu.block_id(gpu.Dimension.x) if block_x is None else block_x
         self.M = arith.index_cast(index(), m_arg)
         tid = gpu.thread_id(gpu.Dimension.x)
         self.lane, self.warp = ix.rem(tid, 32), ix.div(tid, 32)
@@ -155,9 +158,7 @@ class Gemv:
         steps = _cdiv(_cdiv(K, vec), 32)
         iterations = _cdiv(steps, g.unroll)
         masked = (K // vec) % 32 != 0 or steps % g.unroll != 0
-        first_col = ix.mul(
-            ix.add(ix.mul(gpu.block_id(gpu.Dimension.x), g.warps), self.warp), g.cols
-        )
+        first_col = ix.mul(ix.add(ix.mul(self.block_x, g.warps), self.warp), g.cols)
         cols = [ix.add(first_col, c) for c in range(g.cols)]
         read_cols = [ix.min(c, N - 1) for c in cols]
         if self.prefetch:
@@ -254,7 +255,7 @@ class Gemv:
         iterations = _cdiv(steps, g.unroll)
         masked = K % k_lanes != 0 or steps % g.unroll != 0
         column_lane, k_lane = ix.rem(lane, g.cols), ix.div(lane, g.cols)
-        warp_first = ix.add(ix.mul(gpu.block_id(gpu.Dimension.x), g.warps), self.warp)
+        warp_first = ix.add(ix.mul(self.block_x, g.warps), self.warp)
         col = ix.mul(ix.add(ix.mul(warp_first, g.cols), column_lane), vec)
         col_ok = ix.lt(col, N)
         read_col = ix.select(col_ok, col, 0)

@@ -301,3 +301,38 @@ def test_launching_with_another_block_size_is_refused() -> None:
     kernel, info = build(G("bf16", 200, 72))
     with pytest.raises(KernelFault, match="known_block_size"):
         kernel.launch((1, 1, 1), (256, 1, 1), info.smem_bytes, [])
+
+
+# -- several GEMVs of one x in one launch ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("widths", "M", "rows"), [((201, 33, 33), 1, 1), ((96, 48), 5, 8)], ids=["qkv-1-row", "qk-8"]
+)
+def test_sibling_gemvs_match_float64(widths: tuple[int, ...], M: int, rows: int) -> None:
+    from tessera.lowering.cuda.kernels.gemm import select_gemm
+    from tessera.lowering.cuda.kernels.gemv_siblings import GemvSiblings, build_gemv_siblings
+
+    K = 72
+    parts = tuple(select_gemm(G("bf16", n, K), rows) for n in widths)
+    with make_context(), ir.Location.unknown():
+        km = KernelModule("sm_90a")
+        info = build_gemv_siblings(km, GemvSiblings(parts))
+        kernel = Kernel(kernels_in(km.module)[info.name])
+    kind = KINDS["bf16"]
+    rng = np.random.default_rng(sum(widths) * 100 + M)
+    x = round_to(kind, rng.standard_normal((M, K)))
+    bindings: dict[str, object] = {"x": Buffer.of(x, "bf16", "x"), "M": M}
+    refs = []
+    for i, n in enumerate(widths):
+        w = round_to(kind, rng.standard_normal((n, K)) / math.sqrt(K))
+        bindings[f"w{i}"] = Buffer.of(w, "bf16", f"w{i}")
+        bindings[f"y{i}"] = Buffer.poisoned(M * n, "bf16", f"y{i}")
+        refs.append(x.astype(np.float64) @ w.astype(np.float64).T)
+    grid = [expr.evaluate(g, {"M": M}) for g in info.grid]
+    kernel.launch(grid, info.block, info.smem_bytes, [bindings[p.name] for p in info.params])
+    for i, ref in enumerate(refs):
+        out = bindings[f"y{i}"].values().reshape(M, -1).astype(np.float64)  # type: ignore[attr-defined]
+        assert not np.isnan(out).any(), f"y{i}: {int(np.isnan(out).sum())} outputs not written"
+        error = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+        assert error <= bound(parts[i]), f"y{i}: relative error {error:.3g}"

@@ -17,7 +17,8 @@ from .kernels.attention import AttentionConfig
 from .kernels.flash_attention import build_flash_attention
 from .kernels.lookup import LookupConfig, build_lookup
 from .kernels.rms_norm import RmsNormConfig, build_rms_norm
-from .kernels.rope import RopeConfig, build_rope
+from .kernels.rope import BLOCK as ROPE_BLOCK
+from .kernels.rope import RopeConfig, build_rope, build_rope_siblings, rope_layout
 from .plan import Binding, LaunchPlan, located, pair_rule, product, rule, run_rule
 from .row_classes import guarded, row_classes
 from .tuning import wgmma_key
@@ -151,13 +152,11 @@ def lower_residual_rms_norm(add: ir.Operation, norm: ir.Operation, plan: LaunchP
     )
 
 
-@rule("tessera.rope.apply")
-def lower_rope(op: ir.Operation, plan: LaunchPlan) -> None:
+def _rope_config(op: ir.Operation, plan: LaunchPlan) -> RopeConfig:
     x, positions = op.operands[0], op.operands[1]
     if _string(op, "layout", "half_split") != "half_split":
         raise located("only the half_split rope layout has a CUDA kernel", op)
-    shape = plan.shape(x)
-    cfg = RopeConfig(
+    return RopeConfig(
         dtype=dtype_of(x),
         heads=static_dim(plan, x, 2, op, "the head count"),
         head_dim=static_dim(plan, x, 3, op, "the head dim"),
@@ -166,15 +165,58 @@ def lower_rope(op: ir.Operation, plan: LaunchPlan) -> None:
         rotary_dim=_int(op, "rotary_dim"),
         pos_dtype=dtype_of(positions),
     )
+
+
+@rule("tessera.rope.apply")
+def lower_rope(op: ir.Operation, plan: LaunchPlan) -> None:
+    cfg = _rope_config(op, plan)
+    shape = plan.shape(op.operands[0])
     info = plan.kernel(f"rope {cfg}", lambda km: build_rope(km, cfg))
     plan.launch(
         info,
         {
-            "x": plan.ref(x),
-            "pos": plan.ref(positions),
+            "x": plan.ref(op.operands[0]),
+            "pos": plan.ref(op.operands[1]),
             "y": plan.ref(op.results[0]),
             "B": shape[0],
             "S": shape[1],
+        },
+    )
+
+
+def _sibling_rope(first: ir.Operation, op: ir.Operation) -> bool:
+    """A rope of the same positions as ``first`` that does not read its result."""
+    return (
+        op.name == "tessera.rope.apply"
+        and op.operands[1] == first.operands[1]
+        and op.operands[0] != first.results[0]
+        and all(_string(o, "layout", "half_split") == "half_split" for o in (first, op))
+    )
+
+
+@run_rule("tessera.rope.apply", _sibling_rope)
+def lower_sibling_ropes(ops: list[ir.Operation], plan: LaunchPlan) -> None:
+    """Two ropes of the same positions (a decode step's q and k) in one launch
+    (``build_rope_siblings``); other runs one launch each."""
+    if len(ops) != 2:
+        for op in ops:
+            lower_rope(op, plan)
+        return
+    cfgs = (_rope_config(ops[0], plan), _rope_config(ops[1], plan))
+    info = plan.kernel(f"rope2 {cfgs}", lambda km: build_rope_siblings(km, cfgs))
+    shape = plan.shape(ops[0].operands[0])
+    per_token = rope_layout(cfgs[0]).per_token
+    plan.launch(
+        info,
+        {
+            "x0": plan.ref(ops[0].operands[0]),
+            "y0": plan.ref(ops[0].results[0]),
+            "x1": plan.ref(ops[1].operands[0]),
+            "y1": plan.ref(ops[1].results[0]),
+            "pos": plan.ref(ops[0].operands[1]),
+            "B": shape[0],
+            "S": shape[1],
+            "blocks0": f"cdiv({product(shape[:2])} * {per_token}, {ROPE_BLOCK})",
         },
     )
 

@@ -11,6 +11,11 @@ A thread owns one vector of pairs (``lanes`` elements of the first half and the 
 of the second half) of one token for a group of heads: it computes that vector's cos and sin
 once, loads both halves of every head of its group, and only then stores, so y may alias x.
 Threads beyond the pairs copy the pass-through tail (when ``rotary_dim < Dh``).
+
+``build_rope_siblings`` rotates several tensors of the same positions (a decode step's q and
+k) in one launch: the grid's blocks are each tensor's blocks one after another, and a block
+runs its tensor's kernel body with its index offset (the first tensor's block count is a
+launch argument, as it grows with B·S).
 """
 
 from __future__ import annotations
@@ -137,7 +142,67 @@ def build_rope(km: KernelModule, cfg: RopeConfig) -> KernelInfo:
     table = _frequency_table(km, name, cfg, layout)
     _, entry = km.add_kernel(name, params)
     with ir.InsertionPoint(entry):
-        _emit_rope(cfg, layout, table, *entry.arguments)
+        block = arith.index_cast(ir.IntegerType.get_signless(32), gpu.block_id(gpu.Dimension.x))
+        _emit_rope(cfg, layout, table, block, *entry.arguments)
+        gpu.ReturnOp([])
+    return info
+
+
+def build_rope_siblings(km: KernelModule, cfgs: tuple[RopeConfig, RopeConfig]) -> KernelInfo:
+    """Adds the kernel rotating two tensors of the same positions in one launch (see the
+    module's docstring) and says how to launch it.
+
+    Params: ``x0``, ``y0``, ``x1``, ``y1`` (as ``build_rope``'s x and y), ``pos``, ``B``,
+    ``S``, and ``blocks0`` (i32: the first tensor's blocks, ``cdiv(B*S*per_token, 128)``)."""
+    for cfg in cfgs:
+        _check(cfg)
+    if cfgs[0].pos_dtype != cfgs[1].pos_dtype:
+        raise ValueError("sibling ropes read the same positions")
+    layouts = [rope_layout(cfg) for cfg in cfgs]
+    readable = "_".join(f"{cfg.dtype}_h{cfg.heads}_d{cfg.head_dim}_r{cfg.rotary}" for cfg in cfgs)
+    name = kernel_name("rope2", f"{readable}_{cfgs[0].pos_dtype}", cfgs)
+    params = (
+        Param.buffer("x0", cfgs[0].dtype),
+        Param.buffer("y0", cfgs[0].dtype),
+        Param.buffer("x1", cfgs[1].dtype),
+        Param.buffer("y1", cfgs[1].dtype),
+        Param.buffer("pos", cfgs[0].pos_dtype),
+        Param.scalar("B", "i32"),
+        Param.scalar("S", "i32"),
+        Param.scalar("blocks0", "i32"),
+    )
+    grids = [f"cdiv(B*S*{layout.per_token}, {BLOCK})" for layout in layouts]
+    info = KernelInfo(name, params, (f"{grids[0]} + {grids[1]}", "1", "1"), (BLOCK, 1, 1))
+    if km.has_kernel(name):
+        return info
+    tables = [
+        _frequency_table(km, f"{name}_{i}", cfg, lay)
+        for i, (cfg, lay) in enumerate(zip(cfgs, layouts, strict=True))
+    ]
+    _, entry = km.add_kernel(name, params)
+    x0, y0, x1, y1, pos, batch, length, blocks0 = entry.arguments
+    with ir.InsertionPoint(entry):
+        block = arith.index_cast(ir.IntegerType.get_signless(32), gpu.block_id(gpu.Dimension.x))
+        first = arith.cmpi(arith.CmpIPredicate.ult, block, blocks0)
+        when(
+            first,
+            lambda: _emit_rope(cfgs[0], layouts[0], tables[0], block, x0, pos, y0, batch, length),
+        )
+        second = arith.cmpi(arith.CmpIPredicate.uge, block, blocks0)
+        when(
+            second,
+            lambda: _emit_rope(
+                cfgs[1],
+                layouts[1],
+                tables[1],
+                arith.subi(block, blocks0),
+                x1,
+                pos,
+                y1,
+                batch,
+                length,
+            ),
+        )
         gpu.ReturnOp([])
     return info
 
@@ -164,6 +229,7 @@ def _emit_rope(
     cfg: RopeConfig,
     layout: RopeLayout,
     table_symbol: str,
+    block: ir.Value,
     x: ir.Value,
     pos: ir.Value,
     y: ir.Value,
@@ -178,7 +244,6 @@ def _emit_rope(
     # Thread → (token, head group, vector) in 32-bit unsigned arithmetic (divisions by
     # constants become multiply-high); tokens = B·S must stay under 2³¹.
     tid = arith.index_cast(i32, gpu.thread_id(gpu.Dimension.x))
-    block = arith.index_cast(i32, gpu.block_id(gpu.Dimension.x))
     item = arith.addi(arith.muli(block, const(BLOCK)), tid)
     slot = arith.remui(item, const(layout.per_group))
     rest = arith.divui(item, const(layout.per_group))

@@ -30,7 +30,12 @@ from tessera.lowering.cuda.kernel import KernelInfo, KernelModule
 from tessera.lowering.cuda.kernels.elementwise import build_elementwise, generics_from_text
 from tessera.lowering.cuda.kernels.lookup import LookupConfig, build_lookup, rounded_scale
 from tessera.lowering.cuda.kernels.rms_norm import RmsNormConfig, build_rms_norm
-from tessera.lowering.cuda.kernels.rope import RopeConfig, build_rope
+from tessera.lowering.cuda.kernels.rope import (
+    RopeConfig,
+    build_rope,
+    build_rope_siblings,
+    rope_layout,
+)
 
 TORCH = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
 BOUND = {"bf16": 1e-2, "f16": 2e-3, "f32": 1e-5}
@@ -164,6 +169,44 @@ def test_rope(dtype: str, heads: int, head_dim: int, rotary: int | None, pos_dty
     rotated = torch.cat((-part[..., rot // 2 :], part[..., : rot // 2]), dim=-1)
     same = torch.cat((part * cos + rotated * sin, x[..., rot:]), dim=-1)
     assert (out == same).float().mean().item() > 0.98
+
+
+@pytest.mark.parametrize("length", [1, 70])  # one block of the first tensor, or two
+def test_two_ropes_in_one_launch_equal_two_launches(length: int) -> None:
+    """A decode step's q and k (8 heads and 1, head dim 256) rotated by one launch: bit for bit
+    what two launches of the single kernel give."""
+    q_cfg = RopeConfig("bf16", 8, 256, 10000.0, 1.0, None, "i64")
+    k_cfg = RopeConfig("bf16", 1, 256, 10000.0, 1.0, None, "i64")
+    batch = 2
+    pos = torch.randint(0, 8192, (batch, length), generator=torch.Generator().manual_seed(9))
+    q = randn((batch, length, 8, 256), "bf16", 10)
+    k = randn((batch, length, 1, 256), "bf16", 11)
+    singles = []
+    for cfg, x in ((q_cfg, q), (k_cfg, k)):
+        km, info = built(lambda km, c=cfg: build_rope(km, c))
+        y = poison(tuple(x.shape), "bf16")
+        bindings = {"x": buffer(x, "bf16"), "pos": buffer(pos, "i64"), "y": y}
+        interpret(km, info, {**bindings, "B": batch, "S": length})
+        singles.append(tensor(y, tuple(x.shape)))
+    km, info = built(lambda km: build_rope_siblings(km, (q_cfg, k_cfg)))
+    y0, y1 = poison(tuple(q.shape), "bf16"), poison(tuple(k.shape), "bf16")
+    blocks0 = -(-batch * length * rope_layout(q_cfg).per_token // 128)
+    interpret(
+        km,
+        info,
+        {
+            "x0": buffer(q, "bf16"),
+            "y0": y0,
+            "x1": buffer(k, "bf16"),
+            "y1": y1,
+            "pos": buffer(pos, "i64"),
+            "B": batch,
+            "S": length,
+            "blocks0": blocks0,
+        },
+    )
+    assert torch.equal(tensor(y0, tuple(q.shape)), singles[0])
+    assert torch.equal(tensor(y1, tuple(k.shape)), singles[1])
 
 
 # -- lookup --------------------------------------------------------------------------------

@@ -241,6 +241,23 @@ def pair_rule(first: str, second: str, matches: PairMatch) -> Callable[[PairRule
     return register
 
 
+# Rules that take three consecutive computing ops at once: (their names) -> (a predicate on
+# the three, the rule lowering them). Tried before the pair rules.
+TripleMatch = Callable[[ir.Operation, ir.Operation, ir.Operation], bool]
+TripleRule = Callable[[ir.Operation, ir.Operation, ir.Operation, "LaunchPlan"], None]
+TRIPLE_RULES: dict[tuple[str, str, str], tuple[TripleMatch, TripleRule]] = {}
+
+
+def triple_rule(
+    first: str, second: str, third: str, matches: TripleMatch
+) -> Callable[[TripleRule], TripleRule]:
+    def register(fn: TripleRule) -> TripleRule:
+        TRIPLE_RULES[(first, second, third)] = (matches, fn)
+        return fn
+
+    return register
+
+
 # Rules that take a run of consecutive computing ops of one name at once: name -> (a
 # predicate on (the run's first op, a later op) that says whether the later one joins the run,
 # the rule lowering the run, two ops or more).
@@ -268,8 +285,8 @@ def _computes(op: ir.Operation) -> bool:
 
 def build_launches(func: ir.Operation, launch_plan: LaunchPlan) -> None:
     """Runs the rule of every op in ``func``'s body, in order; a registered run of
-    consecutive ops is lowered by its run rule, and a registered pair by its pair rule, as one
-    kernel."""
+    consecutive ops is lowered by its run rule, and a registered triple or pair by its rule, as
+    one kernel."""
     assign_buffers(func, launch_plan)
     ops = [view.operation for view in func.regions[0].blocks[0].operations]
     computing = [op for op in ops if _computes(op)]
@@ -286,6 +303,13 @@ def build_launches(func: ir.Operation, launch_plan: LaunchPlan) -> None:
             if len(run) > 1:
                 lower_run(run, launch_plan)
                 skip.update(range(index + 1, index + len(run)))
+                continue
+        if index + 2 < len(computing):
+            second, third = computing[index + 1], computing[index + 2]
+            triple = TRIPLE_RULES.get((op.name, second.name, third.name))
+            if triple is not None and triple[0](op, second, third):
+                triple[1](op, second, third, launch_plan)
+                skip.update((index + 1, index + 2))
                 continue
         if index + 1 < len(computing):
             following = computing[index + 1]

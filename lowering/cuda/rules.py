@@ -16,10 +16,19 @@ from .kernel import KernelInfo, KernelModule
 from .kernels.attention import AttentionConfig
 from .kernels.flash_attention import build_flash_attention
 from .kernels.lookup import LookupConfig, build_lookup
-from .kernels.rms_norm import RmsNormConfig, build_rms_norm
+from .kernels.rms_norm import PreNorm, RmsNormConfig, build_rms_norm
 from .kernels.rope import BLOCK as ROPE_BLOCK
 from .kernels.rope import RopeConfig, build_rope, build_rope_siblings, rope_layout
-from .plan import Binding, LaunchPlan, located, pair_rule, product, rule, run_rule
+from .plan import (
+    Binding,
+    LaunchPlan,
+    located,
+    pair_rule,
+    product,
+    rule,
+    run_rule,
+    triple_rule,
+)
 from .row_classes import guarded, row_classes
 from .tuning import wgmma_key
 
@@ -143,6 +152,59 @@ def lower_residual_rms_norm(add: ir.Operation, norm: ir.Operation, plan: LaunchP
         info,
         {
             "x": plan.ref(x),
+            "r": plan.ref(r),
+            "w": plan.ref(w),
+            "y": plan.ref(norm.results[0]),
+            "s": plan.ref(add.results[0]),
+            "rows": product(shape[:-1]),
+        },
+    )
+
+
+def _norms_adds_then_normalises(pre: ir.Operation, add: ir.Operation, norm: ir.Operation) -> bool:
+    """Gemma 2 and 3's post-norm, residual add and next pre-norm: the first norm's result is
+    read only by the add, the add and the second norm are the residual pair."""
+    normed = pre.results[0]
+    return (
+        _adds_then_normalises(add, norm)
+        and normed in list(add.operands)[:2]
+        and sum(1 for _ in normed.uses) == 1
+        and dtype_of(pre.operands[0]) == dtype_of(add.results[0])
+    )
+
+
+@triple_rule("tessera.norm.rms", "linalg.generic", "tessera.norm.rms", _norms_adds_then_normalises)
+def lower_normed_residual_rms_norm(
+    pre: ir.Operation, add: ir.Operation, norm: ir.Operation, plan: LaunchPlan
+) -> None:
+    """ "Norm, add, norm" as one kernel: the first norm's rows stay in registers, the sum is
+    written (the residual stream) and normalised again, two launches and two row writes and
+    reads fewer."""
+    normed = pre.results[0]
+    r = add.operands[1] if add.operands[0] == normed else add.operands[0]
+    x, pre_w, w = pre.operands[0], pre.operands[1], norm.operands[1]
+    shape = plan.shape(x)
+    cfg = RmsNormConfig(
+        dtype=dtype_of(x),
+        width=static_dim(plan, x, len(shape) - 1, norm, "the normalised dim"),
+        eps=_float(norm, "eps") or 0.0,
+        offset=_float(norm, "offset", 1.0) or 0.0,
+        w_dtype=dtype_of(w),
+        residual=True,
+        pre=PreNorm(
+            eps=_float(pre, "eps") or 0.0,
+            offset=_float(pre, "offset", 1.0) or 0.0,
+            w_dtype=dtype_of(pre_w),
+        ),
+    )
+    if static_dim(plan, x, len(shape) - 1, pre, "the normalised dim") != cfg.width:
+        raise located("the two norms of a residual pair normalise different widths", pre)
+    info = plan.kernel(f"rms {cfg}", lambda km: build_rms_norm(km, cfg))
+    plan.launch(
+        info,
+        {
+            "x": plan.ref(x),
+            "pre_w": plan.ref(pre_w),
             "r": plan.ref(r),
             "w": plan.ref(w),
             "y": plan.ref(norm.results[0]),

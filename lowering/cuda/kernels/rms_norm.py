@@ -8,7 +8,10 @@ the sum of squares differs (a tree across lanes instead of four sequential accum
 
 With ``residual=True`` the kernel is Gemma's "add, then norm": s = x + r, rounded to the dtype
 and written out (the next residual stream), and y = rmsnorm(s) from the rounded s, as the
-model computes it from the stored bf16 sum.
+model computes it from the stored bf16 sum. With a ``pre`` norm too it is Gemma 2 and 3's
+"norm, add, norm": x is first normalised with the pre-norm's weight (rounded to the dtype, as
+the model stores it), then added and normalised as above; the pre-normed rows never leave
+registers.
 
 Each row is spread over ``RowLayout.threads`` lanes, each lane holding ``chunks`` vectors of
 ``lanes`` elements in registers (``RowLayout`` below, which ``lookup`` shares): the
@@ -271,6 +274,15 @@ def chunk_valid(layout: RowLayout, lane: ir.Value, k: int) -> ir.Value | None:
 
 
 @dataclass(frozen=True)
+class PreNorm:
+    """The norm applied to x before the residual add: its eps, offset and weight dtype."""
+
+    eps: float
+    offset: float = 1.0
+    w_dtype: str = "bf16"
+
+
+@dataclass(frozen=True)
 class RmsNormConfig:
     """Static facts of one RMSNorm kernel. ``dtype`` is x's (and y's, s's, r's) element type;
     ``w_dtype`` the weight's (default: ``dtype``); ``width`` is D, the normalised last axis."""
@@ -281,6 +293,7 @@ class RmsNormConfig:
     offset: float = 1.0
     w_dtype: str = ""
     residual: bool = False
+    pre: PreNorm | None = None
 
     @property
     def weight_dtype(self) -> str:
@@ -328,11 +341,23 @@ def build_rms_norm(km: KernelModule, cfg: RmsNormConfig) -> KernelInfo:
     ``cdiv(rows, rows_per_block)`` blocks."""
     if cfg.dtype not in FLOAT_DTYPES or cfg.weight_dtype not in FLOAT_DTYPES:
         raise ValueError(f"rms_norm takes bf16/f16/f32, got {cfg.dtype}, {cfg.weight_dtype}")
+    if cfg.pre is not None and not cfg.residual:
+        raise ValueError("a pre-norm comes with the residual add")
     layout = row_layout(cfg.width, DTYPE_BYTES[cfg.dtype])
-    suffix = "_residual" if cfg.residual else ""
+    suffix = ("_prenorm" if cfg.pre else "") + ("_residual" if cfg.residual else "")
     name = kernel_name("rms_norm", f"{cfg.dtype}_{cfg.width}{suffix}", cfg)
     params: tuple[Param, ...]
-    if cfg.residual:
+    if cfg.pre is not None:
+        params = (
+            Param.buffer("x", cfg.dtype),
+            Param.buffer("pre_w", cfg.pre.w_dtype),
+            Param.buffer("r", cfg.dtype),
+            Param.buffer("w", cfg.weight_dtype),
+            Param.buffer("y", cfg.dtype),
+            Param.buffer("s", cfg.dtype),
+            Param.scalar("rows", "i32"),
+        )
+    elif cfg.residual:
         params = (
             Param.buffer("x", cfg.dtype),
             Param.buffer("r", cfg.dtype),
@@ -368,6 +393,7 @@ def _emit_rms_norm(
     where = row_position(layout, args["rows"])
     row_start = arith.muli(where.row, index(cfg.width))
     zero = splat(0.0, lanes)
+    adds_here = cfg.residual and cfg.pre is None
 
     # Read the row once into registers (after the residual add, written out as s).
     values: list[ir.Value] = []
@@ -381,12 +407,7 @@ def _emit_rms_norm(
 
         def read(offset: ir.Value = offset) -> ir.Value:
             value = widen(load_vector(args["x"], offset, lanes, dtype), dtype)
-            if not cfg.residual:
-                return value
-            residual = widen(load_vector(args["r"], offset, lanes, dtype), dtype)
-            total = narrow(arith.addf(value, residual), dtype)
-            store_vector(total, args["s"], offset, dtype)
-            return widen(total, dtype)
+            return _add_residual(cfg, args, value, offset) if adds_here else value
 
         value = when(valid, read, zero)
         assert value is not None
@@ -395,25 +416,63 @@ def _emit_rms_norm(
         columns.append(column)
         conditions.append(valid)
 
+    if cfg.pre is not None:
+        # The pre-norm of x, rounded as stored, then the residual add: the rows to normalise.
+        pre = cfg.pre
+        scale = _row_scale(km, f"{name}_pre", layout, squares, cfg.width, pre.eps)
+        squares = zero
+        for k, (value, column, valid) in enumerate(zip(values, columns, conditions, strict=True)):
+
+            def add(value: ir.Value = value, column: ir.Value = column) -> ir.Value:
+                normed = _normed(value, scale, args["pre_w"], column, pre.offset, pre.w_dtype)
+                normed = widen(narrow(normed, dtype), dtype)
+                return _add_residual(cfg, args, normed, arith.addi(row_start, column))
+
+            summed = when(valid, add, zero)
+            assert summed is not None
+            squares = math.fma(summed, summed, squares)
+            values[k] = summed
+
+    scale = _row_scale(km, name, layout, squares, cfg.width, cfg.eps)
+    for value, column, valid in zip(values, columns, conditions, strict=True):
+
+        def write(value: ir.Value = value, column: ir.Value = column) -> None:
+            normed = _normed(value, scale, args["w"], column, cfg.offset, cfg.weight_dtype)
+            store_vector(narrow(normed, dtype), args["y"], arith.addi(row_start, column), dtype)
+
+        when(valid, write)
+
+
+def _add_residual(
+    cfg: RmsNormConfig, args: dict[str, ir.Value], value: ir.Value, offset: ir.Value
+) -> ir.Value:
+    """value + r[offset], rounded to the dtype, stored to s and returned widened."""
+    dtype, lanes = cfg.dtype, ir.VectorType(value.type).shape[0]
+    residual = widen(load_vector(args["r"], offset, lanes, dtype), dtype)
+    total = narrow(arith.addf(value, residual), dtype)
+    store_vector(total, args["s"], offset, dtype)
+    return widen(total, dtype)
+
+
+def _row_scale(
+    km: KernelModule, name: str, layout: RowLayout, squares: ir.Value, width: int, eps: float
+) -> ir.Value:
+    """1 / sqrt(mean of the row's squares + eps), broadcast to a vector (every lane of the
+    row holds it; ``name`` names the block's shared partials)."""
     total = vector.reduction(ir.F32Type.get(), vector.CombiningKind.ADD, squares)
     if layout.threads <= WARP:
         total = _warp_sum(total, layout.threads)
     else:
         total = _block_sum(km, name, total, layout.warps_per_row)
-    mean = arith.divf(total, f32(float(cfg.width)))
-    inverse = arith.divf(f32(1.0), sqrt(km, arith.addf(mean, f32(cfg.eps))))
-    scale = vector.broadcast(vector_of(lanes, "f32"), inverse)
-    offset_vector = splat(cfg.offset, lanes)
+    mean = arith.divf(total, f32(float(width)))
+    inverse = arith.divf(f32(1.0), sqrt(km, arith.addf(mean, f32(eps))))
+    return vector.broadcast(vector_of(layout.lanes, "f32"), inverse)
 
-    for value, column, valid in zip(values, columns, conditions, strict=True):
 
-        def write(value: ir.Value = value, column: ir.Value = column) -> None:
-            offset = arith.addi(row_start, column)
-            weight = widen(
-                load_vector(args["w"], column, lanes, cfg.weight_dtype), cfg.weight_dtype
-            )
-            normed = arith.mulf(value, scale)
-            factor = arith.addf(offset_vector, weight)
-            store_vector(narrow(arith.mulf(normed, factor), dtype), args["y"], offset, dtype)
-
-        when(valid, write)
+def _normed(
+    value: ir.Value, scale: ir.Value, w: ir.Value, column: ir.Value, offset: float, w_dtype: str
+) -> ir.Value:
+    """(value · scale) · (offset + w[column]) in f32."""
+    lanes = ir.VectorType(value.type).shape[0]
+    weight = widen(load_vector(w, column, lanes, w_dtype), w_dtype)
+    return arith.mulf(arith.mulf(value, scale), arith.addf(splat(offset, lanes), weight))

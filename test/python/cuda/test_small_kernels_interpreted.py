@@ -29,7 +29,7 @@ from tessera.lowering.cpu.rope import inverse_frequencies
 from tessera.lowering.cuda.kernel import KernelInfo, KernelModule
 from tessera.lowering.cuda.kernels.elementwise import build_elementwise, generics_from_text
 from tessera.lowering.cuda.kernels.lookup import LookupConfig, build_lookup, rounded_scale
-from tessera.lowering.cuda.kernels.rms_norm import RmsNormConfig, build_rms_norm
+from tessera.lowering.cuda.kernels.rms_norm import PreNorm, RmsNormConfig, build_rms_norm
 from tessera.lowering.cuda.kernels.rope import (
     RopeConfig,
     build_rope,
@@ -121,6 +121,43 @@ def test_rms_norm_residual_in_place(dtype: str, width: int) -> None:
     assert torch.equal(tensor(rm, (rows, width)), s)
     h = s.double()
     ref = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6) * (1.0 + w.double())
+    assert relative_error(tensor(xm, (rows, width)), ref) < BOUND[dtype]
+
+
+@pytest.mark.parametrize(("dtype", "width"), [("bf16", 2048), ("f16", 36)])
+def test_rms_norm_of_a_normed_sum_in_place(dtype: str, width: int) -> None:
+    """Gemma 2's "norm, add, norm": x normed with pre_w (rounded), s = r + that (rounded,
+    written over r), y = rmsnorm(s) (written over x); the same bits as the two kernels."""
+    rows = 5
+    pre = PreNorm(1e-6, 1.0, dtype)
+    km, info = built(
+        lambda km: build_rms_norm(km, RmsNormConfig(dtype, width, 1e-6, residual=True, pre=pre))
+    )
+    x, r = randn((rows, width), dtype, 6, 3.0), randn((rows, width), dtype, 7)
+    pre_w, w = randn((width,), dtype, 8, 0.5), randn((width,), dtype, 9, 0.5)
+    xm, rm = buffer(x, dtype), buffer(r, dtype)
+    bindings = {"x": xm, "pre_w": buffer(pre_w, dtype), "r": rm, "w": buffer(w, dtype)}
+    interpret(km, info, {**bindings, "y": xm, "s": rm, "rows": rows})
+    # the same through the plain kernel, then the residual one
+    km1, info1 = built(lambda km: build_rms_norm(km, RmsNormConfig(dtype, width, 1e-6)))
+    normed = poison((rows, width), dtype)
+    xs = {"x": buffer(x, dtype), "w": buffer(pre_w, dtype), "y": normed, "rows": rows}
+    interpret(km1, info1, xs)
+    km2, info2 = built(
+        lambda km: build_rms_norm(km, RmsNormConfig(dtype, width, 1e-6, residual=True))
+    )
+    r2 = buffer(r, dtype)
+    y2 = poison((rows, width), dtype)
+    interpret(
+        km2, info2, {"x": normed, "r": r2, "w": buffer(w, dtype), "y": y2, "s": r2, "rows": rows}
+    )
+    assert torch.equal(tensor(rm, (rows, width)), tensor(r2, (rows, width)))
+    assert torch.equal(tensor(xm, (rows, width)), tensor(y2, (rows, width)))
+    # and against float64 for the whole chain
+    h = x.double()
+    first = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6) * (1.0 + pre_w.double())
+    total = first.to(x.dtype).double() + r.double()
+    ref = total * torch.rsqrt(total.pow(2).mean(-1, keepdim=True) + 1e-6) * (1.0 + w.double())
     assert relative_error(tensor(xm, (rows, width)), ref) < BOUND[dtype]
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 
-from tessera import knobs
 from tessera.errors import RuntimeInputError
 
 from . import cuda_driver, expr, tensor_map
@@ -129,8 +128,9 @@ class CudaProgram:
         self._arena_size = expr.parse(spec.arena)
         # Whether launches the manifest marks ``programmatic`` may start before the launch
         # before them ends (their kernels wait for it themselves); False launches every
-        # kernel after the previous one, as the bench's peer does.
-        self.programmatic_launch = knobs.programmatic_launch()
+        # kernel after the previous one (TESSERA_PROGRAMMATIC_LAUNCH=0 through
+        # ``tessera.compile``'s model, and the bench's peer).
+        self.programmatic_launch = True
         self._launches = tuple(
             self._prepare(step, modules, i)
             for i, step in enumerate(spec.steps)

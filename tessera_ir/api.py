@@ -118,6 +118,9 @@ class CompiledModel:
             artifact = runtime.load(self.directory)
             # A tensor-parallel artifact binds this rank's slices and the communicator.
             artifact.bind(rank_weights(self.manifest.metadata, self._weights))
+            for program in artifact.programs.values():
+                if hasattr(program, "programmatic_launch"):
+                    program.programmatic_launch = knobs.programmatic_launch()
             self._artifact = artifact
         return self._artifact
 

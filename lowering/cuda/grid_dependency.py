@@ -6,16 +6,16 @@ the kernel before it has signalled (``griddepcontrol.launch_dependents``), not o
 kernel has ended. It must then wait (``griddepcontrol.wait``: the grids before it complete and
 their writes visible) before it reads what they wrote or writes what they might still read.
 ``add_grid_dependency_control`` gives every kernel of a module both at its top. A kernel may
-place its wait further down itself, after work that reads only memory no kernel of the program
-writes or that is harmless before the wait (the decode GEMV's L2 prefetch of its weight rows:
-L2 is where global memory is coherent, so a line prefetched there is never stale); then no
-second wait is added.
+place its wait further down itself, after work that touches no memory a kernel before it
+writes or reads; then no second wait is added.
 
-Why: at batch 1 the decode step is a few hundred launches of a few microseconds each, and the
-time from one kernel's last block to the next kernel's first is a large share of the step.
-With the signal at each kernel's top, the next kernel is launched as soon as the current one's
-last blocks are placed: its blocks fill the SMs the current one frees, and the GEMVs stream
-their weights into L2 before they wait.
+Why: the decode step is a few hundred launches of a few microseconds each, and the time from
+one kernel's last block to the next kernel's first is a large share of the step. With the
+signal at each kernel's top, the next kernel is launched as soon as the current one's last
+blocks are placed, and its blocks fill the SMs the current one frees. (Prefetching a decode
+GEMV's weight rows into L2 before its wait was tried and measured slower on an H100: the
+whole matrices' prefetches exceed L2 and even a GEMV launched alone read about 17% slower;
+bench/results/h100-2026-12-07-decode-programmatic.json.)
 
 The wait is a no-op for a kernel launched without the attribute (the tuning and check harnesses
 launch the same kernels plainly), so the kernels are correct either way; the manifest marks the

@@ -11,20 +11,15 @@ with shuffles.
 
 Each block handles ``rows`` rows of x (grid.y = cdiv(M, rows)); rows past M read row M-1
 and are not stored, so any M is correct.
-
-On a device with programmatic launch (sm_90, ``grid_dependency.py``) a kernel with w as
-[N, K] first asks L2 for its warps' rows of w (one bulk prefetch per row), then waits for the
-kernels before it: the weights, most of a decode step's bytes, stream in while those finish.
 """
 
 from __future__ import annotations
 
 from mlir import ir
-from mlir.dialects import arith, gpu, llvm, memref, nvvm, scf, vector
+from mlir.dialects import arith, gpu, scf, vector
 
 from tessera.errors import LoweringError
 
-from ..grid_dependency import wait_for_predecessors
 from ..kernel import KernelInfo, KernelModule
 from ..pipeline_smem import SMEM_ATTR
 from .gemm import GemmConfig, params
@@ -86,7 +81,7 @@ def emit(km: KernelModule, cfg: GemmConfig, name: str) -> int:
         args = list(block.arguments)
         sets = len(cfg.weights)
         bias = args[1 + sets] if cfg.has_bias else None
-        gemv = Gemv(cfg, args[0], args[1 : 1 + sets], bias, km.device.programmatic_launch)
+        gemv = Gemv(cfg, args[0], args[1 : 1 + sets], bias)
         gemv.start(args[-1])
         if cfg.transpose_w:
             gemv.store_rows_of_w(args[-2], *gemv.rows_of_w())
@@ -102,10 +97,7 @@ class Gemv:
     """The GEMV of one block: ``start`` (rows, lanes, warps), then for w as [N, K]
     ``rows_of_w`` (the K loop and warp reduction: the f32 sums every lane holds) and an
     epilogue that consumes them (``store_rows_of_w`` here, the greedy head's argmax in
-    ``greedy_head``), or for w as [K, N] ``columns_of_w`` (loop and store in one).
-
-    ``prefetch``: the kernel is launched to start before the kernels before it end (see the
-    module's docstring); ``rows_of_w`` prefetches the warp's rows of w, then waits for them."""
+    ``greedy_head``), or for w as [K, N] ``columns_of_w`` (loop and store in one)."""
 
     def __init__(
         self,
@@ -113,11 +105,9 @@ class Gemv:
         x: ir.Value,
         weights: list[ir.Value],
         bias: ir.Value | None,
-        prefetch: bool = False,
     ) -> None:
         self.cfg, self.g = cfg, cfg.gemv
         self.x, self.weights, self.bias = x, weights, bias
-        self.prefetch = prefetch
         self.et = element(cfg.dtype)
 
     def _load(self, buffer: ir.Value, at: ir.Value, vec: int) -> ir.Value:
@@ -161,9 +151,6 @@ class Gemv:
         first_col = ix.mul(ix.add(ix.mul(self.block_x, g.warps), self.warp), g.cols)
         cols = [ix.add(first_col, c) for c in range(g.cols)]
         read_cols = [ix.min(c, N - 1) for c in cols]
-        if self.prefetch:
-            self._prefetch_rows_of_w(read_cols)
-            wait_for_predecessors()
         sets = len(self.weights)
         count = sets * g.rows * g.cols
         vzero = constant(
@@ -197,32 +184,6 @@ class Gemv:
             total = vector.reduction(f32(), vector.CombiningKind.ADD, value)
             sums.append(warp_sum(total, [16, 8, 4, 2, 1]))
         return sums, cols
-
-    def _prefetch_rows_of_w(self, cols: list[ir.Value]) -> None:
-        """Lane ``i`` of the warp asks L2 for the i-th of its rows of w (each weight set's
-        ``cols`` rows): one ``cp.async.bulk.prefetch.L2`` of the row's K elements, widened to
-        16-byte bounds as the instruction needs (the widened bytes share the row's page)."""
-        ix, size = self.ix, DTYPE_BYTES[self.cfg.dtype]
-        i32, i64 = ir.IntegerType.get_signless(32), ir.IntegerType.get_signless(64)
-        row_bytes = self.cfg.K * size
-
-        def i64_const(value: int) -> ir.Value:
-            return constant(i64, value)
-
-        for s, w in enumerate(self.weights):
-            base = arith.index_cast(i64, memref.extract_aligned_pointer_as_index(w))
-            for c, col in enumerate(cols):
-                slot = (s * len(cols) + c) % 32
-                mine = if_op(arith.cmpi(arith.CmpIPredicate.eq, self.lane, ix.c(slot)))
-                with ir.InsertionPoint(mine.then_block):
-                    start = arith.addi(base, arith.index_cast(i64, ix.mul(col, row_bytes)))
-                    first = arith.andi(start, i64_const(-16))
-                    end = arith.andi(arith.addi(start, i64_const(row_bytes + 15)), i64_const(-16))
-                    length = arith.trunci(i32, arith.subi(end, first))
-                    generic = llvm.inttoptr(ir.Type.parse("!llvm.ptr"), first)
-                    global_ = llvm.addrspacecast(ir.Type.parse("!llvm.ptr<1>"), generic)
-                    nvvm.cp_async_bulk_prefetch(global_, length)
-                    scf.YieldOp([])
 
     def store_rows_of_w(self, y: ir.Value, sums: list[ir.Value], cols: list[ir.Value]) -> None:
         """The GEMV's epilogue for ``rows_of_w``: y[row, col] = finish(sums), rounded."""

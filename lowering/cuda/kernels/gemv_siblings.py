@@ -4,8 +4,8 @@ At batch 1 the k and v projections of a multi-query model read 1 MB of weights e
 microseconds of bandwidth, and as launches of their own each also costs a launch and a ramp
 up and down on a card mostly idle. Here the grid's x blocks are the GEMVs' column blocks one
 after another: a block finds its GEMV by its index and runs that GEMV's block (``Gemv``,
-w as [N, K]) with the index offset to its first one, so every GEMV keeps its own tile, its
-own L2 prefetch and wait (sm_90), and its own output.
+w as [N, K]) with the index offset to its first one, so every GEMV keeps its own tile and its
+own output.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def build_gemv_siblings(km: KernelModule, siblings: GemvSiblings) -> KernelInfo:
             upper = arith.cmpi(arith.CmpIPredicate.ult, block_x, _index(start + count))
             mine = if_op(arith.andi(lower, upper))
             with ir.InsertionPoint(mine.then_block):
-                gemv = Gemv(cfg, x, [w], None, km.device.programmatic_launch)
+                gemv = Gemv(cfg, x, [w], None)
                 gemv.start(m, arith.subi(block_x, _index(start)))
                 gemv.store_rows_of_w(y, *gemv.rows_of_w())
                 scf.YieldOp([])

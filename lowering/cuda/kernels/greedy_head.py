@@ -179,7 +179,7 @@ def _emit_partial(
 ) -> None:
     args, block = km.add_launched_kernel(info)
     with ir.InsertionPoint(block):
-        gemv = Gemv(cfg, args["x"], [args["w"]], args.get("bias"), km.device.programmatic_launch)
+        gemv = Gemv(cfg, args["x"], [args["w"]], args.get("bias"))
         gemv.start(args["M"])
         sums, cols = gemv.rows_of_w()
         logit = _rounded_logit if rounded_softcap else _logit

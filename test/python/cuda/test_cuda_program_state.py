@@ -79,11 +79,27 @@ def test_a_cuda_artifact_generates_on_the_gpu(decode: CudaProgram) -> None:
 
 
 def test_programmatic_launch_follows_the_knob(monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = tessera.runtime.read_manifest(
-        tessera.compile(tiny_gemma("gemma2-gqa"), target="cuda:sm_90a").directory
-    ).program(kv_layout.DECODE_PROGRAM)
+    """The compiled model's CUDA programs launch early where the manifest allows, unless
+    TESSERA_PROGRAMMATIC_LAUNCH=0 (read when it loads the artifact); a program loaded by the
+    runtime alone does."""
+    from tessera import runtime
+
+    model = tiny_gemma("gemma2-gqa")
+    compiled = tessera.compile(model, target="cuda:sm_90a")
+    spec = runtime.read_manifest(compiled.directory).program(kv_layout.DECODE_PROGRAM)
     assert all(step.programmatic for step in spec.steps)
-    on = CudaProgram(spec, {"kernels": _Module()})  # type: ignore[dict-item]
+    assert CudaProgram(spec, {"kernels": _Module()}).programmatic_launch  # type: ignore[dict-item]
+
+    loaded = []
+
+    class _Artifact:
+        def __init__(self) -> None:
+            self.programs = {"decode": CudaProgram(spec, {"kernels": _Module()})}  # type: ignore[dict-item]
+
+        def bind(self, weights: object) -> None:
+            loaded.append(weights)
+
+    monkeypatch.setattr(runtime, "load", lambda directory: _Artifact())
     monkeypatch.setenv("TESSERA_PROGRAMMATIC_LAUNCH", "0")
-    off = CudaProgram(spec, {"kernels": _Module()})  # type: ignore[dict-item]
-    assert on.programmatic_launch and not off.programmatic_launch
+    artifact = compiled._load()
+    assert loaded and not artifact.programs["decode"].programmatic_launch

@@ -23,11 +23,11 @@ as aligned as its ``alignment`` attribute (cp.async: its size) says; within one 
 element of a buffer the kernel writes may be stored twice, or stored by one thread and touched
 by another (an in-place kernel's race); no element of an ``unwritten`` buffer (an arena slice,
 an output) may be read before some launch stored it; a kernel with a ``griddepcontrol.wait``
-touches no global buffer before it, and an L2 prefetch stays inside its buffer. Launches are
-checked against the kernel's ``known_block_size``, the grid limits and the chip's
-shared-memory limit. Faults raise ``KernelFault`` naming the kernel, the op and its location,
-the block and thread or warp, and the address. ``launch(stats=...)`` also counts shared-memory
-bank conflicts of ldmatrix and 16-byte cp.async.
+touches no global buffer before it. Launches are checked against the kernel's
+``known_block_size``, the grid limits and the chip's shared-memory limit. Faults raise
+``KernelFault`` naming the kernel, the op and its location, the block and thread or warp, and
+the address. ``launch(stats=...)`` also counts shared-memory bank conflicts of ldmatrix and
+16-byte cp.async.
 
 Arithmetic is float32 per op (bf16/f16 values are held as float32 and rounded to nearest even
 after each op, as the GPU does); transcendentals (math dialect, libdevice calls, ``ex2.approx``)
@@ -40,8 +40,7 @@ The package: ``kinds`` (element types, limits, ``KernelFault``), ``memory`` (buf
 memory and access logs), ``state`` (one batch of blocks in flight), ``access`` (addressing, loads,
 stores, race checks), ``driver`` (``Kernel``: compiling ops to steps, launching; the rule table),
 and one module of rules per group of ops: ``arith_ops``, ``math_ops``, ``vector_ops``, ``gpu_ops``,
-``control_flow``, ``warp_ops``, ``async_copy``, ``grid_ops`` (griddepcontrol, global addresses,
-the L2 prefetch).
+``control_flow``, ``warp_ops``, ``async_copy``, ``grid_ops`` (griddepcontrol).
 """
 
 # Importing the rule modules registers their rules with the driver.

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .kinds import WARP, KernelFault
-from .memory import Buffer, _Space
+from .memory import _Space
 
 if TYPE_CHECKING:
     from .driver import Kernel
@@ -22,16 +22,6 @@ class _Launch:
     lanes: int  # per block, rounded up to whole warps
     smem: int
     stats: dict[str, list[int]] | None = None
-    # The address regions of the global buffers whose address the kernel took (``grid_ops``).
-    regions: dict[int, Buffer] = field(default_factory=dict)
-
-    def region_of(self, buffer: Buffer) -> int:
-        for region, known in self.regions.items():
-            if known is buffer:
-                return region
-        region = len(self.regions) + 1
-        self.regions[region] = buffer
-        return region
 
     def count_conflicts(self, what: str, byte: np.ndarray) -> None:
         """Bank conflicts of 16-byte accesses, 8 threads (one 128-byte wavefront) a phase:

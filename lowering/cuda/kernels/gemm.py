@@ -150,10 +150,12 @@ def select_gemm(cfg: GemmConfig, m_hint: int | None) -> GemmConfig:
     if m_hint is not None and 1 <= m_hint <= 8:
         rows = 1 << (m_hint - 1).bit_length()
         if rows == 1 and cfg.transpose_w:
-            # One column a warp puts more warps on each output (more loads in flight): on an
-            # H100 at the decode shapes (h100-2026-12-07-gemv-tiles.json) the plain GEMV read
-            # 1.3x faster at N 2048 in two-warp blocks unrolled 8 deep, the gated one 1.05x
-            # in four-warp blocks.
+            # One column a warp puts more warps on each output (more loads in flight): timed
+            # side by side on an H100 at the decode shapes
+            # (h100-2026-12-07-gemv-tiles-prefetch.json, every tile then with a weight
+            # prefetch since removed), two-warp blocks unrolled 8 deep read 1.26-1.30x faster
+            # than two columns a warp at N 2048 and N 256, and four-warp blocks 1.05x for the
+            # gated GEMV.
             tile = GemvTile(1, 1, 4, 4) if cfg.gated else GemvTile(1, 1, 2, 8)
             return dataclasses.replace(cfg, kernel="gemv", gemv=tile)
         # The gated form keeps two accumulator sets: past 4 rows, two columns a warp spill

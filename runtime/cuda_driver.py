@@ -171,6 +171,7 @@ class Kernel:
         self.handle = handle
         self._smem_limit: int | None = None
         self._config: Any = None  # the programmatic launch configuration, made at first use
+        self._config_stream: int | None = None  # the stream ``_config`` holds
 
     def allow_shared_memory(self, smem: int) -> None:
         """Raises the kernel's dynamic shared-memory limit where ``smem`` is above it: by
@@ -252,7 +253,9 @@ class Kernel:
         config.gridDimX, config.gridDimY, config.gridDimZ = (int(g) for g in grid)
         config.blockDimX, config.blockDimY, config.blockDimZ = (int(b) for b in block)
         config.sharedMemBytes = smem
-        config.hStream = driver.CUstream(stream)
+        if stream != self._config_stream:  # the stream rarely changes: wrap it once
+            config.hStream = driver.CUstream(stream)
+            self._config_stream = stream
         return config
 
     def launch(

@@ -5,9 +5,7 @@ A kernel launched with CUDA's programmatic stream serialization may begin once e
 the kernel before it has signalled (``griddepcontrol.launch_dependents``), not only once that
 kernel has ended. It must then wait (``griddepcontrol.wait``: the grids before it complete and
 their writes visible) before it reads what they wrote or writes what they might still read.
-``add_grid_dependency_control`` gives every kernel of a module both at its top. A kernel may
-place its wait further down itself, after work that touches no memory a kernel before it
-writes or reads; then no second wait is added.
+``add_grid_dependency_control`` gives every kernel of a module both at its top.
 
 Why: the decode step is a few hundred launches of a few microseconds each, and the time from
 one kernel's last block to the next kernel's first is a large share of the step. With the
@@ -32,36 +30,14 @@ from mlir.dialects import nvvm
 from .kernel import KernelModule
 
 
-def wait_for_predecessors() -> None:
-    """Waits, where the insertion point is, for the kernels before this one on the stream to
-    complete with their writes visible."""
-    nvvm.griddepcontrol(nvvm.GridDepActionKind.wait)
-
-
 def add_grid_dependency_control(kernels: KernelModule) -> None:
-    """Gives every kernel of ``kernels`` the launch signal and (unless it waits already) the
-    wait at its top. Only for devices with programmatic launch (``Device.programmatic_launch``)."""
+    """Gives every kernel of ``kernels`` the launch signal and the wait at its top. Only for
+    devices with programmatic launch (``Device.programmatic_launch``)."""
     if not kernels.device.programmatic_launch:
         raise ValueError(f"{kernels.arch} has no programmatic dependent launch")
     for op in kernels.body.operations:
         if op.operation.name != "gpu.func" or "gpu.kernel" not in op.attributes:
             continue
-        entry = op.regions[0].blocks[0]
-        waits = _waits(op.operation)
-        with ir.InsertionPoint.at_block_begin(entry):
+        with ir.InsertionPoint.at_block_begin(op.regions[0].blocks[0]):
             nvvm.griddepcontrol(nvvm.GridDepActionKind.launch_dependents)
-            if not waits:
-                wait_for_predecessors()
-
-
-def _waits(op: ir.Operation) -> bool:
-    """Whether ``op`` holds a ``griddepcontrol.wait``."""
-    for region in op.regions:
-        for block in region.blocks:
-            for view in block.operations:
-                inner = view.operation
-                if inner.name == "nvvm.griddepcontrol" and "wait" in str(inner.attributes["kind"]):
-                    return True
-                if _waits(inner):
-                    return True
-    return False
+            nvvm.griddepcontrol(nvvm.GridDepActionKind.wait)

@@ -225,34 +225,23 @@ def located(message: str, op: ir.Operation) -> LoweringError:
     return LoweringError(message, source_location(op.location))
 
 
-# Rules that take two consecutive computing ops at once (the second reads the first's result
-# and nothing in between computes): (first op's name, second op's name) -> (a predicate on the
-# pair that says whether the fused kernel applies, the rule lowering both).
-PairMatch = Callable[[ir.Operation, ir.Operation], bool]
-PairRule = Callable[[ir.Operation, ir.Operation, "LaunchPlan"], None]
-PAIR_RULES: dict[tuple[str, str], tuple[PairMatch, PairRule]] = {}
+# Rules that take a sequence of consecutive computing ops at once (each reads what the one
+# before computed and nothing in between computes): (the ops' names) -> (a predicate on the
+# ops that says whether the fused kernel applies, the rule lowering them all). Longer
+# sequences are tried first.
+SequenceMatch = Callable[[list[ir.Operation]], bool]
+SequenceRule = Callable[[list[ir.Operation], "LaunchPlan"], None]
+SEQUENCE_RULES: dict[tuple[str, ...], tuple[SequenceMatch, SequenceRule]] = {}
 
 
-def pair_rule(first: str, second: str, matches: PairMatch) -> Callable[[PairRule], PairRule]:
-    def register(fn: PairRule) -> PairRule:
-        PAIR_RULES[(first, second)] = (matches, fn)
-        return fn
+def sequence_rule(
+    names: tuple[str, ...], matches: SequenceMatch
+) -> Callable[[SequenceRule], SequenceRule]:
+    if len(names) < 2:
+        raise ValueError("a sequence rule takes two ops or more")
 
-    return register
-
-
-# Rules that take three consecutive computing ops at once: (their names) -> (a predicate on
-# the three, the rule lowering them). Tried before the pair rules.
-TripleMatch = Callable[[ir.Operation, ir.Operation, ir.Operation], bool]
-TripleRule = Callable[[ir.Operation, ir.Operation, ir.Operation, "LaunchPlan"], None]
-TRIPLE_RULES: dict[tuple[str, str, str], tuple[TripleMatch, TripleRule]] = {}
-
-
-def triple_rule(
-    first: str, second: str, third: str, matches: TripleMatch
-) -> Callable[[TripleRule], TripleRule]:
-    def register(fn: TripleRule) -> TripleRule:
-        TRIPLE_RULES[(first, second, third)] = (matches, fn)
+    def register(fn: SequenceRule) -> SequenceRule:
+        SEQUENCE_RULES[names] = (matches, fn)
         return fn
 
     return register
@@ -283,10 +272,22 @@ def _computes(op: ir.Operation) -> bool:
     )
 
 
+def _matching_sequence(ops: list[ir.Operation]) -> tuple[int, SequenceRule] | None:
+    """The longest registered sequence that ``ops`` starts with and whose predicate holds:
+    its length and rule."""
+    for length in sorted({len(names) for names in SEQUENCE_RULES}, reverse=True):
+        if length > len(ops):
+            continue
+        found = SEQUENCE_RULES.get(tuple(op.name for op in ops[:length]))
+        if found is not None and found[0](ops[:length]):
+            return length, found[1]
+    return None
+
+
 def build_launches(func: ir.Operation, launch_plan: LaunchPlan) -> None:
     """Runs the rule of every op in ``func``'s body, in order; a registered run of
-    consecutive ops is lowered by its run rule, and a registered triple or pair by its rule, as
-    one kernel."""
+    consecutive ops is lowered by its run rule, and a registered sequence by its sequence rule,
+    as one kernel."""
     assign_buffers(func, launch_plan)
     ops = [view.operation for view in func.regions[0].blocks[0].operations]
     computing = [op for op in ops if _computes(op)]
@@ -304,20 +305,12 @@ def build_launches(func: ir.Operation, launch_plan: LaunchPlan) -> None:
                 lower_run(run, launch_plan)
                 skip.update(range(index + 1, index + len(run)))
                 continue
-        if index + 2 < len(computing):
-            second, third = computing[index + 1], computing[index + 2]
-            triple = TRIPLE_RULES.get((op.name, second.name, third.name))
-            if triple is not None and triple[0](op, second, third):
-                triple[1](op, second, third, launch_plan)
-                skip.update((index + 1, index + 2))
-                continue
-        if index + 1 < len(computing):
-            following = computing[index + 1]
-            pair = PAIR_RULES.get((op.name, following.name))
-            if pair is not None and pair[0](op, following):
-                pair[1](op, following, launch_plan)
-                skip.add(index + 1)
-                continue
+        sequence = _matching_sequence(computing[index:])
+        if sequence is not None:
+            length, lower_sequence = sequence
+            lower_sequence(computing[index : index + length], launch_plan)
+            skip.update(range(index + 1, index + length))
+            continue
         lower = RULES.get(op.name)
         if lower is None:
             raise located(f"no GPU lowering for '{op.name}' (cuda and rocm targets)", op)

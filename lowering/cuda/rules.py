@@ -23,11 +23,10 @@ from .plan import (
     Binding,
     LaunchPlan,
     located,
-    pair_rule,
     product,
     rule,
     run_rule,
-    triple_rule,
+    sequence_rule,
 )
 from .row_classes import guarded, row_classes
 from .tuning import wgmma_key
@@ -125,93 +124,75 @@ def _is_residual_add(op: ir.Operation) -> bool:
     return yields_sum and summed in ([arguments[0], arguments[1]], [arguments[1], arguments[0]])
 
 
-def _adds_then_normalises(add: ir.Operation, norm: ir.Operation) -> bool:
+def _adds_then_normalises(ops: list[ir.Operation]) -> bool:
     """The sum feeds the norm and is read again later (the residual stream); a sum only the
     norm reads is not worth writing out, and its slice may be the norm's own output."""
+    add, norm = ops
     total = add.results[0]
     return _is_residual_add(add) and norm.operands[0] == total and sum(1 for _ in total.uses) > 1
 
 
-@pair_rule("linalg.generic", "tessera.norm.rms", _adds_then_normalises)
-def lower_residual_rms_norm(add: ir.Operation, norm: ir.Operation, plan: LaunchPlan) -> None:
-    """Gemma's "add, then norm" as one kernel: the sum is written (it stays the residual
-    stream) and normalised from registers, saving a launch and a read of the sum."""
-    x, r = add.operands[0], add.operands[1]
-    w = norm.operands[1]
-    shape = plan.shape(x)
-    cfg = RmsNormConfig(
-        dtype=dtype_of(x),
-        width=static_dim(plan, x, len(shape) - 1, norm, "the normalised dim"),
-        eps=_float(norm, "eps") or 0.0,
-        offset=_float(norm, "offset", 1.0) or 0.0,
-        w_dtype=dtype_of(w),
-        residual=True,
-    )
-    info = plan.kernel(f"rms {cfg}", lambda km: build_rms_norm(km, cfg))
-    plan.launch(
-        info,
-        {
-            "x": plan.ref(x),
-            "r": plan.ref(r),
-            "w": plan.ref(w),
-            "y": plan.ref(norm.results[0]),
-            "s": plan.ref(add.results[0]),
-            "rows": product(shape[:-1]),
-        },
-    )
-
-
-def _norms_adds_then_normalises(pre: ir.Operation, add: ir.Operation, norm: ir.Operation) -> bool:
+def _norms_adds_then_normalises(ops: list[ir.Operation]) -> bool:
     """Gemma 2 and 3's post-norm, residual add and next pre-norm: the first norm's result is
     read only by the add, the add and the second norm are the residual pair."""
+    pre, add, norm = ops
     normed = pre.results[0]
     return (
-        _adds_then_normalises(add, norm)
+        _adds_then_normalises([add, norm])
         and normed in list(add.operands)[:2]
         and sum(1 for _ in normed.uses) == 1
         and dtype_of(pre.operands[0]) == dtype_of(add.results[0])
     )
 
 
-@triple_rule("tessera.norm.rms", "linalg.generic", "tessera.norm.rms", _norms_adds_then_normalises)
-def lower_normed_residual_rms_norm(
-    pre: ir.Operation, add: ir.Operation, norm: ir.Operation, plan: LaunchPlan
-) -> None:
-    """ "Norm, add, norm" as one kernel: the first norm's rows stay in registers, the sum is
-    written (the residual stream) and normalised again, two launches and two row writes and
-    reads fewer."""
-    normed = pre.results[0]
-    r = add.operands[1] if add.operands[0] == normed else add.operands[0]
-    x, pre_w, w = pre.operands[0], pre.operands[1], norm.operands[1]
+@sequence_rule(("linalg.generic", "tessera.norm.rms"), _adds_then_normalises)
+@sequence_rule(
+    ("tessera.norm.rms", "linalg.generic", "tessera.norm.rms"), _norms_adds_then_normalises
+)
+def lower_residual_rms_norm(ops: list[ir.Operation], plan: LaunchPlan) -> None:
+    """Gemma's "add, then norm" as one kernel: the sum is written (it stays the residual
+    stream) and normalised from registers, saving a launch and a read of the sum. With a norm
+    before the add whose result only the add reads (Gemma 2 and 3's post-norms), "norm, add,
+    norm": the first norm's rows stay in registers too."""
+    *before, add, norm = ops
+    pre = before[0] if before else None
+    x, r = add.operands[0], add.operands[1]
+    if pre is not None:
+        normed = pre.results[0]
+        r = add.operands[1] if add.operands[0] == normed else add.operands[0]
+        x = pre.operands[0]
+    w = norm.operands[1]
     shape = plan.shape(x)
+    width = static_dim(plan, x, len(shape) - 1, norm, "the normalised dim")
+    bindings: dict[str, Binding] = {
+        "x": plan.ref(x),
+        "r": plan.ref(r),
+        "w": plan.ref(w),
+        "y": plan.ref(norm.results[0]),
+        "s": plan.ref(add.results[0]),
+        "rows": product(shape[:-1]),
+    }
+    pre_norm = None
+    if pre is not None:
+        if static_dim(plan, x, len(shape) - 1, pre, "the normalised dim") != width:
+            raise located("the two norms of a residual pair normalise different widths", pre)
+        pre_norm = PreNorm(
+            eps=_float(pre, "eps") or 0.0,
+            offset=_float(pre, "offset", 1.0) or 0.0,
+            w_dtype=dtype_of(pre.operands[1]),
+        )
+        bindings["pre_w"] = plan.ref(pre.operands[1])
     cfg = RmsNormConfig(
         dtype=dtype_of(x),
-        width=static_dim(plan, x, len(shape) - 1, norm, "the normalised dim"),
+        width=width,
         eps=_float(norm, "eps") or 0.0,
         offset=_float(norm, "offset", 1.0) or 0.0,
         w_dtype=dtype_of(w),
         residual=True,
-        pre=PreNorm(
-            eps=_float(pre, "eps") or 0.0,
-            offset=_float(pre, "offset", 1.0) or 0.0,
-            w_dtype=dtype_of(pre_w),
-        ),
+        pre=pre_norm,
     )
-    if static_dim(plan, x, len(shape) - 1, pre, "the normalised dim") != cfg.width:
-        raise located("the two norms of a residual pair normalise different widths", pre)
     info = plan.kernel(f"rms {cfg}", lambda km: build_rms_norm(km, cfg))
-    plan.launch(
-        info,
-        {
-            "x": plan.ref(x),
-            "pre_w": plan.ref(pre_w),
-            "r": plan.ref(r),
-            "w": plan.ref(w),
-            "y": plan.ref(norm.results[0]),
-            "s": plan.ref(add.results[0]),
-            "rows": product(shape[:-1]),
-        },
-    )
+    plan.launch(info, bindings)
 
 
 def _rope_config(op: ir.Operation, plan: LaunchPlan) -> RopeConfig:

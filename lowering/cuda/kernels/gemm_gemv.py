@@ -52,16 +52,21 @@ def _width(contiguous: int, dtype: str) -> int:
     return 1
 
 
-def columns_per_block(cfg: GemmConfig) -> int:
+def _columns_per_block(cfg: GemmConfig) -> int:
     g = cfg.gemv
     if cfg.transpose_w:
         return g.warps * g.cols
     return g.warps * g.cols * _width(cfg.N, cfg.dtype)
 
 
+def column_blocks(cfg: GemmConfig) -> int:
+    """The blocks that cover the N columns (grid x)."""
+    return _cdiv(cfg.N, _columns_per_block(cfg))
+
+
 def launch(cfg: GemmConfig, name: str, smem: int) -> KernelInfo:
     g = cfg.gemv
-    grid = (str(_cdiv(cfg.N, columns_per_block(cfg))), f"cdiv(M, {g.rows})", "1")
+    grid = (str(column_blocks(cfg)), f"cdiv(M, {g.rows})", "1")
     return KernelInfo(name, params(cfg), grid, (g.warps * 32, 1, 1), smem)
 
 

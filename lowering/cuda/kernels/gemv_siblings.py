@@ -20,12 +20,8 @@ from tessera.errors import LoweringError
 from ..kernel import KernelInfo, KernelModule, Param
 from ..pipeline_smem import SMEM_ATTR
 from .gemm import GemmConfig, kernel_name
-from .gemm_gemv import Gemv, check_tile, columns_per_block
+from .gemm_gemv import Gemv, check_tile, column_blocks
 from .gemm_ir import constant, if_op, index
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 @dataclass(frozen=True)
@@ -50,7 +46,7 @@ class GemvSiblings:
 
     def blocks(self) -> list[int]:
         """Each GEMV's column blocks, in order."""
-        return [_cdiv(cfg.N, columns_per_block(cfg)) for cfg in self.parts]
+        return [column_blocks(cfg) for cfg in self.parts]
 
     @property
     def name(self) -> str:

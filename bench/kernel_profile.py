@@ -11,6 +11,11 @@ decode step, where the artifact has no greedy one) of one sequence with 2048 tok
 Peers from the same run: the same call replayed as one CUDA graph (the events between launches
 cost a few microseconds each, so this is the call's own time), and for the prefill
 transformers' eager forward.
+
+Each row also carries ``timeline``: the graph replays as the GPU ran them (torch.profiler's
+device trace), each kernel's exclusive time and the idle time between kernels
+(``runtime/profile.py``'s ``timeline_profile``); ``null`` where the trace holds no kernel of
+the call.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import datetime
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -28,10 +34,41 @@ from tessera import runtime
 from tessera.models.tiny import tiny_gemma
 from tessera.runtime import kv_layout
 from tessera.runtime.generate import cached_programs
-from tessera.runtime.profile import format_profile, kernel_profile
+from tessera.runtime.profile import Timeline, format_profile, kernel_profile, timeline_profile
 
 LENGTH = 2048
 REPEATS = 20
+
+
+def device_timeline(
+    replay: Callable[[], object], kernels: Sequence[str], repeats: int
+) -> Timeline | None:
+    """``repeats`` replays of a captured call as the GPU's trace records them: the spans of the
+    call's own kernels (other device work, such as a copy torch adds, is left out); ``None``
+    where the trace has none of them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as trace:
+        for _ in range(repeats):
+            replay()
+        torch.cuda.synchronize()
+    device = [e for e in trace.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    names = set(kernels)
+    spans = [
+        (event.name, float(event.time_range.start), float(event.time_range.end))
+        for event in device
+        if event.name in names
+    ]
+    if len(spans) != repeats * len(kernels):
+        seen = sorted({event.name for event in device})[:8]
+        print(
+            f"device trace: {len(spans)} kernel spans for {repeats} calls of {len(kernels)}"
+            f" launches; device events seen: {seen}"
+        )
+        return None
+    return timeline_profile(spans, len(kernels))
 
 
 def profile_row(
@@ -44,6 +81,13 @@ def profile_row(
     print(f"{case}\n{format_profile(rows)}", flush=True)
     replay = program.graph(*(inputs[spec.name] for spec in program.spec.inputs))
     graph = {"name": "tessera, the same call as one CUDA graph", "ms": round(timed_ms(replay), 4)}
+    timeline = device_timeline(replay, kernels, REPEATS)
+    if timeline is not None:
+        print(
+            f"as the GPU ran it: {timeline.wall_ms:.4f} ms, {timeline.idle_ms:.4f} idle\n"
+            f"{format_profile(timeline.rows)}",
+            flush=True,
+        )
     return {
         "bench": "profile",
         "case": case,
@@ -51,6 +95,7 @@ def profile_row(
         "launches": sum(r.launches for r in rows),
         "kernels": [r.to_json() for r in rows],
         "peers": [graph, *peers],
+        "timeline": timeline.to_json() if timeline is not None else None,
     }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tessera.errors import RuntimeInputError
-from tessera.runtime.profile import KernelTime, format_profile, kernel_profile
+from tessera.runtime.profile import KernelTime, format_profile, kernel_profile, timeline_profile
 
 KERNELS = ["norm", "gemv", "attention", "norm", "gemv", "head"]
 
@@ -46,3 +46,32 @@ def test_the_table_lists_each_kernel_and_the_total() -> None:
         "ms": 3.0,
         "share": 0.75,
     }
+
+
+def test_a_timeline_splits_each_call_into_kernel_time_and_idle_time() -> None:
+    # two calls of three launches, microseconds; the second call's gemv starts 2 us early
+    # (programmatic launch) and waits for the norm, so only its time after the norm is its own
+    spans = [
+        ("norm", 0.0, 10.0),
+        ("gemv", 14.0, 54.0),  # 4 us idle before it
+        ("head", 54.0, 74.0),
+        ("norm", 100.0, 110.0),
+        ("gemv", 108.0, 148.0),
+        ("head", 150.0, 170.0),  # 2 us idle before it
+    ]
+    timeline = timeline_profile(list(reversed(spans)), 3)
+    assert [(r.kernel, r.ms) for r in timeline.rows] == [
+        ("gemv", pytest.approx(0.039)),  # median of 40 and 38 us
+        ("head", pytest.approx(0.020)),
+        ("norm", pytest.approx(0.010)),
+    ]
+    assert timeline.wall_ms == pytest.approx(0.072)  # median of 74 and 70 us
+    assert timeline.idle_ms == pytest.approx(0.003)  # median of 4 and 2 us
+    assert timeline.to_json()["kernels"][0]["kernel"] == "gemv"
+
+
+def test_a_timeline_needs_whole_calls_of_the_same_kernels() -> None:
+    with pytest.raises(RuntimeInputError, match="whole calls of 3 launches; got 4"):
+        timeline_profile([("norm", 0.0, 1.0)] * 4, 3)
+    with pytest.raises(RuntimeInputError, match="call 1 launched other kernels"):
+        timeline_profile([("a", 0.0, 1.0), ("b", 1.0, 2.0), ("b", 3.0, 4.0), ("a", 4.0, 5.0)], 2)

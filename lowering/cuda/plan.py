@@ -285,15 +285,21 @@ def _matching_sequence(ops: list[ir.Operation]) -> tuple[int, SequenceRule] | No
 
 
 def build_launches(func: ir.Operation, launch_plan: LaunchPlan) -> None:
-    """Runs the rule of every op in ``func``'s body, in order; a registered run of
-    consecutive ops is lowered by its run rule, and a registered sequence by its sequence rule,
-    as one kernel."""
+    """Runs the rule of every op in ``func``'s body, in order; a registered sequence of
+    consecutive ops is lowered by its sequence rule, else a registered run of them by its run
+    rule, as one kernel (a sequence may begin with ops that would make a run on their own)."""
     assign_buffers(func, launch_plan)
     ops = [view.operation for view in func.regions[0].blocks[0].operations]
     computing = [op for op in ops if _computes(op)]
     skip: set[int] = set()
     for index, op in enumerate(computing):
         if index in skip:
+            continue
+        sequence = _matching_sequence(computing[index:])
+        if sequence is not None:
+            length, lower_sequence = sequence
+            lower_sequence(computing[index : index + length], launch_plan)
+            skip.update(range(index + 1, index + length))
             continue
         run_rule_of = RUN_RULES.get(op.name)
         if run_rule_of is not None:
@@ -305,12 +311,6 @@ def build_launches(func: ir.Operation, launch_plan: LaunchPlan) -> None:
                 lower_run(run, launch_plan)
                 skip.update(range(index + 1, index + len(run)))
                 continue
-        sequence = _matching_sequence(computing[index:])
-        if sequence is not None:
-            length, lower_sequence = sequence
-            lower_sequence(computing[index : index + length], launch_plan)
-            skip.update(range(index + 1, index + length))
-            continue
         lower = RULES.get(op.name)
         if lower is None:
             raise located(f"no GPU lowering for '{op.name}' (cuda and rocm targets)", op)

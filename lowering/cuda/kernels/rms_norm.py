@@ -424,7 +424,7 @@ def _emit_rms_norm(
         for k, (value, column, valid) in enumerate(zip(values, columns, conditions, strict=True)):
 
             def add(value: ir.Value = value, column: ir.Value = column) -> ir.Value:
-                normed = _normed(value, scale, args["pre_w"], column, pre.offset, pre.w_dtype)
+                normed = weighted(value, scale, args["pre_w"], column, pre.offset, pre.w_dtype)
                 normed = widen(narrow(normed, dtype), dtype)
                 return _add_residual(cfg, args, normed, arith.addi(row_start, column))
 
@@ -437,7 +437,7 @@ def _emit_rms_norm(
     for value, column, valid in zip(values, columns, conditions, strict=True):
 
         def write(value: ir.Value = value, column: ir.Value = column) -> None:
-            normed = _normed(value, scale, args["w"], column, cfg.offset, cfg.weight_dtype)
+            normed = weighted(value, scale, args["w"], column, cfg.offset, cfg.weight_dtype)
             store_vector(narrow(normed, dtype), args["y"], arith.addi(row_start, column), dtype)
 
         when(valid, write)
@@ -459,17 +459,29 @@ def _row_scale(
 ) -> ir.Value:
     """1 / sqrt(mean of the row's squares + eps), broadcast to a vector (every lane of the
     row holds it; ``name`` names the block's shared partials)."""
+    return inverse_root(km, row_total(km, name, layout, squares), layout, width, eps)
+
+
+def row_total(km: KernelModule, name: str, layout: RowLayout, squares: ir.Value) -> ir.Value:
+    """The sum of the row's ``squares`` (each lane's vector of partial sums), held by every
+    lane of the row; every thread of the block must run it (shuffles, and a barrier when a
+    row spans several warps; ``name`` names the block's shared partials)."""
     total = vector.reduction(ir.F32Type.get(), vector.CombiningKind.ADD, squares)
     if layout.threads <= WARP:
-        total = _warp_sum(total, layout.threads)
-    else:
-        total = _block_sum(km, name, total, layout.warps_per_row)
+        return _warp_sum(total, layout.threads)
+    return _block_sum(km, name, total, layout.warps_per_row)
+
+
+def inverse_root(
+    km: KernelModule, total: ir.Value, layout: RowLayout, width: int, eps: float
+) -> ir.Value:
+    """1 / sqrt(total / width + eps), broadcast to a vector of the layout's lanes."""
     mean = arith.divf(total, f32(float(width)))
     inverse = arith.divf(f32(1.0), sqrt(km, arith.addf(mean, f32(eps))))
     return vector.broadcast(vector_of(layout.lanes, "f32"), inverse)
 
 
-def _normed(
+def weighted(
     value: ir.Value, scale: ir.Value, w: ir.Value, column: ir.Value, offset: float, w_dtype: str
 ) -> ir.Value:
     """(value · scale) · (offset + w[column]) in f32."""

@@ -139,7 +139,7 @@ def build_rope(km: KernelModule, cfg: RopeConfig) -> KernelInfo:
     info = KernelInfo(name, params, (grid, "1", "1"), (BLOCK, 1, 1))
     if km.has_kernel(name):
         return info
-    table = _frequency_table(km, name, cfg, layout)
+    table = frequency_table(km, name, cfg, layout)
     _, entry = km.add_kernel(name, params)
     with ir.InsertionPoint(entry):
         block = arith.index_cast(ir.IntegerType.get_signless(32), gpu.block_id(gpu.Dimension.x))
@@ -176,7 +176,7 @@ def build_rope_siblings(km: KernelModule, cfgs: tuple[RopeConfig, RopeConfig]) -
     if km.has_kernel(name):
         return info
     tables = [
-        _frequency_table(km, f"{name}_{i}", cfg, lay)
+        frequency_table(km, f"{name}_{i}", cfg, lay)
         for i, (cfg, lay) in enumerate(zip(cfgs, layouts, strict=True))
     ]
     _, entry = km.add_kernel(name, params)
@@ -207,7 +207,7 @@ def build_rope_siblings(km: KernelModule, cfgs: tuple[RopeConfig, RopeConfig]) -
     return info
 
 
-def _frequency_table(km: KernelModule, name: str, cfg: RopeConfig, layout: RopeLayout) -> str:
+def frequency_table(km: KernelModule, name: str, cfg: RopeConfig, layout: RopeLayout) -> str:
     """inv_freq as a constant global array of the module (one per kernel)."""
     values = inverse_frequencies(cfg.theta, cfg.rotary, cfg.scaling)
     table_type = ir.MemRefType.get([len(values)], ir.F32Type.get())
@@ -264,32 +264,20 @@ def _emit_rope(
     base = arith.muli(first_head, index(head_dim))
     heads = range(layout.heads_per_thread)
 
-    def rotate() -> None:
+    def rotate_pairs() -> None:
         lanes, dtype = layout.pair_lanes, cfg.dtype
         column = arith.muli(as_index(slot), index(lanes))
         position = memref.load(pos, [as_index(token)])
-        angle_base = arith.sitofp(ir.F32Type.get(), position)
-        table = memref.get_global(
-            ir.MemRefType.get([cfg.rotary // 2], ir.F32Type.get()), table_symbol
-        )
-        frequencies = load_vector(table, column, lanes, "f32")
-        angle = arith.mulf(frequencies, vector.broadcast(vector_of(lanes, "f32"), angle_base))
-        cos = _through(math.cos(angle), dtype)
-        sin = _through(math.sin(angle), dtype)
+        cos, sin = rotation(cfg, table_symbol, column, lanes, position)
         half = cfg.rotary // 2
         offsets = [arith.addi(base, arith.addi(column, index(h * head_dim))) for h in heads]
         seconds = [arith.addi(offset, index(half)) for offset in offsets]
         x1s = [widen(load_vector(x, o, lanes, dtype), dtype) for o in offsets]
         x2s = [widen(load_vector(x, o, lanes, dtype), dtype) for o in seconds]
         for x1, x2, first, second in zip(x1s, x2s, offsets, seconds, strict=True):
-
-            def product(a: ir.Value, b: ir.Value) -> ir.Value:
-                return _through(arith.mulf(a, b), dtype)
-
-            out1 = arith.subf(product(x1, cos), product(x2, sin))
-            out2 = arith.addf(product(x2, cos), product(x1, sin))
-            store_vector(narrow(out1, dtype), y, first, dtype)
-            store_vector(narrow(out2, dtype), y, second, dtype)
+            out1, out2 = rotate(x1, x2, cos, sin, dtype)
+            store_vector(out1, y, first, dtype)
+            store_vector(out2, y, second, dtype)
 
     def copy() -> None:
         lanes = layout.copy_lanes
@@ -301,12 +289,38 @@ def _emit_rope(
             store_vector(value, y, offset, cfg.dtype)
 
     if not layout.copies:
-        when(valid, rotate)
+        when(valid, rotate_pairs)
         return
     is_pair = arith.cmpi(arith.CmpIPredicate.ult, slot, const(layout.pairs))
-    when(arith.andi(valid, is_pair), rotate)
+    when(arith.andi(valid, is_pair), rotate_pairs)
     is_copy = arith.cmpi(arith.CmpIPredicate.uge, slot, const(layout.pairs))
     when(arith.andi(valid, is_copy), copy)
+
+
+def rotation(
+    cfg: RopeConfig, table_symbol: str, column: ir.Value, lanes: int, position: ir.Value
+) -> tuple[ir.Value, ir.Value]:
+    """cos and sin (f32 vectors of ``lanes``, rounded through the dtype) of the angles
+    position·inv_freq[column + i] (``position``: the token's integer position)."""
+    angle_base = arith.sitofp(ir.F32Type.get(), position)
+    table = memref.get_global(ir.MemRefType.get([cfg.rotary // 2], ir.F32Type.get()), table_symbol)
+    frequencies = load_vector(table, column, lanes, "f32")
+    angle = arith.mulf(frequencies, vector.broadcast(vector_of(lanes, "f32"), angle_base))
+    return _through(math.cos(angle), cfg.dtype), _through(math.sin(angle), cfg.dtype)
+
+
+def rotate(
+    x1: ir.Value, x2: ir.Value, cos: ir.Value, sin: ir.Value, dtype: str
+) -> tuple[ir.Value, ir.Value]:
+    """The rotated pair (``x1·cos − x2·sin``, ``x2·cos + x1·sin``) of f32 vectors, each product
+    and sum rounded to ``dtype`` as torch computes it; returned in ``dtype``."""
+
+    def product(a: ir.Value, b: ir.Value) -> ir.Value:
+        return _through(arith.mulf(a, b), dtype)
+
+    out1 = arith.subf(product(x1, cos), product(x2, sin))
+    out2 = arith.addf(product(x2, cos), product(x1, sin))
+    return narrow(out1, dtype), narrow(out2, dtype)
 
 
 def _through(value: ir.Value, dtype: str) -> ir.Value:

@@ -42,6 +42,7 @@ MODELS = {
     "gemma-2b": (2048, 16384, 2048, 256, 256000),
     "gemma3-1b": (1152, 6912, 1024, 256, 262144),
     "gemma2-2b": (2304, 9216, 2048, 1024, 256000),
+    "gemma-7b": (3072, 24576, 4096, 4096, 256000),
 }
 # (block_m, block_n, stages, consumer warpgroups): 1 is the single-warpgroup kernel, 2 the
 # warp-specialized one (a producer warpgroup and two consumers). The 144-wide and 64x64 tiles

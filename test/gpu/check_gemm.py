@@ -123,6 +123,21 @@ def case_list() -> list[dict[str, Any]]:
         for tile in ((1, 2, 4, 4), (1, 1, 4, 4), (1, 1, 8, 8), (1, 1, 2, 8)):
             label = "c{1}w{2}u{3}".format(*tile)
             add(f"gemv_{name}_{label}", M=1, N=n, K=k, kernel="gemv", gemv=tile, time=True)
+    # Gemma-7B's decode GEMVs at the tiles a compile picks (one column a warp: two-warp
+    # blocks unrolled 8 deep, four-warp blocks for the gated pair)
+    add("gemv_7b_down", M=1, N=3072, K=24576, kernel="gemv", gemv=(1, 1, 2, 8), time=True)
+    add("gemv_7b_qkv", M=1, N=4096, K=3072, kernel="gemv", gemv=(1, 1, 2, 8), time=True)
+    add(
+        "gemv_7b_gated",
+        M=1,
+        N=24576,
+        K=3072,
+        kernel="gemv",
+        gated=True,
+        gemv=(1, 1, 4, 4),
+        w_scale=2.0,
+        time=True,
+    )
     for tile in ((1, 2, 4, 4), (1, 1, 4, 4), (1, 1, 8, 4)):
         label = "c{1}w{2}u{3}".format(*tile)
         add(

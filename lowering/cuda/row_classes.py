@@ -1,4 +1,5 @@
-"""The decode step's GEMVs by batch: one kernel for a single row and one for several.
+"""The decode step's GEMVs (and its paged attention) by batch: one kernel for a single row and
+one for several.
 
 A GEMV's rows per block are fixed when it is built (``select_gemm``'s ``m_hint``), and a block
 of 8 rows run on a batch of one does 8 rows' arithmetic and holds 8 rows' accumulators, which
@@ -16,26 +17,24 @@ import dataclasses
 
 from .kernel import KernelInfo
 
-# For an integer M ≥ 1: 1 when M == 1, else 0; and its complement. (M = 0 empties both grids
-# through their cdiv(M, rows) factor.)
-SINGLE_ROW = "1 - min(M - 1, 1)"
-SEVERAL_ROWS = "min(M - 1, 1)"
 
-
-def row_classes(rows_hint: int | None) -> list[tuple[int | None, str | None]]:
+def row_classes(rows_hint: int | None, size: str = "M") -> list[tuple[int | None, str | None]]:
     """(rows to build for, the guard of its launch) for each build a plan with ``rows_hint``
     needs: one unguarded build without a hint or for a single row, else a 1-row build for
-    M = 1 and a ``rows_hint`` build for M > 1."""
+    ``size`` = 1 and a ``rows_hint`` build for ``size`` > 1. A guard is an expression over the
+    kernel's scalar ``size`` (≥ 1): 1 for the sizes its build serves, else 0 (a size of 0
+    empties the GEMVs' grids anyway, through their cdiv(M, rows) factor)."""
     if rows_hint is None or rows_hint <= 1:
         return [(rows_hint, None)]
-    return [(1, SINGLE_ROW), (rows_hint, SEVERAL_ROWS)]
+    return [(1, f"1 - min({size} - 1, 1)"), (rows_hint, f"min({size} - 1, 1)")]
 
 
-def guarded(info: KernelInfo, guard: str | None) -> KernelInfo:
-    """``info`` with its grid emptied outside the sizes ``guard`` (over its ``M``) serves."""
+def guarded(info: KernelInfo, guard: str | None, size: str = "M") -> KernelInfo:
+    """``info`` with its grid emptied outside the sizes ``guard`` (over its ``size``)
+    serves."""
     if guard is None:
         return info
-    if "M" not in {p.name for p in info.params}:
-        raise ValueError(f"kernel {info.name} has no M parameter to guard its launch on")
+    if size not in {p.name for p in info.params}:
+        raise ValueError(f"kernel {info.name} has no {size} parameter to guard its launch on")
     x, y, z = info.grid
     return dataclasses.replace(info, grid=(x, f"({y}) * ({guard})", z))

@@ -71,11 +71,16 @@ def test_every_step_is_a_launch_over_planned_buffers(cache: Path, program_name: 
             size = expr.evaluate(buffer.bytes, env)
             assert offset % 256 == 0 and offset + size <= arena, buffer
     single = {**env, "B": 1}
+    paged = {"single": 0, "several": 0}
     for step in program.steps:
         assert step.kind == "launch"
         grid = [expr.evaluate(g, env) for g in step.grid]
         single_grid = [expr.evaluate(g, single) for g in step.grid]
-        if program_name.startswith("decode") and step.kernel.startswith(("gemm_", "greedy_")):
+        if program_name.startswith("decode") and step.kernel.startswith("tessera_paged_"):
+            # So is its paged attention: a split layout for a batch of one, one for more.
+            assert (min(grid) >= 1) != (min(single_grid) >= 1), step.kernel
+            paged["single" if min(single_grid) >= 1 else "several"] += 1
+        elif program_name.startswith("decode") and step.kernel.startswith(("gemm_", "greedy_")):
             # The decode step's GEMVs come in two builds: the 1-row one launches for a batch
             # of one, the other for larger batches.
             assert (min(grid) >= 1) != (min(single_grid) >= 1), step.kernel
@@ -86,6 +91,8 @@ def test_every_step_is_a_launch_over_planned_buffers(cache: Path, program_name: 
         for arg in step.args:
             if arg.kind == "buffer":
                 assert arg.name in names
+    if program_name.startswith("decode"):
+        assert paged["single"] == paged["several"] > 0
     assert "arena bytes" in compiled.memory_plan()
 
 
@@ -114,12 +121,16 @@ def test_generation_programs_take_the_cache_as_state(cache: Path) -> None:
         separate = ("tessera_kv_append", "tessera_rope_", "tessera_rope2_")
         assert not [k for k in kernels[name] if k.startswith(separate) and k not in appends]
     # The programs share one kernel module: decode's kernels are prefill_kv's (other sizes,
-    # same signatures), except elementwise ones specialised to decode's single token and the
-    # GEMMs, which are bandwidth-bound GEMVs for a step's few rows.
+    # same signatures), except elementwise ones specialised to decode's single token, the
+    # GEMMs, which are bandwidth-bound GEMVs for a step's few rows, and the paged attention
+    # built for a batch of one.
     gemms = {k for k in kernels["decode"] if k.startswith("gemm_")}
     assert gemms and all(k.startswith("gemm_gemv_") for k in gemms)
     shared = {k for k in kernels["decode"] - gemms if not k.startswith("tessera_elementwise")}
-    assert shared <= kernels["prefill_kv"]
+    # The paged attention's batch-of-one build (its own split layout) is decode's alone.
+    own = {k for k in shared - kernels["prefill_kv"] if k.startswith("tessera_paged_")}
+    assert own and shared - own <= kernels["prefill_kv"]
+    assert any(k.startswith("tessera_paged_") for k in shared - own)
     # Each GEMV of a step has a 1-row build (a batch of one) and an 8-row one.
     for rows in ("r1", "r8"):
         assert any(f"_{rows}c" in k for k in gemms), gemms

@@ -1,4 +1,5 @@
-"""Checks and times the memory-bound CUDA kernels (RMSNorm, RoPE, lookup, elementwise).
+"""Checks and times the memory-bound CUDA kernels (RMSNorm, RoPE, the decode step's fused
+attention prologue, lookup, elementwise).
 
     python test/gpu/check_small_kernels.py --build build/small   # here: MLIR → cubin + JSON
     python3 test/gpu/check_small_kernels.py build/small          # on the GPU machine
@@ -58,6 +59,15 @@ ROPE_CASES: list[dict[str, Any]] = [
     {"dtype": "bf16", "heads": 6, "head_dim": 24, "B": 1, "S": 37, "scaling": 8.0},
     {"dtype": "bf16", "heads": 4, "head_dim": 256, "B": 1, "S": 1, "theta": 1e6},
 ]
+# The decode step's attention prologue (rope_append.py): q/k norm (Gemma 3), rope, append.
+ROPE_APPEND_CASES: list[dict[str, Any]] = [
+    {"dtype": "bf16", "Hq": 8, "Hkv": 1, "head_dim": 256, "B": 1, "S": 1, "norm": False},
+    {"dtype": "bf16", "Hq": 4, "Hkv": 1, "head_dim": 256, "B": 2, "S": 1, "norm": True},
+    {"dtype": "bf16", "Hq": 4, "Hkv": 2, "head_dim": 256, "B": 2, "S": 37, "norm": True},
+    {"dtype": "f32", "Hq": 2, "Hkv": 2, "head_dim": 128, "B": 3, "S": 5, "norm": False},
+    {"dtype": "f16", "Hq": 4, "Hkv": 2, "head_dim": 64, "B": 2, "S": 3, "norm": True},
+]
+APPEND_BLOCK = 16
 LOOKUP_CASES: list[dict[str, Any]] = [
     {"dtype": "bf16", "vocab": 256000, "width": 2048, "n": 2048, "scale": 2048**0.5, "time": True},
     {"dtype": "f32", "vocab": 100, "width": 36, "n": 37, "ids_dtype": "i32"},
@@ -264,6 +274,10 @@ def case_list() -> list[dict[str, Any]]:
         tag = f"{c['dtype']}_h{c['heads']}_d{c['head_dim']}_b{c['B']}s{c['S']}"
         tag += "_alias" if c.get("alias") else ""
         cases.append({"id": f"rope_{tag}", "kind": "rope", **c})
+    for c in ROPE_APPEND_CASES:
+        tag = f"{c['dtype']}_h{c['Hq']}_{c['Hkv']}_d{c['head_dim']}_b{c['B']}s{c['S']}"
+        tag += "_norm" if c["norm"] else ""
+        cases.append({"id": f"rope_append_{tag}", "kind": "rope_append", **c})
     for c in LOOKUP_CASES:
         tag = f"{c['dtype']}_{c['vocab']}x{c['width']}_n{c['n']}"
         cases.append({"id": f"lookup_{tag}", "kind": "lookup", **c})
@@ -283,8 +297,9 @@ def build(folder: Path) -> None:
     from tessera.lowering.cuda.kernel import KernelModule
     from tessera.lowering.cuda.kernels.elementwise import build_elementwise, generics_from_text
     from tessera.lowering.cuda.kernels.lookup import LookupConfig, build_lookup
-    from tessera.lowering.cuda.kernels.rms_norm import RmsNormConfig, build_rms_norm
+    from tessera.lowering.cuda.kernels.rms_norm import PreNorm, RmsNormConfig, build_rms_norm
     from tessera.lowering.cuda.kernels.rope import RopeConfig, build_rope
+    from tessera.lowering.cuda.kernels.rope_append import RopeAppendConfig, build_rope_append
 
     folder.mkdir(parents=True, exist_ok=True)
     context = make_context()
@@ -317,6 +332,17 @@ def build(folder: Path) -> None:
                         case.get("pos_dtype", "i64"),
                     )
                     info = build_rope(km, cfg)
+                elif kind == "rope_append":
+                    norm = PreNorm(EPS, 1.0, case["dtype"]) if case["norm"] else None
+                    cfg = RopeAppendConfig(
+                        RopeConfig(case["dtype"], case["Hq"], case["head_dim"], 10000.0),
+                        case["Hkv"],
+                        APPEND_BLOCK,
+                        "i32",
+                        q_norm=norm,
+                        k_norm=norm,
+                    )
+                    info = build_rope_append(km, cfg)
                 elif kind == "lookup":
                     cfg = LookupConfig(
                         case["dtype"],
@@ -353,6 +379,7 @@ BOUND = {"bf16": 1e-2, "f16": 2e-3, "f32": 1e-5}
 PEER_NAMES = {
     "rms_norm": "torch eager (Gemma RMSNorm, f32 math)",
     "rope": "torch eager (rotate_half)",
+    "rope_append": "torch eager (norm, rotate_half, index_put)",
     "lookup": "torch embedding",
     "elementwise": "torch eager",
 }
@@ -368,6 +395,9 @@ def shape_label(case: dict[str, Any]) -> str:
     elif kind == "rope":
         label = f"B{case['B']} S{case['S']} H{case['heads']} D{case['head_dim']} {case['dtype']}"
         label += f" rotary{case['rotary_dim']}" if case.get("rotary_dim") else ""
+    elif kind == "rope_append":
+        label = f"B{case['B']} S{case['S']} Hq{case['Hq']} Hkv{case['Hkv']} D{case['head_dim']}"
+        label += f" {case['dtype']}" + (" q/k norm" if case["norm"] else "")
     elif kind == "lookup":
         label = f"V{case['vocab']} W{case['width']} N{case['n']} {case['dtype']}"
     else:
@@ -426,7 +456,11 @@ class Checker:
                 support.poison(bindings[name])
             self.launch(module, case, bindings)()
             support.synchronize()
-            outputs = {name: bindings[name] for name in setup["outputs"]}
+            views = setup.get("views", {})
+            outputs = {
+                name: views[name](bindings) if name in views else bindings[name]
+                for name in setup["outputs"]
+            }
             row: dict[str, Any] = {"case": case["id"], "module": module}
             bound = setup.get("bound", BOUND.get(case.get("dtype", "f32"), 1e-2))
             worst_error = 0.0
@@ -444,6 +478,10 @@ class Checker:
                 worst_error = max(worst_error, verdict["rel_error"])
                 row[f"{name}_exact"] = exact
                 row[f"{name}_unwritten"] = verdict["unwritten"]
+            if "untouched" in setup:
+                # Memory the kernel must leave alone (a cache's other slots) still holds poison.
+                row["untouched_ok"] = setup["untouched"](bindings)
+                ok = ok and row["untouched_ok"]
             row["rel_error"] = worst_error
             row["bound"] = bound
             row["ok"] = ok
@@ -600,6 +638,119 @@ class Checker:
             "reference": reference,
             "peer": peer,
             "bytes": 2 * math.prod(shape) * size + batch * length * 8,
+        }
+
+    # -- rope_append ---------------------------------------------------------------------------
+
+    def setup_rope_append(self, case: dict[str, Any]) -> dict[str, Any]:
+        dtype, dim, normed = case["dtype"], case["head_dim"], case["norm"]
+        hq, hkv, batch, length = case["Hq"], case["Hkv"], case["B"], case["S"]
+        width = -(-(length + 7) // APPEND_BLOCK)  # table entries a sequence needs
+        blocks = batch * width + 1
+        inv_freq = inverse_frequencies(10000.0, dim, 1.0).to(support.device())
+        dev = support.device()
+
+        def bindings() -> dict[str, Any]:
+            q = self.randn((batch, length, hq, dim), dtype)
+            order = torch.randperm(blocks, device=dev, generator=self.generator)
+            cache_index = torch.randint(0, 8, (batch,), device=dev, generator=self.generator)
+            b: dict[str, Any] = {
+                "q": q,
+                "q0": q.clone(),
+                "q_out": q,  # rotated in place, as the planned program does
+                "k": self.randn((batch, length, hkv, dim), dtype),
+                "v": self.randn((batch, length, hkv, dim), dtype),
+                "q_norm_w": self.randn((dim,), dtype, 0.5),
+                "k_norm_w": self.randn((dim,), dtype, 0.5),
+                "pos": torch.randint(
+                    0, 8192, (batch, length), device=dev, generator=self.generator
+                ),
+                "k_cache": support.poisoned((blocks, hkv, APPEND_BLOCK, dim), dtype),
+                "v_cache": support.poisoned((blocks, hkv, APPEND_BLOCK, dim), dtype),
+                "block_table": order[: batch * width].reshape(batch, width).to(torch.int32),
+                "cache_index": cache_index,
+                "v_sb": length * hkv * dim,
+                "v_sh": dim,
+                "v_ss": hkv * dim,
+                "B": batch,
+                "S": length,
+                "M": width,
+            }
+            if not normed:
+                del b["q_norm_w"], b["k_norm_w"]
+            return b
+
+        def slots(b: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+            """(block, slot) of every (sequence, token), [B, S] each."""
+            index = b["cache_index"][:, None] + torch.arange(length, device=dev)[None, :]
+            entry = (index // APPEND_BLOCK) % width
+            block = torch.gather(b["block_table"].long(), 1, entry)
+            return block, index % APPEND_BLOCK
+
+        def rows(cache: str) -> Any:
+            def view(b: dict[str, Any]) -> torch.Tensor:
+                block, slot = slots(b)
+                # [B, S, Hkv, D] from cache[block, head, slot]
+                return b[cache][block[..., None], torch.arange(hkv, device=dev), slot[..., None]]
+
+            return view
+
+        def untouched(b: dict[str, Any]) -> bool:
+            block, slot = slots(b)
+            for cache in ("k_cache", "v_cache"):
+                mask = torch.ones(b[cache].shape[:3], dtype=torch.bool, device=dev)
+                mask[block[..., None], torch.arange(hkv, device=dev), slot[..., None]] = False
+                if not bool(torch.isnan(b[cache][mask]).all()):
+                    return False
+            return True
+
+        def prologue(x: torch.Tensor, w: torch.Tensor, pos: torch.Tensor, exact: bool) -> Any:
+            """Norm (where the case has one) then rope: float64, or as torch computes it in
+            the dtype (norm in f32, rounded; cos/sin and products rounded)."""
+            if exact:
+                x = x.double()
+                if normed:
+                    inv = 1.0 / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + EPS)
+                    x = x * inv * (1.0 + w.double())
+                angle = (pos.float()[..., None] * inv_freq).double()[:, :, None, :]
+                cos, sin = angle.cos(), angle.sin()
+                x1, x2 = x[..., : dim // 2], x[..., dim // 2 :]
+                return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+            if normed:
+                x32 = x.float()
+                x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + EPS)
+                x = (x32 * (1.0 + w.float())).to(x.dtype)
+            freqs = pos.float()[..., None] * inv_freq
+            emb = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]
+            cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+            rotated = torch.cat((-x[..., dim // 2 :], x[..., : dim // 2]), dim=-1)
+            return x * cos + rotated * sin
+
+        def reference(b: dict[str, Any], name: str) -> tuple[torch.Tensor, torch.Tensor]:
+            if name == "v_rows":
+                return b["v"].double(), b["v"]
+            source, weight = ("q0", "q_norm_w") if name == "q_out" else ("k", "k_norm_w")
+            x, w = b[source], b.get(weight)
+            return prologue(x, w, b["pos"], True), prologue(x, w, b["pos"], False)
+
+        def peer(b: dict[str, Any]) -> None:
+            block, slot = slots(b)
+            heads = torch.arange(hkv, device=dev)
+            k = prologue(b["k"], b.get("k_norm_w"), b["pos"], False)
+            b["k_cache"][block[..., None], heads, slot[..., None]] = k
+            b["v_cache"][block[..., None], heads, slot[..., None]] = b["v"]
+            b["q_out"].copy_(prologue(b["q"], b.get("q_norm_w"), b["pos"], False))
+
+        size = torch.finfo(DTYPES[dtype]).bits // 8
+        return {
+            "bindings": bindings,
+            "outputs": ["q_out", "k_rows", "v_rows"],
+            "views": {"k_rows": rows("k_cache"), "v_rows": rows("v_cache")},
+            "poison": [],  # q is rotated in place; the caches are made poisoned
+            "untouched": untouched,
+            "reference": reference,
+            "peer": peer,
+            "bytes": batch * length * (2 * hq + 4 * hkv) * dim * size,
         }
 
     # -- lookup --------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ QUICK_KEYS = 4096  # --quick: cases whose sequences hold at most this many keys 
 # Cases. lengths: keys cached per sequence before the call; start: the first valid key of each
 # sequence (left padding); S: the call's query tokens; M: the block table's width; layouts:
 # (keys_per_split, warps, keys_per_step or None for the kernel's own choice); the first is
-# the compiler's default.
+# the compiler's default (a decode plan's batch-of-one build takes
+# ``rules_kv.single_sequence_layout``'s instead, which the timed cases' ``tuned`` list holds).
 
 DEFAULT_LAYOUT = (64, 4, None)
 
@@ -89,7 +90,7 @@ def case_list() -> list[dict[str, Any]]:
     add("gemma2b_b1_t128", lengths=[128], M=12, **gemma_2b, layouts=tuned)
     add("gemma2b_b1_t2048", lengths=[2048], M=136, **gemma_2b, layouts=tuned)
     add("gemma2b_b8_t2048", lengths=[2048] * 8, M=136, **gemma_2b, layouts=tuned)
-    add("gemma2b_b1_t8192", lengths=[8192], M=520, **gemma_2b)
+    add("gemma2b_b1_t8192", lengths=[8192], M=520, **gemma_2b, layouts=tuned[:2])
     add(
         "gemma3_1b_b1_t2048_w512",
         Hq=4,

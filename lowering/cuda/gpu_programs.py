@@ -46,14 +46,12 @@ ENTRY = "forward"
 # Tokens per KV-cache block (the CPU target's size: one artifact layout for every target).
 KV_BLOCK_SIZE = 16
 # Elementwise ops become generics and fuse; named linalg ops that only move data become
-# generics too, so one kernel generator covers all of them. Sizes read from tessera ops'
-# results are resolved to their inputs' (tessera-resolve-dims) so that CSE merges equal
-# computations across layers (a Gemma 3 layer's position broadcasts).
+# generics too, so one kernel generator covers all of them.
 PREPARE = (
     "builtin.module(func.func(convert-elementwise-to-linalg, linalg-generalize-named-ops),"
     "linalg-fuse-elementwise-ops, canonicalize, cse, tessera-dce, tessera-cse,"
-    "resolve-shaped-type-result-dims, tessera-resolve-dims, canonicalize, cse,"
-    "linalg-fuse-elementwise-ops, canonicalize, tessera-dce)"
+    "resolve-shaped-type-result-dims, canonicalize, linalg-fuse-elementwise-ops, canonicalize,"
+    "tessera-dce)"
 )
 # The batch a decode step's GEMMs are built for: GEMVs reading each weight once for up to
 # this many sequences (more re-read the weights once per this many rows; still correct).

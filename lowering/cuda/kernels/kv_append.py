@@ -79,6 +79,26 @@ def _copy_row(
             scf.yield_([])
 
 
+def cache_slot(
+    args: dict[str, ir.Value],
+    batch: ir.Value,
+    token: ir.Value,
+    width: ir.Value,
+    kv_head: ir.Value,
+    heads_kv: int,
+    block_size: int,
+) -> ir.Value:
+    """The cache row (an index into [blocks, Hkv, BS] rows) of ``token`` of ``batch``'s call
+    for ``kv_head``: cache index t = cache_index[batch] + token, slot t mod BS of block
+    ``block_table[batch, (t / BS) mod width]``."""
+    index = a.add(a.to_index(memref.load(args["cache_index"], [batch])), token)
+    page = a.rem(a.div(index, block_size), width)
+    physical = a.to_index(memref.load(args["block_table"], [a.add(a.mul(batch, width), page)]))
+    return a.add(
+        a.mul(a.add(a.mul(physical, heads_kv), kv_head), block_size), a.rem(index, block_size)
+    )
+
+
 def _emit(cfg: KvAppendConfig, args: dict[str, ir.Value]) -> None:
     lane = gpu.thread_id(gpu.Dimension.x)
     seq, width = a.to_index(args["S"]), a.to_index(args["M"])
@@ -90,13 +110,7 @@ def _emit(cfg: KvAppendConfig, args: dict[str, ir.Value]) -> None:
     ring = a.mul(width, cfg.block_size)
     kept = a.if_op(a.cmp("sge", a.add(token, ring), seq))
     with ir.InsertionPoint(kept.then_block):
-        index = a.add(a.to_index(memref.load(args["cache_index"], [batch])), token)
-        page = a.rem(a.div(index, cfg.block_size), width)
-        physical = a.to_index(memref.load(args["block_table"], [a.add(a.mul(batch, width), page)]))
-        slot = a.add(
-            a.mul(a.add(a.mul(physical, cfg.heads_kv), kv_head), cfg.block_size),
-            a.rem(index, cfg.block_size),
-        )
+        slot = cache_slot(args, batch, token, width, kv_head, cfg.heads_kv, cfg.block_size)
         for part, dim in (("k", cfg.head_dim), ("v", cfg.value_dim)):
             start = a.add(
                 a.add(

@@ -25,6 +25,7 @@ from mlir import ir
 from mlir.dialects import arith, gpu, math, memref, scf
 
 from ..kernel import KernelInfo, KernelModule, Param
+from .kv_append import cache_slot
 from .rms_norm import (
     DTYPE_BYTES,
     FLOAT_DTYPES,
@@ -306,16 +307,8 @@ class _Prologue:
         kept = arith.cmpi(arith.CmpIPredicate.sge, arith.addi(self.step, ring), seq)
 
         def store() -> None:
-            position = arith.addi(_i(memref.load(args["cache_index"], [self.batch])), self.step)
-            page = arith.remui(arith.divui(position, index(cfg.block_size)), width)
-            entry = arith.addi(arith.muli(self.batch, width), page)
-            physical = _i(memref.load(args["block_table"], [entry]))
-            slot = arith.addi(
-                arith.muli(
-                    arith.addi(arith.muli(physical, index(cfg.heads_kv)), head),
-                    index(cfg.block_size),
-                ),
-                arith.remui(position, index(cfg.block_size)),
+            slot = cache_slot(
+                args, self.batch, self.step, width, head, cfg.heads_kv, cfg.block_size
             )
             start = arith.muli(slot, index(self.dim))
             for value, column in zip(values, self.columns, strict=True):

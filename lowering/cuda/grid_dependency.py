@@ -16,6 +16,11 @@ the GEMV with it read at 0.86x cuBLAS in that run, where the build without it ha
 in an earlier one, and its whole matrices' prefetches exceed L2;
 bench/results/h100-2026-12-07-gemv-tiles-prefetch.json.)
 
+A kernel may instead place the wait itself, after loads of weights (``READS_BEFORE_WAIT``:
+the indices of the parameters it reads before the wait): no kernel writes a weight, so those
+loads need not wait, and a decode GEMV's first loads then stream while the kernel before it
+finishes. The plan binds such parameters only to weights (``LaunchPlan.launch``).
+
 The wait is a no-op for a kernel launched without the attribute (the tuning and check harnesses
 launch the same kernels plainly), so the kernels are correct either way; the manifest marks the
 launches (``KernelLaunch.programmatic``) and the runtime launches them so unless
@@ -27,12 +32,18 @@ from __future__ import annotations
 from mlir import ir
 from mlir.dialects import nvvm
 
-from .kernel import KernelModule
+from .kernel import READS_BEFORE_WAIT, KernelModule
+
+
+def wait_for_predecessors() -> None:
+    """The wait, at the insertion point, in a kernel marked ``READS_BEFORE_WAIT``."""
+    nvvm.griddepcontrol(nvvm.GridDepActionKind.wait)
 
 
 def add_grid_dependency_control(kernels: KernelModule) -> None:
-    """Gives every kernel of ``kernels`` the launch signal and the wait at its top. Only for
-    devices with programmatic launch (``Device.programmatic_launch``)."""
+    """Gives every kernel of ``kernels`` the launch signal at its top, and the wait there too
+    unless it places its own (``READS_BEFORE_WAIT``). Only for devices with programmatic
+    launch (``Device.programmatic_launch``)."""
     if not kernels.device.programmatic_launch:
         raise ValueError(f"{kernels.arch} has no programmatic dependent launch")
     for op in kernels.body.operations:
@@ -40,4 +51,5 @@ def add_grid_dependency_control(kernels: KernelModule) -> None:
             continue
         with ir.InsertionPoint.at_block_begin(op.regions[0].blocks[0]):
             nvvm.griddepcontrol(nvvm.GridDepActionKind.launch_dependents)
-            nvvm.griddepcontrol(nvvm.GridDepActionKind.wait)
+            if READS_BEFORE_WAIT not in op.attributes:
+                wait_for_predecessors()

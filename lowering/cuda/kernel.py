@@ -64,6 +64,24 @@ class KernelInfo:
     grid: tuple[str, str, str]
     block: tuple[int, int, int]
     smem_bytes: int = 0
+    # Buffer parameters the kernel loads before its grid wait (``grid_dependency.py``): the
+    # plan binds them only to weights.
+    reads_before_wait: tuple[str, ...] = ()
+
+
+# The function attribute of a kernel that places its own grid wait (``grid_dependency.py``):
+# the indices of the parameters it reads before the wait.
+READS_BEFORE_WAIT = "tessera.reads_before_wait"
+
+
+def mark_reads_before_wait(
+    function: ir.Operation, params: Sequence[Param], names: Sequence[str]
+) -> None:
+    """Records on ``function`` that it reads the parameters ``names`` before its grid wait
+    (none: nothing to record)."""
+    if names:
+        at = [i for i, p in enumerate(params) if p.name in names]
+        function.attributes[READS_BEFORE_WAIT] = ir.DenseI32ArrayAttr.get(at)
 
 
 def element_type(dtype: str) -> ir.Type:
@@ -125,6 +143,7 @@ class KernelModule:
         the entry block."""
         function, block = self.add_kernel(info.name, info.params)
         function.attributes["known_block_size"] = ir.DenseI32ArrayAttr.get(list(info.block))
+        mark_reads_before_wait(function, info.params, info.reads_before_wait)
         return {p.name: v for p, v in zip(info.params, block.arguments, strict=True)}, block
 
     def shared_array(self, symbol: str, shape: Sequence[int], element: ir.Type) -> ir.Value:

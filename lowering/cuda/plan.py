@@ -124,6 +124,12 @@ class LaunchPlan:
             if param.kind == "buffer":
                 if not isinstance(value, ArgRef):
                     raise LoweringError(f"kernel {info.name}: '{param.name}' takes a buffer")
+                if param.name in info.reads_before_wait and value.kind != "weight":
+                    # read before the grid wait: a kernel still running may be writing it
+                    raise LoweringError(
+                        f"kernel {info.name}: '{param.name}' is read before the kernel waits "
+                        f"for the ones before it, so it takes a weight, not {value.name!r}"
+                    )
                 args.append(value)
                 continue
             if isinstance(value, ArgRef):

@@ -309,18 +309,22 @@ def lower_attention(op: ir.Operation, plan: LaunchPlan) -> None:
     plan.launch(info, bindings)
 
 
-def _gemm(plan: LaunchPlan, op: ir.Operation, **fields: object) -> list[KernelInfo]:
-    """The GEMM builds a launch of ``op`` takes: one, or in a decode plan a GEMV per row
-    class, each guarded to its batch sizes (``row_classes``); launch each with the same
-    bindings."""
+def _gemm(plan: LaunchPlan, weights: list[Binding], **fields: object) -> list[KernelInfo]:
+    """The GEMM builds a launch takes: one, or in a decode plan a GEMV per row class, each
+    guarded to its batch sizes (``row_classes``) and reading its ``weights`` early where they
+    are the model's; launch each with the same bindings."""
     from .kernels.gemm import GemmConfig, build_gemm, select_gemm
+    from .kernels.gemm_gemv import reading_weights_early
 
     def build(cfg: GemmConfig) -> KernelInfo:
         return plan.kernel(f"gemm {cfg}", lambda km: build_gemm(km, cfg))
 
+    def chosen(base: GemmConfig, rows: int) -> GemmConfig:
+        return reading_weights_early(select_gemm(base, rows), plan.kernels.device, weights)
+
     base = GemmConfig(**fields)  # type: ignore[arg-type]
     return [
-        guarded(build(base if rows is None else select_gemm(base, rows)), guard)
+        guarded(build(base if rows is None else chosen(base, rows)), guard)
         for rows, guard in row_classes(plan.rows_hint)
     ]
 
@@ -373,6 +377,7 @@ def lower_sibling_projections(ops: list[ir.Operation], plan: LaunchPlan) -> None
     """Consecutive projections of one x (q, k and v) in a decode plan: one launch of the
     sibling GEMV per row class (``kernels/gemv_siblings.py``); elsewhere one launch each."""
     from .kernels.gemm import GemmConfig, select_gemm
+    from .kernels.gemm_gemv import reading_weights_early
     from .kernels.gemv_siblings import GemvSiblings, build_gemv_siblings
 
     if plan.rows_hint is None or not plan.kernels.device.decode_gemv:
@@ -390,8 +395,12 @@ def lower_sibling_projections(ops: list[ir.Operation], plan: LaunchPlan) -> None
     for i, op in enumerate(ops):
         bindings[f"w{i}"] = plan.ref(op.operands[1])
         bindings[f"y{i}"] = plan.ref(op.results[0])
+    weights = [bindings[f"w{i}"] for i in range(len(ops))]
+    device = plan.kernels.device
     for rows, guard in row_classes(plan.rows_hint):
-        siblings = GemvSiblings(tuple(select_gemm(base, rows) for base in bases))
+        siblings = GemvSiblings(
+            tuple(reading_weights_early(select_gemm(b, rows), device, weights) for b in bases)
+        )
 
         def build(km: KernelModule, s: GemvSiblings = siblings) -> KernelInfo:
             return build_gemv_siblings(km, s)
@@ -408,7 +417,8 @@ def _launch_gemm(
     builds ``_gemm`` picks (one, or a GEMV per row class in a decode plan)."""
     hopper = _hopper_gemm(plan, **fields)
     if hopper is None:
-        for info in _gemm(plan, op, **fields):
+        weights = [bindings[name] for name in ("w", "w2") if name in bindings]
+        for info in _gemm(plan, weights, **fields):
             plan.launch(info, bindings)
         return
     info, box_m, box_n, box_k = hopper

@@ -8,6 +8,7 @@ from __future__ import annotations
 from mlir import ir
 
 from .kernels.gemm import GemmConfig, select_gemm
+from .kernels.gemm_gemv import reading_weights_early
 from .kernels.greedy_head import build_greedy_head, partial_count
 from .plan import Binding, LaunchPlan, aligned_bytes, located, product, rule
 from .row_classes import guarded, row_classes
@@ -40,7 +41,9 @@ def lower_greedy_sample(op: ir.Operation, plan: LaunchPlan) -> None:
     builds = []
     parts = 0
     for rows_class, guard in row_classes(plan.rows_hint or 1):
-        chosen = select_gemm(cfg, rows_class or 1)
+        chosen = reading_weights_early(
+            select_gemm(cfg, rows_class or 1), plan.kernels.device, [plan.ref(w)]
+        )
         partial, combine = build_greedy_head(plan.kernels, chosen, rounded)  # once per config
         plan.infos.update({partial.name: partial, combine.name: combine})
         builds.append((guarded(partial, guard), guarded(combine, guard)))

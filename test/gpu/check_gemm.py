@@ -42,7 +42,7 @@ def case_list() -> list[dict[str, Any]]:
     def add(case_id: str, **fields: Any) -> None:
         case = {"id": case_id, "dtype": "bf16", "transpose_w": True, "softcap": None}
         case.update(has_bias=False, gated=False, activation="gelu_tanh", kernel="auto")
-        case.update(tile=None, gemv=None, wgmma=None, time=False, w_scale=1.0)
+        case.update(tile=None, gemv=None, wgmma=None, time=False, w_scale=1.0, early=False)
         case.update(fields)
         cases.append(case)
 
@@ -151,6 +151,35 @@ def case_list() -> list[dict[str, Any]]:
             w_scale=2.0,
             time=True,
         )
+    # K split across 2-8 warps a column (gemv tile's fifth field): the long-K, narrow-N
+    # GEMVs of the decode step (Gemma-2B's down and q/o, Gemma-7B's down), the gated pair
+    for tile in ((1, 1, 4, 8, 2), (1, 1, 8, 8, 4), (1, 1, 8, 4, 4), (1, 1, 8, 8, 8)):
+        label = "c{1}w{2}u{3}k{4}".format(*tile)
+        add(f"gemv_down_{label}", M=1, N=2048, K=16384, kernel="gemv", gemv=tile, time=True)
+    for tile in ((1, 1, 4, 4, 2), (1, 1, 8, 2, 4)):
+        label = "c{1}w{2}u{3}k{4}".format(*tile)
+        add(f"gemv_q_{label}", M=1, N=2048, K=2048, kernel="gemv", gemv=tile, time=True)
+    add("gemv_7b_down_k4", M=1, N=3072, K=24576, kernel="gemv", gemv=(1, 1, 8, 8, 4), time=True)
+    gated_split = {"gated": True, "w_scale": 2.0, "kernel": "gemv", "time": True}
+    add("gemv_gated_k2", M=1, N=16384, K=2048, gemv=(1, 1, 4, 4, 2), **gated_split)
+    add("gemv_split_odd", M=3, N=201, K=1000, kernel="gemv", gemv=(4, 2, 4, 2, 2), early=True)
+    # the decode GEMVs as a compile builds them on sm_90: the first weight loads before the
+    # grid wait (a no-op launched plainly, as here), the rest of the K loop after it
+    early = {"kernel": "gemv", "early": True}
+    add("gemv_early_odd", M=3, N=201, K=73, gemv=(4, 2, 4, 4), **early)
+    add("gemv_early_q", M=1, N=2048, K=2048, gemv=(1, 1, 2, 8), time=True, **early)
+    add("gemv_early_down", M=1, N=2048, K=16384, gemv=(1, 1, 2, 8), time=True, **early)
+    add(
+        "gemv_early_gated",
+        M=1,
+        N=16384,
+        K=2048,
+        gated=True,
+        gemv=(1, 1, 4, 4),
+        w_scale=2.0,
+        time=True,
+        **early,
+    )
     # the Hopper kernel (wgmma from shared memory, TMA loads; x and w [N, K] only):
     # ragged M, N and K tiles (zero-filled by the tensor maps), then the prefill shapes
     for dt in ("bf16", "f16"):
@@ -266,6 +295,7 @@ def build(folder: Path) -> None:
                 kernel=case["kernel"],
                 tile=GemmTile(*case["tile"]) if case["tile"] else None,
                 gemv=GemvTile(*case["gemv"]) if case["gemv"] else GemvTile(),
+                weights_before_wait=case["early"],
             )
             case["info"] = support.info_json(build_gemm(km, cfg))
         report = support.emit_binaries(
@@ -330,7 +360,10 @@ def shape_label(case: dict[str, Any]) -> str:
     if case["softcap"] is not None:
         label += f" softcap{case['softcap']:g}"
     if case["kernel"] == "gemv":
-        label += " gemv" + (" r{}c{}w{}u{}".format(*case["gemv"]) if case["gemv"] else "")
+        tile = case["gemv"]
+        label += " gemv" + (" r{}c{}w{}u{}".format(*tile[:4]) if tile else "")
+        label += f"k{tile[4]}" if tile and len(tile) > 4 else ""
+        label += " weights before wait" if case["early"] else ""
     if case["kernel"] == "wgmma":
         label += " wgmma {}x{}x64 s{}".format(*case["wgmma"][:3])
         label += " warp-specialized" if len(case["wgmma"]) > 3 else ""

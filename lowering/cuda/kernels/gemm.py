@@ -67,12 +67,21 @@ class GemmTile:
 class GemvTile:
     """Tiling of the ``gemv`` kernel: a block of ``warps`` warps, each warp computing
     ``cols`` output columns for ``rows`` rows of x (grid.y covers the rest of M); the K loop
-    is unrolled ``unroll`` times so that many loads are in flight."""
+    is unrolled ``unroll`` times so that many loads are in flight. ``splits`` warps (w as
+    [N, K] only) share each column's K, their sums added in shared memory: more loads in
+    flight per column where K is long and N short."""
 
     rows: int = 4
     cols: int = 2
     warps: int = 4
     unroll: int = 4
+    splits: int = 1
+
+    @property
+    def label(self) -> str:
+        """The tile in kernel names: ``r1c1w2u8``, ``k4`` appended for 4 splits."""
+        split = f"k{self.splits}" if self.splits > 1 else ""
+        return f"r{self.rows}c{self.cols}w{self.warps}u{self.unroll}{split}"
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,9 @@ class GemmConfig:
     kernel: str = "auto"
     tile: GemmTile | None = None
     gemv: GemvTile = GemvTile()
+    # The GEMV with w as [N, K] on a device with programmatic launch: w's first loads go out
+    # before the grid wait (``gemm_gemv``), so w must be a weight (``LaunchPlan.launch``).
+    weights_before_wait: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -203,7 +215,9 @@ def kernel_name(cfg: GemmConfig) -> str:
         parts.append(f"cap{_number(cfg.softcap)}")
     if family == "gemv":
         g = cfg.gemv
-        parts.append(f"r{g.rows}c{g.cols}w{g.warps}u{g.unroll}")
+        parts.append(g.label)
+        if cfg.weights_before_wait:
+            parts.append("early")
     else:
         t = cfg.tile or default_tile(cfg)
         parts.append(

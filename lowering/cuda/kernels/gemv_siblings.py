@@ -17,10 +17,10 @@ from mlir.dialects import arith, gpu, scf
 
 from tessera.errors import LoweringError
 
-from ..kernel import KernelInfo, KernelModule, Param
+from ..kernel import KernelInfo, KernelModule, Param, mark_reads_before_wait
 from ..pipeline_smem import SMEM_ATTR
 from .gemm import GemmConfig, kernel_name
-from .gemm_gemv import Gemv, check_tile, column_blocks
+from .gemm_gemv import Gemv, check_early_reads, check_tile, column_blocks, split_sums
 from .gemm_ir import constant, if_op, index
 
 
@@ -39,9 +39,12 @@ class GemvSiblings:
             plain = not (cfg.has_bias or cfg.gated or cfg.softcap)
             if cfg.family != "gemv" or not cfg.transpose_w or not plain:
                 raise LoweringError(f"{kernel_name(cfg)} is no plain [N, K] GEMV")
-            same = (cfg.dtype, cfg.K, cfg.gemv.rows) == (first.dtype, first.K, first.gemv.rows)
-            if not same:
-                raise LoweringError("sibling GEMVs share dtype, K and rows per block")
+            shared = (cfg.dtype, cfg.K, cfg.gemv.rows, cfg.weights_before_wait)
+            if shared != (first.dtype, first.K, first.gemv.rows, first.weights_before_wait):
+                raise LoweringError(
+                    "sibling GEMVs share dtype, K, rows per block and whether they read w "
+                    "before their grid wait"
+                )
             check_tile(cfg)
 
     def blocks(self) -> list[int]:
@@ -52,10 +55,12 @@ class GemvSiblings:
     def name(self) -> str:
         first = self.parts[0]
         widths = "_".join(f"n{cfg.N}" for cfg in self.parts)
-        tiles = "_".join(
-            f"c{cfg.gemv.cols}w{cfg.gemv.warps}u{cfg.gemv.unroll}" for cfg in self.parts
+        tiles = "_".join(cfg.gemv.label.removeprefix(f"r{cfg.gemv.rows}") for cfg in self.parts)
+        early = "_early" if first.weights_before_wait else ""
+        return (
+            f"gemm_gemv_siblings_{first.dtype}_k{first.K}_{widths}_r{first.gemv.rows}{tiles}"
+            + early
         )
-        return f"gemm_gemv_siblings_{first.dtype}_k{first.K}_{widths}_r{first.gemv.rows}{tiles}"
 
     def params(self) -> tuple[Param, ...]:
         dtype = self.parts[0].dtype
@@ -74,14 +79,17 @@ def build_gemv_siblings(km: KernelModule, siblings: GemvSiblings) -> KernelInfo:
         raise LoweringError("sibling GEMVs share their warps per block")
     threads = warps.pop() * 32
     name = siblings.name
+    weights = [f"w{i}" for i in range(len(siblings.parts))]
     info = KernelInfo(
         name,
         siblings.params(),
         (str(sum(siblings.blocks())), f"cdiv(M, {first.gemv.rows})", "1"),
         (threads, 1, 1),
+        reads_before_wait=tuple(weights) if first.weights_before_wait else (),
     )
     if km.has_kernel(name):
         return info
+    check_early_reads(km, first)
     function, block = km.add_kernel(name, info.params)
     with ir.InsertionPoint(block):
         args = list(block.arguments)
@@ -96,12 +104,14 @@ def build_gemv_siblings(km: KernelModule, siblings: GemvSiblings) -> KernelInfo:
             with ir.InsertionPoint(mine.then_block):
                 gemv = Gemv(cfg, x, [w], None)
                 gemv.start(m, arith.subi(block_x, _index(start)))
-                gemv.store_rows_of_w(y, *gemv.rows_of_w())
+                partials = split_sums(km, f"{name}_{i}", cfg)
+                gemv.store_rows_of_w(y, *gemv.rows_of_w(partials))
                 scf.YieldOp([])
             start += count
         gpu.ReturnOp([])
     function.attributes[SMEM_ATTR] = ir.IntegerAttr.get(ir.IntegerType.get_signless(64), 0)
     function.attributes["known_block_size"] = ir.DenseI32ArrayAttr.get([threads, 1, 1])
+    mark_reads_before_wait(function, info.params, info.reads_before_wait)
     return info
 
 

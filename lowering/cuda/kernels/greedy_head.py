@@ -43,7 +43,7 @@ from tessera.errors import LoweringError
 from ..kernel import KernelInfo, KernelModule, Param
 from .gemm import GemmConfig, kernel_name
 from .gemm_epilogue import finish, load_f32, to_dtype
-from .gemm_gemv import Gemv, check_tile
+from .gemm_gemv import Gemv, check_early_reads, check_tile, early_weights
 from .gemm_ir import Ix, constant, f32, f32_const, for_op, if_op
 
 WARP = 32
@@ -81,6 +81,8 @@ def _checked(cfg: GemmConfig) -> GemmConfig:
         raise LoweringError("the greedy head takes a plain linear head, not a gated one")
     check_tile(cfg)
     g = cfg.gemv
+    if g.splits > 1:
+        raise LoweringError(f"bad gemv tile {g}: the greedy head does not split K across warps")
     if g.rows > g.warps * WARP:
         raise LoweringError(f"bad gemv tile {g}: the greedy head needs rows <= warps * 32")
     if cfg.N >= NO_INDEX:
@@ -122,10 +124,12 @@ def build_greedy_head(
         _partial_params(cfg),
         (str(parts), f"cdiv(M, {g.rows})", "1"),
         (g.warps * WARP, 1, 1),
+        reads_before_wait=early_weights(cfg),
     )
     # the combine depends on P alone, so heads with as many partials share it
     combine = KernelInfo(f"greedy_combine_p{parts}", COMBINE_PARAMS, ("M", "1", "1"), (WARP, 1, 1))
     if not km.has_kernel(partial.name):
+        check_early_reads(km, cfg)
         _emit_partial(km, cfg, partial, rounded_softcap)
     if not km.has_kernel(combine.name):
         _emit_combine(km, parts, combine)

@@ -11,6 +11,7 @@ the last tests break a kernel on purpose and expect it to say so.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ from gpu_interpreter import KINDS, Buffer, Kernel, KernelFault, kernels_in, roun
 from mlir import ir
 
 from tessera.context import make_context
+from tessera.errors import LoweringError
 from tessera.lowering.cuda.kernel import KernelInfo, KernelModule
 from tessera.lowering.cuda.kernels.gemm import GemmConfig, GemmTile, GemvTile, build_gemm
 from tessera.runtime import expr
@@ -120,6 +122,24 @@ CASES = [
     pytest.param(
         G("bf16", 2048, 2048, kernel="gemv", gemv=V(1, 2, 8, 8)), 1, 1.0, id="gemv-2048", marks=slow
     ),
+    # K split across the warps of a column: chunks a multiple of the splits, or not (some
+    # warps' last chunk past K), several rows and columns, the gated form, early weight loads
+    pytest.param(G("bf16", 96, 4096, kernel="gemv", gemv=V(1, 1, 8, 8, 4)), 1, 1.0, id="split4"),
+    pytest.param(
+        G("bf16", 37, 1000, kernel="gemv", gemv=V(2, 2, 4, 2, 2)), 2, 1.0, id="split2-ragged"
+    ),
+    pytest.param(
+        G("bf16", 50, 3000, kernel="gemv", gated=True, gemv=V(1, 1, 8, 4, 8)),
+        1,
+        2.0,
+        id="split8-gated",
+    ),
+    pytest.param(
+        G("bf16", 40, 8192, kernel="gemv", gemv=V(1, 1, 4, 8, 4), weights_before_wait=True),
+        1,
+        1.0,
+        id="split4-early",
+    ),
     pytest.param(
         G("bf16", 512, 2048, kernel="gemv", transpose_w=False),
         1,
@@ -138,10 +158,14 @@ def bound(cfg: GemmConfig) -> float:
 def build(
     cfg: GemmConfig, mutate: Callable[[ir.Operation], None] | None = None
 ) -> tuple[Kernel, KernelInfo]:
-    """The kernel of ``cfg`` (its IR changed by ``mutate`` first, when given)."""
+    """The kernel of ``cfg`` as sm_90a runs it, the grid-dependency control added (its IR
+    changed by ``mutate`` first, when given)."""
+    from tessera.lowering.cuda.grid_dependency import add_grid_dependency_control
+
     with make_context(), ir.Location.unknown():
         km = KernelModule("sm_90a")
         info = build_gemm(km, cfg)
+        add_grid_dependency_control(km)
         func = kernels_in(km.module)[info.name]
         if mutate is not None:
             mutate(func)
@@ -298,6 +322,95 @@ def test_touching_memory_before_the_grid_wait_is_caught() -> None:
         kernel.launch(grid, info.block, info.smem_bytes, args)
 
 
+# (config, M): a K loop of one iteration (every weight loaded before the wait), of several,
+# and a masked K; the gated form (two weight sets); several rows and columns a warp.
+EARLY_CASES = [
+    pytest.param(G("bf16", 96, 2048, gemv=V(1, 1, 2, 8)), 1, id="one-iteration"),
+    pytest.param(G("bf16", 96, 4096, gemv=V(1, 1, 2, 8)), 1, id="two-iterations"),
+    pytest.param(G("bf16", 201, 73, gemv=V(4, 2, 4, 4)), 3, id="masked-k-4-rows"),
+    pytest.param(G("bf16", 200, 1024, gated=True, gemv=V(1, 1, 4, 4)), 1, id="gated"),
+    pytest.param(G("f16", 64, 520, has_bias=True, softcap=30.0, gemv=V(2, 2, 2, 2)), 2, id="f16"),
+]
+
+
+@pytest.mark.parametrize(("cfg", "M"), EARLY_CASES)
+def test_a_gemv_reading_weights_before_its_wait_matches_the_plain_one(
+    cfg: GemmConfig, M: int
+) -> None:
+    """The GEMV whose first weight loads go out before its grid wait computes what the one
+    waiting at its top does, bit for bit, and the interpreter lets it load only w early."""
+    plain = dataclasses.replace(cfg, kernel="gemv")
+    early = dataclasses.replace(plain, weights_before_wait=True)
+    _, info = build(early)
+    assert info.reads_before_wait == early.weights
+    y_plain, ref = run(plain, M, seed=5)
+    y_early, _ = run(early, M, seed=5)
+    assert not np.isnan(y_early).any()
+    np.testing.assert_array_equal(y_early, y_plain)
+    error = float(np.linalg.norm(y_early - ref) / np.linalg.norm(ref))
+    assert error <= bound(cfg), error
+
+
+def test_a_gemv_reading_weights_early_still_waits_before_x() -> None:
+    """Moved to the kernel's end, the early GEMV's wait comes after its x loads: a fault."""
+
+    def wait_last(func: ir.Operation) -> None:
+        wait = [op for op in _ops(func, "nvvm.griddepcontrol") if "wait" in str(op)]
+        assert len(wait) == 1
+        wait[0].move_before(list(func.regions[0].blocks[0].operations)[-1].operation)
+
+    cfg = G("bf16", 96, 4096, kernel="gemv", gemv=V(1, 1, 2, 8), weights_before_wait=True)
+    with pytest.raises(KernelFault, match=r"touches x before the kernel's griddepcontrol\.wait"):
+        run(cfg, 1, mutate=wait_last)
+
+
+def test_a_gemv_reading_early_refuses_a_buffer_that_launches_write() -> None:
+    cfg = G("bf16", 96, 2048, kernel="gemv", gemv=V(1, 1, 2, 8), weights_before_wait=True)
+    kernel, info = build(cfg)
+    args = {
+        "x": Buffer.of(np.ones((1, 2048)), "bf16", "x"),
+        "w": Buffer.poisoned(96 * 2048, "bf16", "t3"),
+        "y": Buffer.poisoned(96, "bf16", "y"),
+        "M": 1,
+    }
+    grid = [expr.evaluate(g, {"M": 1}) for g in info.grid]
+    with pytest.raises(KernelFault, match=r"reads t3 before its griddepcontrol\.wait"):
+        kernel.launch(grid, info.block, 0, [args[p.name] for p in info.params])
+
+
+def test_reading_weights_early_needs_programmatic_launch_and_rows_of_w() -> None:
+    cfg = G("bf16", 96, 2048, kernel="gemv", weights_before_wait=True)
+    with make_context(), ir.Location.unknown():
+        with pytest.raises(LoweringError, match="sm_80 has no programmatic launch"):
+            build_gemm(KernelModule("sm_80"), cfg)
+        with pytest.raises(LoweringError, match=r"only with w as \[N, K\]"):
+            build_gemm(KernelModule("sm_90a"), dataclasses.replace(cfg, transpose_w=False))
+
+
+def test_only_weights_are_read_before_the_wait() -> None:
+    """A decode GEMV reads w early only where w is a model weight, and the plan refuses to
+    bind an early-reading kernel's w to anything else (an arena slice a kernel writes)."""
+    from tessera.lowering.cuda.kernels.gemm_gemv import reading_weights_early
+    from tessera.lowering.cuda.plan import LaunchPlan
+    from tessera.runtime.manifest import ArgRef
+
+    cfg = G("bf16", 96, 2048, kernel="gemv", gemv=V(1, 1, 2, 8))
+    weight, slice_ = ArgRef("weight", "layers.0.w"), ArgRef("buffer", "t3")
+    with make_context(), ir.Location.unknown():
+        hopper, ampere = KernelModule("sm_90a"), KernelModule("sm_80")
+        assert reading_weights_early(cfg, hopper.device, [weight]).weights_before_wait
+        assert not reading_weights_early(cfg, hopper.device, [weight, slice_]).weights_before_wait
+        assert not reading_weights_early(cfg, ampere.device, [weight]).weights_before_wait
+        kn = dataclasses.replace(cfg, transpose_w=False)
+        assert not reading_weights_early(kn, hopper.device, [weight]).weights_before_wait
+        info = build_gemm(hopper, dataclasses.replace(cfg, weights_before_wait=True))
+        plan = LaunchPlan(hopper, None, {})  # type: ignore[arg-type]
+        bindings = {"x": ArgRef("buffer", "t1"), "y": ArgRef("buffer", "t2"), "M": 1}
+        plan.launch(info, {**bindings, "w": weight})
+        with pytest.raises(LoweringError, match=r"'w' is read before .* not 't3'"):
+            plan.launch(info, {**bindings, "w": slice_})
+
+
 def test_launching_with_another_block_size_is_refused() -> None:
     kernel, info = build(G("bf16", 200, 72))
     with pytest.raises(KernelFault, match="known_block_size"):
@@ -308,18 +421,36 @@ def test_launching_with_another_block_size_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("widths", "M", "rows"), [((201, 33, 33), 1, 1), ((96, 48), 5, 8)], ids=["qkv-1-row", "qk-8"]
+    ("widths", "M", "rows", "early"),
+    [
+        ((201, 33, 33), 1, 1, False),
+        ((96, 48), 5, 8, False),
+        ((201, 33, 33), 1, 1, True),
+        ((40, 24, 24), 1, 0, True),
+    ],
+    ids=["qkv-1-row", "qk-8", "qkv-weights-before-wait", "split-k-first"],
 )
-def test_sibling_gemvs_match_float64(widths: tuple[int, ...], M: int, rows: int) -> None:
+def test_sibling_gemvs_match_float64(
+    widths: tuple[int, ...], M: int, rows: int, early: bool
+) -> None:
+    from tessera.lowering.cuda.grid_dependency import add_grid_dependency_control
     from tessera.lowering.cuda.kernels.gemm import select_gemm
     from tessera.lowering.cuda.kernels.gemv_siblings import GemvSiblings, build_gemv_siblings
 
     K = 72
-    parts = tuple(select_gemm(G("bf16", n, K), rows) for n in widths)
+    parts = tuple(
+        dataclasses.replace(select_gemm(G("bf16", n, K), rows or 1), weights_before_wait=early)
+        for n in widths
+    )
+    if rows == 0:  # the first GEMV splits its K over two warps, the others do not
+        split = dataclasses.replace(parts[0].gemv, warps=2, splits=2)
+        parts = (dataclasses.replace(parts[0], gemv=split), *parts[1:])
     with make_context(), ir.Location.unknown():
         km = KernelModule("sm_90a")
         info = build_gemv_siblings(km, GemvSiblings(parts))
+        add_grid_dependency_control(km)
         kernel = Kernel(kernels_in(km.module)[info.name])
+    assert info.reads_before_wait == (tuple(f"w{i}" for i in range(len(widths))) if early else ())
     kind = KINDS["bf16"]
     rng = np.random.default_rng(sum(widths) * 100 + M)
     x = round_to(kind, rng.standard_normal((M, K)))

@@ -23,7 +23,9 @@ as aligned as its ``alignment`` attribute (cp.async: its size) says; within one 
 element of a buffer the kernel writes may be stored twice, or stored by one thread and touched
 by another (an in-place kernel's race); no element of an ``unwritten`` buffer (an arena slice,
 an output) may be read before some launch stored it; a kernel with a ``griddepcontrol.wait``
-touches no global buffer before it. Launches are checked against the kernel's
+touches no global buffer before it, but for loads of the parameters its
+``tessera.reads_before_wait`` attribute names (weights: binding an ``unwritten`` buffer there
+is a fault). Launches are checked against the kernel's
 ``known_block_size``, the grid limits and the chip's shared-memory limit. Faults raise
 ``KernelFault`` naming the kernel, the op and its location, the block and thread or warp, and
 the address. ``launch(stats=...)`` also counts shared-memory bank conflicts of ldmatrix and

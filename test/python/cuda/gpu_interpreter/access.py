@@ -16,11 +16,15 @@ if TYPE_CHECKING:
     from .state import _Op, _Run
 
 
-def _addresses(run: _Run, op: _Op, ref: Any, idx: Sequence[np.ndarray], width: int) -> np.ndarray:
+def _addresses(
+    run: _Run, op: _Op, ref: Any, idx: Sequence[np.ndarray], width: int, loads: bool = False
+) -> np.ndarray:
     """Per active thread: the element index (global) or absolute byte (shared) of ``width``
-    consecutive elements at ``ref[idx]``, bounds checked."""
+    consecutive elements at ``ref[idx]``, bounds checked. ``loads``: a load, which may read a
+    buffer the launch marks early (a weight) before the kernel's wait."""
     if isinstance(ref, Buffer | _ConstRef):
-        if isinstance(ref, Buffer) and not run.waited:
+        early = loads and id(ref) in run.launch.early
+        if isinstance(ref, Buffer) and not run.waited and not early:
             raise op.fault(
                 run,
                 f"touches {ref.name} before the kernel's griddepcontrol.wait (the kernels "
@@ -125,7 +129,7 @@ def _global_read(
 def load(run: _Run, op: _Op, ref: Any, idx: Sequence[np.ndarray], width: int, align: int) -> Any:
     """``width`` elements at ``ref[idx]`` per thread, shape (threads, width); zeros for the
     inactive threads."""
-    at = _addresses(run, op, ref, idx, width)
+    at = _addresses(run, op, ref, idx, width, loads=True)
     span = np.arange(width)
     if isinstance(ref, Buffer):
         _aligned(run, op, ref.offset + at * ref.kind.size, align, "the load")

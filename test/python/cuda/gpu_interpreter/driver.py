@@ -54,10 +54,20 @@ class Kernel:
             self.known_block = tuple(ir.DenseI32ArrayAttr(func.attributes["known_block_size"]))
         self.stored: set[int] = set()
         self.waits = False  # set by the rule of a griddepcontrol.wait (``grid_ops``)
+        # parameters the kernel loads before its wait (``tessera.reads_before_wait``)
+        self.reads_before_wait: tuple[int, ...] = ()
+        if "tessera.reads_before_wait" in func.attributes:
+            early = ir.DenseI32ArrayAttr(func.attributes["tessera.reads_before_wait"])
+            self.reads_before_wait = tuple(early)
         for i, arg in enumerate(entry.arguments):
             for use in arg.uses:
                 if use.owner.name in ("memref.store", "vector.store") and use.operand_number == 1:
                     self.stored.add(i)
+        for i in self.reads_before_wait:
+            if i in self.stored:
+                raise KernelFault(
+                    f"{self.name} stores to argument {i}, which it reads before its wait"
+                )
         self.body, _ = self.compile_block(entry)
         # Only the register count is needed from here on: let go of the IR.
         self.slot_count = len(self.slots)
@@ -137,7 +147,14 @@ class Kernel:
             tracked[id(storage)] = storage
         for storage in tracked.values():
             storage.log = _Log()
-        launch = _Launch(g, threads, lanes, int(smem), stats)
+        for i in self.reads_before_wait:
+            if values[i].unwritten:
+                raise KernelFault(
+                    f"{self.name} reads {values[i].name} before its griddepcontrol.wait, but "
+                    "launches write it (an arena slice or an output, not a weight)"
+                )
+        early = frozenset(id(values[i]) for i in self.reads_before_wait)
+        launch = _Launch(g, threads, lanes, int(smem), stats, early)
         try:
             with np.errstate(all="ignore"):
                 for first in range(0, count, per_batch):

@@ -22,6 +22,8 @@ class _Launch:
     lanes: int  # per block, rounded up to whole warps
     smem: int
     stats: dict[str, list[int]] | None = None
+    # ids of the buffers the kernel may load before its griddepcontrol.wait (weights)
+    early: frozenset[int] = frozenset()
 
     def count_conflicts(self, what: str, byte: np.ndarray) -> None:
         """Bank conflicts of 16-byte accesses, 8 threads (one 128-byte wavefront) a phase:

@@ -24,6 +24,7 @@ from ..inline_regions import inline_region
 from . import (  # noqa: F401
     attention_flash,
     attention_paged,
+    bf16_arith,
     bool_buffers,
     collectives,
     dynamic_expand,
@@ -82,24 +83,20 @@ TO_LLVM = [
 ]
 
 
-# bf16 arithmetic as f32 arithmetic rounded to bf16 once (what the CPU would do natively).
-_BF16_AS_F32 = "arith-emulate-unsupported-floats{source-types=bf16 target-type=f32}"
-
-
 def to_llvm(machine: Host) -> list[str]:
     """``TO_LLVM`` for code written for ``machine``. Without avx512bf16 LLVM rounds f32 to
     bf16 by calling ``__truncsfbf2``, a compiler-runtime helper the ExecutionEngine cannot
     resolve (it aborts the process), one element at a time; and it does so for bf16
     arithmetic left in the program (an elementwise add of two bf16 tensors), which it
     promotes to f32. So bf16 arithmetic first becomes f32 arithmetic between explicit
-    conversions, and ``arith-expand`` then writes every rounding (to nearest even, NaN kept)
-    in integer ops, which vectorise."""
+    conversions (``tessera-round-bf16-arith``), and ``arith-expand`` then writes every
+    rounding (to nearest even, NaN kept) in integer ops, which vectorise."""
     if machine.has("avx512bf16"):
         return list(TO_LLVM)
     out = []
     for p in TO_LLVM:
         if p == "arith-expand":
-            out += [_BF16_AS_F32, "arith-expand{include-bf16=true}"]
+            out += ["tessera-round-bf16-arith", "arith-expand{include-bf16=true}"]
         else:
             out.append(p)
     return out

@@ -1,15 +1,17 @@
-"""Tunes the sm_90a wgmma GEMM per shape: times each candidate tile and pipeline depth on the
-GPU and writes the tuning table the compiler reads (``lowering/cuda/tuning.py``).
+"""Tunes the sm_90a GEMMs per shape: the prefill's wgmma GEMM (tile and pipeline depth) and the
+batch-1 decode GEMV (columns and warps a block, unroll, K split across warps); times each
+candidate on the GPU and writes the tuning table the compiler reads (``lowering/cuda/tuning.py``).
 
     python bench/tune.py --build build/tune             # here: MLIR -> one cubin + cases.json
     python3 bench/tune.py build/tune --out $OUT          # on the GPU: check, time, choose
     python3 bench/tune.py build/tune --out DIR --install # and use it for this user's compiles
 
-The shapes are the prefill GEMMs of the Gemma models in ``MODELS`` (bf16, w [N, K]: the
-q/k/v/o projections, the MLP's gated gate/up pair and down projection, the LM head). Every
+The shapes are the GEMMs of the Gemma models in ``MODELS`` (bf16, w [N, K]: the q/k/v/o
+projections, the MLP's gated gate/up pair and down projection, the LM head). Every
 candidate is first checked against a float64 reference on fresh seeded inputs with its
-output poisoned (a candidate that fails is never chosen), then timed at M = 2048 as a CUDA
-graph over rotating input sets larger than L2; the fastest becomes the shape's entry. A
+output poisoned (a candidate that fails is never chosen), then timed at M = 2048 (the
+wgmma GEMM) or M = 1 (the GEMV) as a CUDA graph over rotating input sets larger than L2 (a
+decode step reads its weights from memory); the fastest becomes the shape's entry. A
 progress bar shows where the run is. ``--out`` receives ``sm_90a.json`` (the table: copy it
 to ``lowering/cuda/tuning/`` to ship it) and ``tune.json`` (the benchmark format: per shape
 the chosen candidate with the others and cuBLAS, all from the same run, as peers).
@@ -73,6 +75,33 @@ GATED = (
 )
 
 
+# GEMV tiles at one row of x: (cols, warps, unroll, splits), splits warps sharing a
+# column's K. The plain GEMV's default is one column a warp, two warps unrolled 8 deep; the
+# gated pair's four warps unrolled 4 deep.
+GEMV_PLAIN = (
+    (1, 2, 8, 1),
+    (1, 4, 4, 1),
+    (2, 4, 4, 1),
+    (1, 8, 8, 1),
+    (1, 4, 4, 2),
+    (1, 4, 8, 2),
+    (1, 8, 4, 4),
+    (1, 8, 8, 4),
+    (1, 8, 8, 8),
+)
+GEMV_GATED = (
+    (1, 4, 4, 1),
+    (2, 4, 4, 1),
+    (1, 8, 4, 1),
+    (1, 4, 4, 2),
+    (1, 8, 4, 2),
+    (1, 8, 4, 4),
+)
+GEMV_ROWS = 1
+# Rotating input sets of the timing: enough to leave L2 behind, at least 2, at most this.
+MAX_SETS = 256
+
+
 def shapes() -> list[tuple[int, int, bool]]:
     """(N, K, gated) of every distinct prefill GEMM of ``MODELS``."""
     found: set[tuple[int, int, bool]] = set()
@@ -87,8 +116,9 @@ def build(folder: Path) -> None:
 
     from tessera.context import make_context
     from tessera.lowering.cuda.kernel import KernelModule
+    from tessera.lowering.cuda.kernels.gemm import GemmConfig, GemvTile, build_gemm
     from tessera.lowering.cuda.kernels.gemm_wgmma import WgmmaConfig, build_wgmma_gemm
-    from tessera.lowering.cuda.tuning import wgmma_key
+    from tessera.lowering.cuda.tuning import gemv_key, wgmma_key
 
     folder.mkdir(parents=True, exist_ok=True)
     cases = []
@@ -103,8 +133,10 @@ def build(folder: Path) -> None:
                 cases.append(
                     {
                         "key": wgmma_key("bf16", n, k, gated),
+                        "family": "wgmma",
                         "N": n,
                         "K": k,
+                        "rows": M,
                         "gated": gated,
                         "tile": {
                             "block_m": block_m,
@@ -113,6 +145,22 @@ def build(folder: Path) -> None:
                             "consumers": consumers,
                         },
                         "info": support.info_json(info),
+                    }
+                )
+        for n, k, gated in shapes():
+            for cols, warps, unroll, splits in GEMV_GATED if gated else GEMV_PLAIN:
+                tile = GemvTile(GEMV_ROWS, cols, warps, unroll, splits)
+                gemv = GemmConfig("bf16", n, k, gated=gated, kernel="gemv", gemv=tile)
+                cases.append(
+                    {
+                        "key": gemv_key("bf16", n, k, gated, GEMV_ROWS),
+                        "family": "gemv",
+                        "N": n,
+                        "K": k,
+                        "rows": GEMV_ROWS,
+                        "gated": gated,
+                        "tile": {"cols": cols, "warps": warps, "unroll": unroll, "splits": splits},
+                        "info": support.info_json(build_gemm(km, gemv)),
                     }
                 )
         report = support.emit_binaries(
@@ -139,7 +187,7 @@ class Tuner:
 
     def inputs(self, case: dict[str, Any]) -> dict[str, Any]:
         n, k = case["N"], case["K"]
-        rows = M if support.on_gpu() else 16
+        rows = case["rows"] if support.on_gpu() else min(case["rows"], 16)
         if not support.on_gpu():  # the dry run's stand-ins need no full LM head
             n = min(n, 4096)
         b: dict[str, Any] = {"x": support.randn(self.generator, (rows, k), "bf16"), "M": rows}
@@ -149,7 +197,9 @@ class Tuner:
             b["w2"] = support.randn(self.generator, (n, k), "bf16", scale)
         b["y"] = support.poisoned((rows, n), "bf16")
         tile = case["tile"]
-        b.update(support.gemm_tensor_maps(b, tile["block_m"], tile["block_n"], case["gated"]))
+        if case["family"] == "wgmma":
+            maps = support.gemm_tensor_maps(b, tile["block_m"], tile["block_n"], case["gated"])
+            b.update(maps)
         return b
 
     def reference(self, case: dict[str, Any], b: dict[str, Any]) -> torch.Tensor:
@@ -182,8 +232,9 @@ class Tuner:
         if not verdict["ok"]:
             row["ms"] = None
             return row
-        per_set = (case["N"] * k * (2 if case["gated"] else 1) + M * k) * 2
-        sets = max(2, min(8, math.ceil(4 * L2_BYTES / per_set)))
+        per_set = (case["N"] * k * (2 if case["gated"] else 1) + case["rows"] * k) * 2
+        most = 8 if case["family"] == "wgmma" else MAX_SETS
+        sets = max(2, min(most, math.ceil(4 * L2_BYTES / per_set)))
         bindings = [b] + [self.inputs(case) for _ in range(sets - 1)]
         launches = [self.launch(case, s) for s in bindings]
 
@@ -208,7 +259,10 @@ class Tuner:
 
 
 def tile_name(tile: dict[str, Any]) -> str:
-    """e.g. ``256x144 s3 c2``: block, stages, consumer warpgroups."""
+    """e.g. ``256x144 s3 c2`` (wgmma: block, stages, consumer warpgroups) or ``c1w8u8k4``
+    (gemv: columns a warp, warps, unroll, K splits)."""
+    if "cols" in tile:
+        return f"c{tile['cols']}w{tile['warps']}u{tile['unroll']}k{tile['splits']}"
     return f"{tile['block_m']}x{tile['block_n']} s{tile['stages']} c{tile.get('consumers', 1)}"
 
 
@@ -246,17 +300,27 @@ def tune(args: argparse.Namespace) -> int:
             print(f"{key}: no candidate passed its check; the compiler keeps its default")
             continue
         best = min(timed, key=lambda r: r["ms"])
-        # The consumer count too: an entry without it is a single-warpgroup tile.
-        entries[key] = {p: best[p] for p in ("block_m", "block_n", "stages", "consumers")}
         case = next(c for c in tuner.cases if c["key"] == key)
-        flops = 2 * M * case["N"] * case["K"] * (2 if case["gated"] else 1)
+        # The wgmma entry's consumer count too: an entry without it is a single-warpgroup tile.
+        entries[key] = {p: best[p] for p in case["tile"]}
+        flops = 2 * case["rows"] * case["N"] * case["K"] * (2 if case["gated"] else 1)
         peers = [
             {"name": f"candidate {tile_name(r)}", "ms": r["ms"]} for r in timed if r is not best
         ]
         peers.append({"name": "torch F.linear (cuBLAS)", "ms": tuner.peer_ms(case)})
-        label = f"{key} M{M} chosen {tile_name(best)}"
+        label = f"{key} M{case['rows']} chosen {tile_name(best)}"
+        # bytes a GEMV must move: its weights (x and y are a row each)
+        moved = case["N"] * case["K"] * 2 * (2 if case["gated"] else 1)
         bench.append(
-            support.bench_row("tune", label, best["ms"], best["rel_error"], peers, flops=flops)
+            support.bench_row(
+                "tune",
+                label,
+                best["ms"],
+                best["rel_error"],
+                peers,
+                flops=flops,
+                moved=moved if case["family"] == "gemv" else None,
+            )
         )
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

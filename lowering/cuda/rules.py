@@ -5,11 +5,13 @@ over the program's symbols."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from mlir import ir
 
 from tessera.dialects.head_layout import BSHD, LAYOUT_ATTR
+from tessera.errors import LoweringError
 from tessera.runtime.manifest import ArgRef, TensorMapArg
 
 from .kernel import KernelInfo, KernelModule
@@ -29,7 +31,10 @@ from .plan import (
     sequence_rule,
 )
 from .row_classes import guarded, row_classes
-from .tuning import wgmma_key
+from .tuning import gemv_key, wgmma_key
+
+if TYPE_CHECKING:
+    from .kernels.gemm import GemmConfig
 
 
 def dtype_of(value: ir.Value) -> str:
@@ -313,20 +318,39 @@ def _gemm(plan: LaunchPlan, weights: list[Binding], **fields: object) -> list[Ke
     """The GEMM builds a launch takes: one, or in a decode plan a GEMV per row class, each
     guarded to its batch sizes (``row_classes``) and reading its ``weights`` early where they
     are the model's; launch each with the same bindings."""
-    from .kernels.gemm import GemmConfig, build_gemm, select_gemm
-    from .kernels.gemm_gemv import reading_weights_early
+    from .kernels.gemm import GemmConfig, build_gemm
 
     def build(cfg: GemmConfig) -> KernelInfo:
         return plan.kernel(f"gemm {cfg}", lambda km: build_gemm(km, cfg))
 
     def chosen(base: GemmConfig, rows: int) -> GemmConfig:
-        return reading_weights_early(select_gemm(base, rows), plan.kernels.device, weights)
+        return decode_gemv(plan, base, rows, weights)
 
     base = GemmConfig(**fields)  # type: ignore[arg-type]
     return [
         guarded(build(base if rows is None else chosen(base, rows)), guard)
         for rows, guard in row_classes(plan.rows_hint)
     ]
+
+
+def decode_gemv(
+    plan: LaunchPlan, base: GemmConfig, rows: int, weights: Sequence[Binding]
+) -> GemmConfig:
+    """The GEMM of ``base`` for ``rows`` rows in a decode plan: ``select_gemm``'s kernel, its
+    GEMV tile from the tuning table where the table has the shape's entry
+    (``tuning.gemv_key``), reading the ``weights`` early where they are the model's."""
+    from .kernels.gemm import select_gemm
+    from .kernels.gemm_gemv import reading_weights_early, tuned_tile
+
+    cfg = select_gemm(base, rows)
+    if cfg.family == "gemv" and cfg.transpose_w:
+        key = gemv_key(cfg.dtype, cfg.N, cfg.K, cfg.gated, cfg.gemv.rows)
+        try:
+            cfg = tuned_tile(cfg, plan.tuning.get(key))
+        except LoweringError as error:
+            sources = " or ".join(plan.tuning.sources)
+            raise LoweringError(f"tuning entry {key} (from {sources}): {error}") from None
+    return reading_weights_early(cfg, plan.kernels.device, weights)
 
 
 @rule("tessera.mma.proj")
@@ -396,11 +420,17 @@ def lower_sibling_projections(ops: list[ir.Operation], plan: LaunchPlan) -> None
         bindings[f"w{i}"] = plan.ref(op.operands[1])
         bindings[f"y{i}"] = plan.ref(op.results[0])
     weights = [bindings[f"w{i}"] for i in range(len(ops))]
-    device = plan.kernels.device
     for rows, guard in row_classes(plan.rows_hint):
-        siblings = GemvSiblings(
-            tuple(reading_weights_early(select_gemm(b, rows), device, weights) for b in bases)
-        )
+        assert rows is not None, "a decode plan has a row hint"
+        parts = tuple(decode_gemv(plan, base, rows, weights) for base in bases)
+        if len({cfg.gemv.warps for cfg in parts}) > 1:
+            # one block size serves every sibling: tuned tiles that disagree give way to the
+            # untuned ones
+            device = plan.kernels.device
+            parts = tuple(
+                reading_weights_early(select_gemm(base, rows), device, weights) for base in bases
+            )
+        siblings = GemvSiblings(parts)
 
         def build(km: KernelModule, s: GemvSiblings = siblings) -> KernelInfo:
             return build_gemv_siblings(km, s)

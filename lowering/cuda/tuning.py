@@ -5,7 +5,9 @@ A tuning table is JSON::
 
     {"format": "tessera-tuning", "version": 1, "arch": "sm_90a",
      "card": "NVIDIA H100 80GB HBM3", "date": "...", "commit": "...",
-     "entries": {"wgmma/bf16/n16384/k2048/plain": {"block_m": 128, "block_n": 128, "stages": 4}}}
+     "entries": {"wgmma/bf16/n16384/k2048/plain": {"block_m": 128, "block_n": 128, "stages": 4},
+                 "gemv/bf16/n2048/k16384/plain/r1": {"cols": 1, "warps": 8, "unroll": 8,
+                                                     "splits": 4}}}
 
 ``load(arch)`` reads the table shipped with the compiler (``tuning/<arch>.json``, made on an
 H100 by ``bench/tune.py``) and lays over it the user's table for the same arch, if one exists:
@@ -59,6 +61,12 @@ class Tuning:
 def wgmma_key(dtype: str, n: int, k: int, gated: bool) -> str:
     """The key of the wgmma GEMM for w [n, k] (gated: the MLP's gate/up pair)."""
     return f"wgmma/{dtype}/n{n}/k{k}/{'gated' if gated else 'plain'}"
+
+
+def gemv_key(dtype: str, n: int, k: int, gated: bool, rows: int) -> str:
+    """The key of the decode GEMV for w [n, k] and ``rows`` rows of x a block (its row
+    class): its entry names the tile's ``cols``, ``warps``, ``unroll`` and ``splits``."""
+    return f"gemv/{dtype}/n{n}/k{k}/{'gated' if gated else 'plain'}/r{rows}"
 
 
 def load(arch: str) -> Tuning:

@@ -23,7 +23,7 @@ idle between the two kernels; launched plainly, the wait returns at once and not
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from mlir import ir
 from mlir.dialects import arith, gpu, memref, scf, vector
@@ -100,6 +100,20 @@ def check_tile(cfg: GemmConfig) -> None:
         raise LoweringError(f"bad gemv tile {g}: with w as [K, N], cols must divide 32")
     if cfg.weights_before_wait and not cfg.transpose_w:
         raise LoweringError("a GEMV reads w before its grid wait only with w as [N, K]")
+
+
+def tuned_tile(cfg: GemmConfig, entry: Mapping[str, int] | None) -> GemmConfig:
+    """``cfg`` (a chosen GEMV config) with the tile a tuning entry names (``tuning.gemv_key``:
+    any of cols, warps, unroll, splits; the row class stays), or as it is without one."""
+    if entry is None or cfg.family != "gemv":
+        return cfg
+    known = {"cols", "warps", "unroll", "splits"}
+    if not set(entry) <= known:
+        unknown = ", ".join(sorted(set(entry) - known))
+        raise LoweringError(f"a GEMV tuning entry names {unknown}; it takes {sorted(known)}")
+    tuned = dataclasses.replace(cfg, gemv=dataclasses.replace(cfg.gemv, **entry))
+    check_tile(tuned)
+    return tuned
 
 
 def reading_weights_early(cfg: GemmConfig, device: Device, weights: Sequence[object]) -> GemmConfig:

@@ -90,3 +90,42 @@ def test_the_shipped_h100_table_is_read(tmp_path: Path, monkeypatch: pytest.Monk
         entry = shipped.get(tuning.wgmma_key("bf16", n, k, gated))
         assert entry is not None
         assert set(entry) == {"block_m", "block_n", "stages", "consumers"}
+
+
+def test_the_decode_gemvs_take_their_tuned_tiles(user: Path) -> None:
+    """A GEMV entry (``tuning.gemv_key``) sets the tile of its shape and row class in the
+    decode programs: split K for the down projection; the sibling q/k/v GEMV takes its
+    parts' tiles only where they agree on a block size."""
+    model = tiny_gemma("gemma2-gqa", dtype=torch.bfloat16)
+
+    def gemvs() -> set[str]:
+        compiled = tessera.compile(model, target="cuda:sm_90a")
+        steps = compiled.manifest.program("decode").steps
+        return {s.kernel for s in steps if s.kernel.startswith("gemm_gemv")}
+
+    before = gemvs()
+    assert "gemm_gemv_bf16_n64_k112_nk_r1c1w2u8_early" in before
+    down = tuning.gemv_key("bf16", 64, 112, False, 1)
+    q = tuning.gemv_key("bf16", 96, 64, False, 1)
+    _table(user, {down: {"warps": 4, "unroll": 2, "splits": 2}, q: {"warps": 8}})
+    after = gemvs()
+    assert "gemm_gemv_bf16_n64_k112_nk_r1c1w4u2k2_early" in after
+    assert "gemm_gemv_bf16_n64_k112_nk_r1c1w2u8_early" not in after
+    # q's entry asks 8 warps where k's and v's keep 2: the siblings stay untuned
+    assert {k for k in after if "siblings" in k} == {k for k in before if "siblings" in k}
+    # the batch row class has no entry of its own
+    assert "gemm_gemv_bf16_n64_k112_nk_r8c2w4u4_early" in after
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"block_m": 64}, "a GEMV tuning entry names block_m"),
+        ({"warps": 3, "splits": 2}, "splits must divide warps"),
+    ],
+)
+def test_a_bad_gemv_entry_is_refused(user: Path, entry: dict, message: str) -> None:
+    key = tuning.gemv_key("bf16", 64, 112, False, 1)
+    _table(user, {key: entry})
+    with pytest.raises(LoweringError, match=f"tuning entry {key} \\(from .*{user}\\): .*{message}"):
+        tessera.compile(tiny_gemma("gemma2-gqa", dtype=torch.bfloat16), target="cuda:sm_90a")

@@ -43,6 +43,8 @@ CASES = [
     pytest.param(G("f32", 67, 33, kernel="gemv", has_bias=True, gemv=V(2, 2, 2, 4)), 4, id="f32"),
     pytest.param(G("bf16", 300, 40, gemv=V(1, 1, 4, 4)), 2, id="auto-p75"),
     pytest.param(G("bf16", 256, 32, kernel="gemv", gemv=V(4, 2, 4, 4)), 8, id="even-n-and-m"),
+    # more partials than the combine's 1024 threads: three rounds, the last masked
+    pytest.param(G("bf16", 2500, 16, kernel="gemv", gemv=V(1, 1, 1, 2)), 2, id="p2500"),
 ]
 
 
@@ -254,7 +256,7 @@ def test_launch_contract_and_reuse() -> None:
     assert combine.name == shared.name == "greedy_combine_p26"
     assert [p.name for p in combine.params] == ["part_value", "part_index", "tokens", "M"]
     assert combine.params[2].dtype == "i64"
-    assert combine.grid == ("M", "1", "1") and combine.block == (32, 1, 1)
+    assert combine.grid == ("M", "1", "1") and combine.block == (1024, 1, 1)
     assert partial.smem_bytes == combine.smem_bytes == 0  # static shared memory
 
 

@@ -401,6 +401,8 @@ def test_only_weights_are_read_before_the_wait() -> None:
         assert reading_weights_early(cfg, hopper.device, [weight]).weights_before_wait
         assert not reading_weights_early(cfg, hopper.device, [weight, slice_]).weights_before_wait
         assert not reading_weights_early(cfg, ampere.device, [weight]).weights_before_wait
+        eight = dataclasses.replace(cfg, gemv=V(8, 2, 4, 4))
+        assert not reading_weights_early(eight, hopper.device, [weight]).weights_before_wait
         kn = dataclasses.replace(cfg, transpose_w=False)
         assert not reading_weights_early(kn, hopper.device, [weight]).weights_before_wait
         info = build_gemm(hopper, dataclasses.replace(cfg, weights_before_wait=True))

@@ -114,7 +114,7 @@ def test_the_decode_gemvs_take_their_tuned_tiles(user: Path) -> None:
     # q's entry asks 8 warps where k's and v's keep 2: the siblings stay untuned
     assert {k for k in after if "siblings" in k} == {k for k in before if "siblings" in k}
     # the batch row class has no entry of its own
-    assert "gemm_gemv_bf16_n64_k112_nk_r8c2w4u4_early" in after
+    assert "gemm_gemv_bf16_n64_k112_nk_r8c2w4u4" in after
 
 
 @pytest.mark.parametrize(

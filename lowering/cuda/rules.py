@@ -334,16 +334,17 @@ def _gemm(plan: LaunchPlan, weights: list[Binding], **fields: object) -> list[Ke
 
 
 def decode_gemv(
-    plan: LaunchPlan, base: GemmConfig, rows: int, weights: Sequence[Binding]
+    plan: LaunchPlan, base: GemmConfig, rows: int, weights: Sequence[Binding], tuned: bool = True
 ) -> GemmConfig:
     """The GEMM of ``base`` for ``rows`` rows in a decode plan: ``select_gemm``'s kernel, its
     GEMV tile from the tuning table where the table has the shape's entry
-    (``tuning.gemv_key``), reading the ``weights`` early where they are the model's."""
+    (``tuning.gemv_key``) and ``tuned`` allows, reading the ``weights`` early where they are
+    the model's."""
     from .kernels.gemm import select_gemm
     from .kernels.gemm_gemv import reading_weights_early, tuned_tile
 
     cfg = select_gemm(base, rows)
-    if cfg.family == "gemv" and cfg.transpose_w:
+    if tuned and cfg.family == "gemv" and cfg.transpose_w:
         key = gemv_key(cfg.dtype, cfg.N, cfg.K, cfg.gated, cfg.gemv.rows)
         try:
             cfg = tuned_tile(cfg, plan.tuning.get(key))
@@ -400,8 +401,7 @@ def _sibling_projection(first: ir.Operation, op: ir.Operation) -> bool:
 def lower_sibling_projections(ops: list[ir.Operation], plan: LaunchPlan) -> None:
     """Consecutive projections of one x (q, k and v) in a decode plan: one launch of the
     sibling GEMV per row class (``kernels/gemv_siblings.py``); elsewhere one launch each."""
-    from .kernels.gemm import GemmConfig, select_gemm
-    from .kernels.gemm_gemv import reading_weights_early
+    from .kernels.gemm import GemmConfig
     from .kernels.gemv_siblings import GemvSiblings, build_gemv_siblings
 
     if plan.rows_hint is None or not plan.kernels.device.decode_gemv:
@@ -426,10 +426,7 @@ def lower_sibling_projections(ops: list[ir.Operation], plan: LaunchPlan) -> None
         if len({cfg.gemv.warps for cfg in parts}) > 1:
             # one block size serves every sibling: tuned tiles that disagree give way to the
             # untuned ones
-            device = plan.kernels.device
-            parts = tuple(
-                reading_weights_early(select_gemm(base, rows), device, weights) for base in bases
-            )
+            parts = tuple(decode_gemv(plan, base, rows, weights, tuned=False) for base in bases)
         siblings = GemvSiblings(parts)
 
         def build(km: KernelModule, s: GemvSiblings = siblings) -> KernelInfo:

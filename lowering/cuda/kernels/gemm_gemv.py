@@ -122,11 +122,11 @@ def reading_weights_early(cfg: GemmConfig, device: Device, weights: Sequence[obj
     bindings a model weight (``ArgRef`` of kind ``weight``: nothing in the program writes it).
     The 8-row builds keep the wait at their top: their early weights spill registers
     (255 registers and 16-36 bytes of spills at Gemma-2B's shapes, none without)."""
-    constant = all(isinstance(w, ArgRef) and w.kind == "weight" for w in weights)
     if cfg.family != "gemv" or not cfg.transpose_w or not device.programmatic_launch:
         return cfg
     if cfg.gemv.rows != 1:
         return cfg
+    constant = all(isinstance(w, ArgRef) and w.kind == "weight" for w in weights)
     return dataclasses.replace(cfg, weights_before_wait=constant)
 
 

@@ -33,7 +33,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -156,6 +156,7 @@ def bench_case(
     device: str,
     rate: float,
     compiled_peer: torch.nn.Module | None = None,
+    variants: Sequence[tuple[str, CachedPrograms]] = (),
 ) -> dict[str, object]:
     generator = torch.Generator().manual_seed(batch * 100003 + length)
     ids = torch.randint(3, model.config.vocab_size, (batch, length), generator=generator)
@@ -190,6 +191,19 @@ def bench_case(
                 "tokens_per_s": round(steady / serialized, 1),
             }
         )
+    bound = rate / step_bytes(model, batch, length + new_tokens)
+    for label, other in variants:
+        # Another build of the same model (bench/gpu_build.py --prefetch-kib).
+        _, theirs = median_steps(
+            lambda other=other: tessera_decode_seconds(other, ids, new_tokens, device)
+        )
+        peers.append(
+            {
+                "name": f"tessera, {label}",
+                "tokens_per_s": round(steady / theirs, 1),
+                "fraction_of_bound": round(steady / theirs / (batch * bound), 4),
+            }
+        )
     eager = median_seconds(lambda: transformers_decode_seconds(model, ids, new_tokens, device))
     peers.append(
         {"name": "transformers generate (eager)", "tokens_per_s": round(tokens / eager, 1)}
@@ -207,7 +221,6 @@ def bench_case(
                 "tokens_per_s": round(tokens / static, 1),
             }
         )
-    bound = rate / step_bytes(model, batch, length + new_tokens)
     dtype = str(model.dtype).removeprefix("torch.")
     row = {
         "bench": "decode",
@@ -281,6 +294,10 @@ def gpu_runs(
         name = entry["name"]
         model = tiny_gemma(name, dtype=torch.bfloat16, attn_implementation="sdpa", device="cuda")
         programs = loaded_programs(folder / entry["folder"], model, graphs=True)
+        variants = [
+            (v["label"], loaded_programs(folder / v["folder"], model, graphs=True))
+            for v in entry.get("variants", [])
+        ]
         peer = None
         if with_compiled:
             peer = compiled_copy(
@@ -289,9 +306,11 @@ def gpu_runs(
             peer.load_state_dict(model.state_dict())
         for batch, length in CASES:
             rows.append(
-                bench_case(name, model, programs, batch, length, new_tokens, "cuda", rate, peer)
+                bench_case(
+                    name, model, programs, batch, length, new_tokens, "cuda", rate, peer, variants
+                )
             )
-        del model, programs, peer
+        del model, programs, peer, variants
         torch.cuda.empty_cache()
     return torch.cuda.get_device_name(), rows
 

@@ -4,20 +4,29 @@ cache). Weights are not needed to compile: the GPU side builds the model with se
 weights and binds them.
 
     python bench/gpu_build.py build/bench     # then, on the GPU: python bench/gpu.py build/bench
+
+``--prefetch-kib N ...`` also compiles each model with the decode step's L2 weight prefetch
+(``lowering/cuda/weight_prefetch.py``) at a budget of N KiB, through a tuning table that
+holds only that entry over the shipped one; bench/decode.py times each such build as a peer
+of the model's own rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 import tessera
+from tessera.lowering.cuda import tuning
+from tessera.lowering.cuda.weight_prefetch import L2_PREFETCH_KEY
 from tessera.models.tiny import tiny_config
 
 MODELS = ("gemma-2b", "gemma3-1b")
@@ -42,6 +51,7 @@ def main() -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--arch", default="sm_90a")
     parser.add_argument("--only", nargs="*")
+    parser.add_argument("--prefetch-kib", nargs="*", type=int, default=[])
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     index = []
@@ -68,11 +78,36 @@ def main() -> int:
             "cold_was_cache_hit": compiled.cache_hit,
             "warm_was_cache_hit": again.cache_hit,
         }
+        variants = []
+        for kib in args.prefetch_kib:
+            variant = f"{name}-l2-prefetch-{kib}k"
+            with_prefetch(model, args.arch, kib).save(args.out / variant)
+            shutil.rmtree(args.out / variant / "ir")
+            variants.append({"label": f"L2 weight prefetch, {kib} KiB", "folder": variant})
+        if variants:
+            entry["variants"] = variants
         index.append(entry)
         print(json.dumps(entry), file=sys.stderr)
         del model
     (args.out / "models.json").write_text(json.dumps(index, indent=2) + "\n")
     return 0
+
+
+def with_prefetch(model: torch.nn.Module, arch: str, kib: int) -> tessera.CompiledModel:
+    """``model`` compiled with the decode step's L2 weight prefetch at ``kib`` KiB (a user
+    tuning table of that one entry, laid over the shipped table)."""
+    previous = os.environ.get(tuning.USER_ENV)
+    with tempfile.TemporaryDirectory() as folder:
+        table = tuning.table_json(arch, "any", "-", "-", {L2_PREFETCH_KEY: {"budget_kib": kib}})
+        (Path(folder) / f"{arch}.json").write_text(table)
+        os.environ[tuning.USER_ENV] = folder
+        try:
+            return tessera.compile(model, target=f"cuda:{arch}", max_seq_len=8192)
+        finally:
+            if previous is None:
+                os.environ.pop(tuning.USER_ENV)
+            else:
+                os.environ[tuning.USER_ENV] = previous
 
 
 if __name__ == "__main__":

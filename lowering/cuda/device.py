@@ -52,6 +52,9 @@ class Device(Protocol):
     # Whether a kernel may start before the one before it ends (programmatic dependent launch,
     # ``grid_dependency.py``).
     programmatic_launch: bool
+    # Whether kernels may ask L2 for global memory in bulk (``cp.async.bulk.prefetch.L2``,
+    # ``kernels/l2_prefetch.py``).
+    l2_bulk_prefetch: bool
 
     @property
     def wgmma(self) -> bool:
@@ -117,6 +120,7 @@ class Nvidia:
         self.arch = arch
         # griddepcontrol and the L2 bulk prefetch are sm_90 instructions
         self.programmatic_launch = arch.startswith("sm_9")
+        self.l2_bulk_prefetch = arch.startswith("sm_9")
 
     @property
     def wgmma(self) -> bool:

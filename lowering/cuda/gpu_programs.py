@@ -41,6 +41,7 @@ from .attention_layout import fold_attention_transposes
 from .kernel import KernelModule
 from .norm_layout import fold_norm_transposes
 from .plan import LaunchPlan, build_launches
+from .weight_prefetch import add_weight_prefetches
 
 ENTRY = "forward"
 # Tokens per KV-cache block (the CPU target's size: one artifact layout for every target).
@@ -143,6 +144,7 @@ def build_programs(build: Build, kernels: KernelModule) -> dict[str, LaunchPlan]
             kernels, planned.plan, shape_exprs(func), infos=infos, rows_hint=rows, tuning=tuned
         )
         build_launches(func, launch_plan)
+        add_weight_prefetches(launch_plan)
         launches[planned.program] = launch_plan
     return launches
 

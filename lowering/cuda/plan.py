@@ -107,6 +107,10 @@ class LaunchPlan:
     def launch(self, info: KernelInfo, bindings: Mapping[str, Binding]) -> None:
         """Appends a launch of ``info`` with each parameter bound: buffers to ``ArgRef``s,
         scalars to expressions over the program's symbols (or a float for f32)."""
+        self.steps.append(self.step(info, bindings))
+
+    def step(self, info: KernelInfo, bindings: Mapping[str, Binding]) -> KernelLaunch:
+        """The launch ``launch`` appends, checked, without appending it."""
         args: list[ArgRef | ScalarArg | TensorMapArg] = []
         scalars: dict[str, str | int] = {}
         for param in info.params:
@@ -141,16 +145,14 @@ class LaunchPlan:
             scalars[param.name] = text
             args.append(ScalarArg(param.kind, text))
         grid = tuple(substitute(g, scalars) for g in info.grid)
-        self.steps.append(
-            KernelLaunch(
-                self.binary,
-                info.name,
-                (grid[0], grid[1], grid[2]),
-                info.block,
-                str(info.smem_bytes),
-                tuple(args),
-                programmatic=self.kernels.device.programmatic_launch,
-            )
+        return KernelLaunch(
+            self.binary,
+            info.name,
+            (grid[0], grid[1], grid[2]),
+            info.block,
+            str(info.smem_bytes),
+            tuple(args),
+            programmatic=self.kernels.device.programmatic_launch,
         )
 
 

@@ -232,10 +232,13 @@ def single_sequence_layout(cfg: PagedAttentionConfig) -> PagedAttentionConfig:
     kernels), 32-key splits took Gemma-2B's step from 22.1 to 17.1 µs at 2049 keys (18.2 to
     13.1 at 129), and with 8 warps Gemma 3 1B's window-512 layer from 15.7 to 9.6; with four
     kv heads (Gemma 2 2B), 8 warps on 64-key splits took 17.9 µs against 20.2. At batch 8 the
-    default stayed fastest (26.7 µs against 32.5 with 32-key splits)."""
+    default stayed fastest (26.7 µs against 32.5 with 32-key splits). With one kv head each
+    warp looks its next step's cache blocks up ahead (``pages_ahead``; not yet timed on a
+    GPU); the 8-warp layout of four kv heads spills 8 bytes with it (ptxas, sm_90a), so it
+    goes without."""
     if cfg.heads_kv * cfg.head_blocks == 1:
         warps = 8 if cfg.window is not None else 4
-        return dataclasses.replace(cfg, keys_per_split=32, warps=warps)
+        return dataclasses.replace(cfg, keys_per_split=32, warps=warps, pages_ahead=True)
     return dataclasses.replace(cfg, warps=8)
 
 

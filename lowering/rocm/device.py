@@ -48,6 +48,8 @@ class Amd:
     wgmma = False
     # HIP has no programmatic dependent launch: each kernel starts after the one before it.
     programmatic_launch = False
+    # The weight prefetch ahead of the decode GEMVs is an NVIDIA bulk-copy instruction.
+    l2_bulk_prefetch = False
 
     def __init__(self, arch: str) -> None:
         self.chip: Chip = chip(arch)

@@ -19,7 +19,8 @@ times L2, so the cache is read from memory as in a decode step, against torch's
 ``scaled_dot_product_attention`` over the same keys already gathered into contiguous tensors
 (without the softcap, which it does not take) and the cache-read bound (the visible keys' and
 values' bytes at the device-to-device copy rate measured in the same run). A timed case may
-list kernel layouts (keys per split, warps, keys per warp step) to compare; every layout is
+list kernel layouts (keys per split, warps, keys per warp step, and whether a warp looks its
+next step's cache blocks up ahead) to compare; every layout is
 checked before it is timed. ``--out`` receives ``paged_attention.json`` (the benchmark format)
 and ``paged_attention_cases.json`` (every case's detail). The shared machinery is in
 ``check_support.py``.
@@ -47,8 +48,8 @@ QUICK_KEYS = 4096  # --quick: cases whose sequences hold at most this many keys 
 # ---------------------------------------------------------------------------------------------
 # Cases. lengths: keys cached per sequence before the call; start: the first valid key of each
 # sequence (left padding); S: the call's query tokens; M: the block table's width; layouts:
-# (keys_per_split, warps, keys_per_step or None for the kernel's own choice); the first is
-# the compiler's default (a decode plan's batch-of-one build takes
+# (keys_per_split, warps, keys_per_step or None for the kernel's own choice[, pages_ahead]);
+# the first is the compiler's default (a decode plan's batch-of-one build takes
 # ``rules_kv.single_sequence_layout``'s instead, which the timed cases' ``tuned`` list holds).
 
 DEFAULT_LAYOUT = (64, 4, None)
@@ -85,12 +86,22 @@ def case_list() -> list[dict[str, Any]]:
     # Gemma decode shapes, timed: Gemma-2B (MQA, 8 heads), Gemma-3-1B (4 heads, a local layer
     # with window 512), Gemma-2-2B (GQA 8/4, softcap 50, window 4096). The global tables hold
     # the keys and some room beyond (empty splits, as a cache sized for a longer generation).
-    tuned = [DEFAULT_LAYOUT, (32, 4, None), (128, 4, None), (32, 8, None), (64, 8, None)]
+    # The batch-1 layouts of one kv head also with each step's cache blocks looked up a step
+    # ahead (a fourth field: ``pages_ahead``), as ``single_sequence_layout`` builds them.
+    tuned = [
+        DEFAULT_LAYOUT,
+        (32, 4, None),
+        (32, 4, None, True),
+        (128, 4, None),
+        (32, 8, None),
+        (32, 8, None, True),
+        (64, 8, None),
+    ]
     gemma_2b = {"Hq": 8, "Hkv": 1, "time": True, "label": "Gemma-2B"}
     add("gemma2b_b1_t128", lengths=[128], M=12, **gemma_2b, layouts=tuned)
     add("gemma2b_b1_t2048", lengths=[2048], M=136, **gemma_2b, layouts=tuned)
     add("gemma2b_b8_t2048", lengths=[2048] * 8, M=136, **gemma_2b, layouts=tuned)
-    add("gemma2b_b1_t8192", lengths=[8192], M=520, **gemma_2b, layouts=tuned[:2])
+    add("gemma2b_b1_t8192", lengths=[8192], M=520, **gemma_2b, layouts=tuned[:3])
     add(
         "gemma3_1b_b1_t2048_w512",
         Hq=4,
@@ -138,7 +149,7 @@ def build(folder: Path) -> None:
         km = KernelModule(ARCH)
         for case in cases:
             case["built"] = []
-            for split, warps, step in case["layouts"]:
+            for split, warps, step, *ahead in case["layouts"]:
                 cfg = PagedAttentionConfig(
                     case["dtype"],
                     case["D"],
@@ -153,11 +164,12 @@ def build(folder: Path) -> None:
                     keys_per_split=split,
                     warps=warps,
                     keys_per_step=step,
+                    pages_ahead=bool(ahead and ahead[0]),
                 )
                 partial, combine = build_paged_attention(km, cfg)
                 case["built"].append(
                     {
-                        "layout": [split, cfg.block_warps, cfg.step],
+                        "layout": [split, cfg.block_warps, cfg.step, cfg.pages_ahead],
                         "partial": support.info_json(partial),
                         "combine": support.info_json(combine),
                         "scratch": list(scratch_elements(cfg)),
@@ -364,7 +376,9 @@ class Checker:
             label += f" softcap{case['softcap']:g}"
         if case["window"] is not None:
             label += f" window{case['window']}"
-        label += " split{} w{} step{}".format(*built["layout"])
+        label += " split{} w{} step{}".format(*built["layout"][:3])
+        if built["layout"][3:] == [True]:
+            label += " pages-ahead"
         self.bench.append(
             support.bench_row(
                 "paged_attention", label, ms["ours"], row["rel_error"], peers, moved=moved

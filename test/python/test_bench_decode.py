@@ -45,3 +45,21 @@ def test_fewer_than_three_new_tokens_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as raised:
         _bench_module().main(["--smoke", "--out", str(tmp_path / "x.json"), "--new-tokens", "2"])
     assert raised.value.code == 2
+
+
+def test_another_build_of_the_model_is_timed_as_a_peer_of_its_rows() -> None:
+    """A variant build (bench/gpu_build.py --prefetch-kib) is a peer of the model's row, with
+    its own fraction of the bound, timed in the same case."""
+    import tessera
+    from tessera.models.tiny import tiny_gemma
+
+    bench = _bench_module()
+    model = tiny_gemma("gemma2-gqa")
+    programs = bench.loaded_programs(tessera.compile(model).directory, model, graphs=False)
+    rate = bench.copy_rate("cpu")
+    row = bench.bench_case(
+        "tiny", model, programs, 1, 8, 3, "cpu", rate, None, [("a variant", programs)]
+    )
+    variant = next(p for p in row["peers"] if p["name"] == "tessera, a variant")
+    assert variant["tokens_per_s"] > 0 and 0 < variant["fraction_of_bound"]
+    assert row["peers"][-1]["name"].startswith("transformers generate")

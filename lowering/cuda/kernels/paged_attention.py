@@ -78,6 +78,10 @@ class PagedAttentionConfig:
     keys_per_split: int = 64
     warps: int = 4
     keys_per_step: int | None = None
+    # Whether a warp looks its next step's cache blocks up while it works on the current step
+    # (the latency-bound batch-1 layout of one kv head: ``single_sequence_layout``); it takes a
+    # register a key of a step, which spilled in the 8-warp batch-1 layout of four kv heads.
+    pages_ahead: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in FLOAT_DTYPES:
@@ -308,26 +312,52 @@ def _emit_partial(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo)
         table_row = a.mul(batch, width)
 
         n_out = per_lane(vdim)
+
+        def step_keys(base: ir.Value) -> tuple[list[ir.Value], list[ir.Value]]:
+            """The step at ``base``'s keys (past the warp's run: ``base``, which a step
+            starting inside the run always is) and whether each is in the run."""
+            keys, inside = [], []
+            for i in range(step):
+                key = a.add(base, i)
+                inside.append(a.cmp("slt", key, warp_high))
+                keys.append(a.select(inside[-1], key, base))
+            return keys, inside
+
+        def page_row(key: ir.Value) -> ir.Value:
+            """Where ``key``'s cache block is in the block table (inside the row for any key,
+            as the page is taken mod M)."""
+            return a.add(table_row, a.rem(a.div(key, cfg.block_size), width))
+
+        def pages(base: ir.Value) -> list[ir.Value]:
+            """The step at ``base``'s cache blocks, as stored (i32 in a decode table: half the
+            registers of an index)."""
+            return [memref.load(args["block_table"], [page_row(k)]) for k in step_keys(base)[0]]
+
+        # With ``pages_ahead``, each step's block-table lookups are issued one step ahead
+        # (carried in the loop), so a step's K and V loads wait for one memory round trip,
+        # not for two.
+        ahead = pages(warp_low) if cfg.pages_ahead else []
         init = [a.f32(-math.inf)] * group + [a.f32(0.0)] * group + [a.f32(0.0)] * (group * n_out)
-        loop = a.for_op(warp_low, a.smax(warp_high, warp_low), init, step)
+        loop = a.for_op(warp_low, a.smax(warp_high, warp_low), [*init, *ahead], step)
         with ir.InsertionPoint(loop.body):
             base = loop.induction_variable
             carried = list(loop.inner_iter_args)
             maxima, totals = carried[:group], carried[group : 2 * group]
-            acc = carried[2 * group :]
+            acc = carried[2 * group : 2 * group + group * n_out]
+            looked_up = carried[2 * group + group * n_out :]
+            upcoming = pages(a.add(base, step)) if cfg.pages_ahead else []
             # Every key's loads first; the step's first key is always visible.
-            valid, keys, values = [], [], []
-            for i in range(step):
-                key = a.add(base, i)
-                inside = a.cmp("slt", key, warp_high)
-                key = a.select(inside, key, base)
-                page = a.rem(a.div(key, cfg.block_size), width)
-                physical = _load_index(args["block_table"], a.add(table_row, page))
+            keys_of_step, valid = step_keys(base)
+            keys, values = [], []
+            for i, key in enumerate(keys_of_step):
+                if cfg.pages_ahead:
+                    physical = a.to_index(looked_up[i])
+                else:
+                    physical = _load_index(args["block_table"], page_row(key))
                 slot = a.add(
                     a.mul(a.add(a.mul(physical, cfg.heads_kv), kv_head), cfg.block_size),
                     a.rem(key, cfg.block_size),
                 )
-                valid.append(inside)
                 keys.append(_lane_row(args["k_cache"], a.mul(slot, dim), lane, dim, True))
                 values.append(_lane_row(args["v_cache"], a.mul(slot, vdim), lane, vdim, True))
             next_m, next_l, next_acc = [], [], []
@@ -353,9 +383,10 @@ def _emit_partial(km: KernelModule, cfg: PagedAttentionConfig, info: KernelInfo)
                 next_m.append(m_new)
                 next_l.append(total)
                 next_acc.extend(out)
-            scf.yield_([*next_m, *next_l, *next_acc])
+            scf.yield_([*next_m, *next_l, *next_acc, *upcoming])
         results = list(loop.results)
-        maxima, totals, acc = results[:group], results[group : 2 * group], results[2 * group :]
+        maxima, totals = results[:group], results[group : 2 * group]
+        acc = results[2 * group : 2 * group + group * n_out]
 
         # Row (split, batch, head, token) of the scratch for the block's head g.
         def scratch_row(g: int) -> ir.Value:

@@ -102,6 +102,7 @@ class PagedCase(NamedTuple):
     heads: tuple[int, int] = (4, 2)
     past: tuple[int, int] = (7, 2)
     width: int = 4
+    pages_ahead: bool = False
 
 
 # The cache holds 16 keys per sequence; the layouts give one warp per block (no merge),
@@ -115,6 +116,8 @@ CASES = [
     PagedCase("f16", 40, 6, None, 2, (16, 4, 2)),
     PagedCase("bf16", 256, None, 50.0, 1, (8, 2, 4)),
 ]
+# The same with each warp's block-table lookups a step ahead (the batch-1 layout).
+CASES += [case._replace(pages_ahead=True) for case in CASES]
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -128,7 +131,7 @@ def check_append_then_paged_attention(
     """Appends the past and a call's tokens into poisoned caches with the kernels ``module()``
     builds (``finish`` readies them, as the target's lowering would), then runs paged
     attention and its combine and compares with float64."""
-    dtype, head_dim, window, softcap, seq, layout, heads, past, width = case
+    dtype, head_dim, window, softcap, seq, layout, heads, past, width, ahead = case
     generator = torch.Generator().manual_seed(1234 + head_dim + seq)
     heads_q, heads_kv = heads
     batch, block_size, blocks = 2, 4, 2 * width + 3
@@ -152,6 +155,7 @@ def check_append_then_paged_attention(
             keys_per_split=layout[0],
             warps=layout[1],
             keys_per_step=layout[2],
+            pages_ahead=ahead,
         )
         partial, combine = build_paged_attention(km, cfg)
         build_kv_append(km, append_cfg)
@@ -245,7 +249,7 @@ def check_append_then_paged_attention(
 def test_a_ring_shorter_than_the_sequence() -> None:
     """A sliding layer's table: 4 blocks of 4 slots hold a window of 6 keys plus a call of 2
     tokens, while the sequences are 37 and 30 tokens long (each slot rewritten)."""
-    case = PagedCase("bf16", 24, 6, None, 2, (4, 2, 2), past=(35, 28))
+    case = PagedCase("bf16", 24, 6, None, 2, (4, 2, 2), past=(35, 28), pages_ahead=True)
     check_append_then_paged_attention(_module, _as_built, case)
 
 

@@ -112,12 +112,14 @@ class Kernel:
         args: Sequence[Buffer | int | float],
         max_threads: int = MAX_BATCH_THREADS,
         stats: dict[str, list[int]] | None = None,
+        prefetched: list[tuple[Buffer, Any, Any]] | None = None,
     ) -> None:
         """Runs the kernel on ``grid`` x ``block`` threads with ``smem`` bytes of dynamic
         shared memory; buffers are updated in place. Raises ``KernelFault``.
 
         ``stats``, when given, accumulates shared-memory bank conflicts of ldmatrix and 16-byte
-        cp.async: ``{"ldmatrix": [extra wavefronts, phases], "cp.async": [...]}``."""
+        cp.async: ``{"ldmatrix": [extra wavefronts, phases], "cp.async": [...]}``.
+        ``prefetched``, when given, receives each L2 prefetch: (buffer, start bytes, lengths)."""
         if tuple(block[1:]) != (1, 1):
             raise NotImplementedError("the interpreter runs 1-D blocks")
         if self.known_block is not None and tuple(block) != self.known_block:
@@ -155,6 +157,8 @@ class Kernel:
                 )
         early = frozenset(id(values[i]) for i in self.reads_before_wait)
         launch = _Launch(g, threads, lanes, int(smem), stats, early)
+        if prefetched is not None:
+            launch.prefetched = prefetched
         try:
             with np.errstate(all="ignore"):
                 for first in range(0, count, per_batch):

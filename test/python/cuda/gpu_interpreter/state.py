@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .kinds import WARP, KernelFault
-from .memory import _Space
+from .memory import Buffer, _Space
 
 if TYPE_CHECKING:
     from .driver import Kernel
@@ -24,6 +24,18 @@ class _Launch:
     stats: dict[str, list[int]] | None = None
     # ids of the buffers the kernel may load before its griddepcontrol.wait (weights)
     early: frozenset[int] = frozenset()
+    # The address regions of the global buffers whose address the kernel took (``grid_ops``).
+    regions: dict[int, Buffer] = field(default_factory=dict)
+    # Each L2 prefetch issued: its buffer, and the start bytes and lengths of its lanes.
+    prefetched: list[tuple[Buffer, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def region_of(self, buffer: Buffer) -> int:
+        for region, known in self.regions.items():
+            if known is buffer:
+                return region
+        region = len(self.regions) + 1
+        self.regions[region] = buffer
+        return region
 
     def count_conflicts(self, what: str, byte: np.ndarray) -> None:
         """Bank conflicts of 16-byte accesses, 8 threads (one 128-byte wavefront) a phase:

@@ -7,7 +7,8 @@ its kernels' milliseconds and shares.
     python bench/kernel_profile.py build/bench --out profile.json
 
 Cases: ``prefill`` (the forward program) over 2048 tokens, and the greedy decode step (or the
-decode step, where the artifact has no greedy one) of one sequence with 2048 tokens cached.
+decode step, where the artifact has no greedy one) of one sequence with 2048 tokens cached;
+each variant build of a model (bench/gpu_build.py --prefetch-kib) adds its decode step's row.
 Peers from the same run: the same call replayed as one CUDA graph (the events between launches
 cost a few microseconds each, so this is the call's own time), and for the prefill
 transformers' eager forward.
@@ -26,6 +27,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from gpu import timed_ms  # bench/gpu.py, beside this script
@@ -115,6 +117,18 @@ def profile_model(folder: Path, entry: dict) -> list[dict]:
             f"{name} prefill B1 S{LENGTH} bf16", artifact["prefill"], {"input_ids": ids}, [eager]
         )
     ]
+    rows.append(profile_decode(name, artifact, ids))
+    for variant in entry.get("variants", []):
+        # Another build of the model (bench/gpu_build.py --prefetch-kib): its decode step.
+        other = runtime.load(folder / variant["folder"])
+        other.bind(dict(model.state_dict()))
+        rows.append(profile_decode(name, other, ids, f" ({variant['label']})"))
+    return rows
+
+
+def profile_decode(name: str, artifact: Any, ids: torch.Tensor, suffix: str = "") -> dict:
+    """The row of ``artifact``'s greedy decode step (or its decode step) for one sequence
+    with LENGTH tokens cached."""
     programs = cached_programs(artifact.manifest, artifact.programs)
     step_name = kv_layout.GREEDY_DECODE_PROGRAM if programs.greedy else kv_layout.DECODE_PROGRAM
     step = artifact[step_name]
@@ -129,9 +143,9 @@ def profile_model(folder: Path, entry: dict) -> list[dict]:
         kv_layout.KV_START: torch.zeros(1, dtype=torch.int64),
         **cache.block_tables([0]),
     }
-    rows.append(profile_row(f"{name} {step_name} B1 T{LENGTH} bf16", step, inputs, []))
+    row = profile_row(f"{name} {step_name} B1 T{LENGTH} bf16{suffix}", step, inputs, [])
     step.unbind_state()
-    return rows
+    return row
 
 
 def main() -> int:

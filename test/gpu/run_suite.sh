@@ -11,7 +11,8 @@
 # head's GEMV with an argmax epilogue; paged: decode attention over the paged cache), decode
 # (generation throughput), prefill (whole-model benchmark), profile (each kernel's share of a
 # prefill and of a decode step), memcheck (compute-sanitizer over the attention, GEMM,
-# greedy-head and paged-attention checks).
+# greedy-head and paged-attention checks). Where build/bench holds variant builds
+# (bench/gpu_build.py --prefetch-kib), decode and profile time them beside each model's own.
 #
 # Writes into OUT_DIR: log.txt (everything printed), the benchmark-format JSON of each check
 # (small_kernels.json, attention.json, gemm.json, greedy_head.json, paged_attention.json,
@@ -64,7 +65,7 @@ step 90 greedy python3 test/gpu/check_greedy_head.py build/greedy_head --out "$d
 step 120 paged python3 test/gpu/check_paged_attention.py build/paged_attention --out "$detail" \
     --commit "$commit"
 step 480 prefill python3 bench/gpu.py build/bench --out "$detail/prefill.json" --commit "$commit"
-step 300 decode python3 bench/decode.py build/bench --out "$detail/decode.json" --commit "$commit"
+step 420 decode python3 bench/decode.py build/bench --out "$detail/decode.json" --commit "$commit"
 step 120 profile python3 bench/kernel_profile.py build/bench --out "$detail/profile.json" --commit "$commit"
 if ! command -v compute-sanitizer >/dev/null; then
     echo "=== compute-sanitizer: not on this machine" | tee -a "$log"

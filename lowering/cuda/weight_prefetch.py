@@ -4,9 +4,9 @@
 A decode step is a chain of weight-streaming launches (the GEMVs) and latency-bound ones (the
 attention prologue, paged attention, its combine, the norms). A **prefetch point** is a launch
 that reads no large weight right after one that does, opening a stretch of at least
-``MIN_STRETCH`` such launches: one in which DRAM idles. There a prefetch launch is inserted
-that asks L2 for the first bytes of the large weights the following launches read, in the
-order they read them, up to a byte budget.
+``MIN_STRETCH`` such launches: one in which little weight traffic is left to serve. There a
+prefetch launch is inserted that asks L2 for the first bytes of the large weights the
+following launches read, in the order they read them, up to a byte budget.
 
 The budget models what L2 holds: bytes asked for and not yet read count against it until the
 walk passes a launch that reads their weight (then they are spent, and the room is free for the
@@ -21,6 +21,7 @@ Only the decode programs take prefetches, and only with a budget from the tuning
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from mlir import ir
 from tessera.errors import LoweringError
 from tessera.runtime.manifest import ArgRef, KernelLaunch
 
+from .kernels import attention_ir as a
 from .kernels.l2_prefetch import (
     CHUNK_BYTES,
     GRANULE,
@@ -64,12 +66,8 @@ def weights_of(plan: LaunchPlan) -> dict[str, Weight]:
         shaped = ir.ShapedType(value.type)
         if not shaped.has_static_shape:
             continue
-        elements = 1
-        for axis in range(shaped.rank):
-            elements *= shaped.get_dim_size(axis)
-        element = shaped.element_type
-        bits = element.width if isinstance(element, ir.IntegerType) else ir.FloatType(element).width
-        found.setdefault(ref.name, Weight(str(element), elements * bits // 8))
+        bits = math.prod(shaped.shape) * a.bit_width(shaped.element_type)
+        found.setdefault(ref.name, Weight(str(shaped.element_type), bits // 8))
     return found
 
 
@@ -139,12 +137,12 @@ def _ranges_ahead(
     return ranges
 
 
-def add_weight_prefetches(plan: LaunchPlan) -> int:
+def add_weight_prefetches(plan: LaunchPlan) -> None:
     """Inserts the prefetch launches into ``plan`` (a decode program on a device with L2 bulk
-    prefetch) where its tuning entry gives a budget; returns how many it inserted."""
+    prefetch) where its tuning entry gives a budget."""
     entry = plan.tuning.get(L2_PREFETCH_KEY)
     if entry is None or plan.rows_hint is None or not plan.kernels.device.l2_bulk_prefetch:
-        return 0
+        return
     if "budget_kib" not in entry:
         sources = ", ".join(plan.tuning.sources)
         raise LoweringError(f"tuning entry {L2_PREFETCH_KEY} ({sources}): no budget_kib")
@@ -165,4 +163,3 @@ def add_weight_prefetches(plan: LaunchPlan) -> int:
             steps.append(plan.step(info, bindings))
         steps.append(step)
     plan.steps[:] = steps
-    return len(points)

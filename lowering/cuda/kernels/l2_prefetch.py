@@ -2,9 +2,10 @@
 
 A decode step alternates between kernels that stream weights at the card's bandwidth (the
 GEMVs) and kernels bound by latency (the attention prologue, paged attention and its combine,
-the norms), during which DRAM sits nearly idle. This kernel, launched where such a stretch
-begins (``weight_prefetch.py`` places it), asks L2 for byte ranges of the weights the next
-GEMVs read first, so that DRAM moves them while the latency-bound kernels run.
+the norms), during which little weight traffic is left to serve. This kernel, launched where
+such a stretch begins (``weight_prefetch.py`` places it), asks L2 for byte ranges of the
+weights the next GEMVs read first, so that DRAM moves them while the latency-bound kernels
+run.
 
 Each lane issues one ``cp.async.bulk.prefetch.L2`` of a chunk of one range: the chunks are
 spread over blocks of one warp each, so that the requests leave from many SMs' copy engines
